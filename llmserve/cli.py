@@ -1,0 +1,116 @@
+"""The `llmserve` command: parse arguments, build objects, run. No logic of its own.
+
+    llmserve [--host H] [--port P] [--log-level L] multi-model --config F [--default-model-id ID]
+             [--preload default|all|none]
+    llmserve [--host H] [--port P] [--log-level L] plain -m MODEL_ID [--dtype D] [--device D] [--alias A]
+
+Bad arguments or config: one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from llmserve import __version__
+from llmserve.config import ModelConfig, choose_default, load_config, parse_config
+from llmserve.errors import ConfigError
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is outside 0-65535")
+    return port
+
+
+def _server_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    """Host, port and log level go before or after the subcommand; after wins."""
+
+    def default(value: Any) -> Any:
+        return value if defaults else argparse.SUPPRESS
+
+    parser.add_argument("--host", default=default("127.0.0.1"), help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=_port, default=default(1234), help="port to listen on (default 1234)")
+    parser.add_argument("--log-level", choices=LOG_LEVELS, default=default("info"), help="default info")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="llmserve", description="An OpenAI-compatible server for many LLMs in one process.")
+    parser.add_argument("--version", action="version", version=f"llmserve {__version__}")
+    _server_options(parser, defaults=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{multi-model,plain}")
+
+    multi = commands.add_parser("multi-model", help="serve the models of a JSON config file")
+    multi.add_argument("--config", required=True, help="the multi-model JSON config")
+    multi.add_argument("--default-model-id", help="API id of the default model (default: the first model)")
+    _preload_option(multi)
+    _server_options(multi, defaults=False)
+
+    plain = commands.add_parser("plain", help="serve one model")
+    plain.add_argument("-m", "--model-id", required=True, help="hub id, local directory or package:NAME")
+    plain.add_argument("--alias", help="API id to serve it under (default: the model id)")
+    plain.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto")
+    plain.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    _preload_option(plain)
+    _server_options(plain, defaults=False)
+    return parser
+
+
+def _preload_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--preload",
+        choices=("default", "all", "none"),
+        default="default",
+        help="models to load in the background at start (default: the default model)",
+    )
+
+
+def models_from_args(args: argparse.Namespace) -> tuple[list[ModelConfig], str]:
+    """The models to serve and the default model's API id; raises `ConfigError`."""
+    if args.command == "multi-model":
+        models = load_config(args.config)
+        return models, choose_default(models, args.default_model_id, source=args.config)
+    entry: dict[str, Any] = {"Plain": {"model_id": args.model_id}, "dtype": args.dtype, "device": args.device}
+    if args.alias is not None:
+        entry["alias"] = args.alias
+    models = parse_config({"model": entry}, base=Path.cwd(), source="command line")
+    return models, models[0].api_id
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        models, default_id = models_from_args(args)
+    except ConfigError as exc:
+        print(f"llmserve: error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=logging.DEBUG if args.log_level == "trace" else args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    import uvicorn
+
+    from llmserve.server import create_app
+
+    app = create_app(models, default_id, preload=args.preload)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

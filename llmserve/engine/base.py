@@ -1,0 +1,70 @@
+"""The engine boundary: what a worker needs from a loaded model, and the values that cross it.
+
+The protocol is step-based: `start` registers a sequence (its prompt is prefilled on its first step),
+`step` advances every given sequence by one token. A worker calls `step` with all its running
+sequences, so an engine that batches them (continuous batching) fits the same protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from llmserve.config import ModelConfig
+
+FinishReason = Literal["stop", "length"]
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """Per-request sampling and stopping. `max_tokens=None` means up to the end of the context."""
+
+    max_tokens: int | None = None
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+
+class Engine(Protocol):
+    """A loaded model. Every method runs on the model's worker thread only."""
+
+    @property
+    def context_length(self) -> int: ...
+
+    def is_eos(self, token_id: int) -> bool: ...
+
+    def encode_chat(self, messages: Sequence[ChatMessage]) -> list[int]:
+        """Render the chat template and tokenize. Raises `InvalidRequest` if the model has no template."""
+        ...
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        """Detokenize without special tokens."""
+        ...
+
+    def start(self, prompt_ids: Sequence[int], params: GenerationParams) -> int:
+        """Register a sequence; returns its id."""
+        ...
+
+    def step(self, seq_ids: Sequence[int]) -> list[int]:
+        """Advance each sequence by one token; returns the new token of each, in order."""
+        ...
+
+    def release(self, seq_id: int) -> None:
+        """Forget a sequence and free its cache."""
+        ...
+
+    def close(self) -> None:
+        """Drop the weights and return their memory (called once, on unload)."""
+        ...
+
+
+EngineFactory = Callable[[ModelConfig], Engine]

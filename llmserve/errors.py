@@ -1,0 +1,91 @@
+"""The one exception hierarchy of llmserve.
+
+Every layer raises these; `server/app.py` holds the single handler that turns them into OpenAI's error
+JSON (`{"error": {"message", "type", "param", "code"}}`). Nothing here imports anything heavy.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class LLMServeError(Exception):
+    """Base of every error llmserve reports to a client. Subclasses fix status, type and code."""
+
+    status: ClassVar[int] = 500
+    type: ClassVar[str] = "server_error"
+    code: ClassVar[str | None] = "internal_error"
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+    def to_dict(self) -> dict[str, Any]:
+        """The OpenAI `ErrorResponse` body, all four keys present."""
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+class InvalidRequest(LLMServeError):
+    """A malformed body, a missing or mistyped field, an out-of-range or unsupported value."""
+
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class ModelNotFound(LLMServeError):
+    """The request names a model this server does not have."""
+
+    status = 404
+    type = "invalid_request_error"
+    code = "model_not_found"
+
+    def __init__(self, model_id: str, available: list[str]) -> None:
+        listing = ", ".join(available) if available else "none"
+        super().__init__(
+            f"The model '{model_id}' does not exist. Available models: default, {listing}.", param="model"
+        )
+        self.model_id = model_id
+
+
+class RouteNotFound(LLMServeError):
+    """No endpoint at this path (or not with this method)."""
+
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class MethodNotAllowed(LLMServeError):
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
+class ModelLoadFailed(LLMServeError):
+    """Loading the model's weights or tokenizer failed; the next request tries again."""
+
+    status = 500
+    type = "server_error"
+    code = "model_load_failed"
+
+
+class InternalError(LLMServeError):
+    """The model code failed while generating, or an unexpected fault in llmserve itself."""
+
+
+class Overloaded(LLMServeError):
+    """The server cannot take the request now; the client should retry after `retry_after` seconds."""
+
+    status = 503
+    type = "server_error"
+    code = "overloaded"
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ConfigError(Exception):
+    """A bad config file or command line. The CLI prints it as one line and exits with code 2."""

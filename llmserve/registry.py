@@ -1,0 +1,96 @@
+"""ModelRegistry: the router of the design card. Resolves `default` and model ids, owns the workers.
+
+An unknown model is always `ModelNotFound`; there is no fallback to the default model.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Literal
+
+from llmserve.config import ModelConfig
+from llmserve.engine.base import ChatMessage, EngineFactory, GenerationParams
+from llmserve.errors import ModelNotFound
+from llmserve.jobs import EventStream, Generate
+from llmserve.worker import ModelState, ModelWorker
+
+DEFAULT_ALIAS = "default"
+Preload = Literal["default", "all", "none"]
+
+# The status names of the seed (mistral.rs). A model that is unloading still serves its running
+# requests, so it reports `loaded` until the memory is freed.
+_SEED_STATUS: dict[ModelState, str] = {
+    ModelState.LOADED: "loaded",
+    ModelState.UNLOADING: "loaded",
+    ModelState.UNLOADED: "unloaded",
+    ModelState.LOADING: "reloading",
+    ModelState.FAILED: "internal_error",
+}
+
+
+class ModelRegistry:
+    def __init__(self, models: Sequence[ModelConfig], default_id: str, factory: EngineFactory) -> None:
+        self._workers = {m.api_id: ModelWorker(m, factory) for m in models}
+        if default_id not in self._workers:
+            raise ModelNotFound(default_id, list(self._workers))
+        self.default_id = default_id
+        self.created = int(time.time())
+        self._started = False
+
+    @property
+    def workers(self) -> list[ModelWorker]:
+        return list(self._workers.values())
+
+    def start(self, preload: Preload = "default") -> None:
+        """Starts every worker thread; `preload` loads some models in the background."""
+        if self._started:
+            return
+        self._started = True
+        for worker in self._workers.values():
+            worker.start()
+        targets = {"all": self.workers, "default": [self._workers[self.default_id]], "none": []}[preload]
+        for worker in targets:
+            worker.preload()
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """Stops the workers (blocking: call it off the event loop)."""
+        if not self._started:
+            return
+        for worker in self._workers.values():
+            worker.stop(timeout)
+        self._started = False
+
+    def resolve(self, model: str | None) -> ModelWorker:
+        """`None` or `"default"` → the default model; an unknown id → `ModelNotFound` (404)."""
+        api_id = self.default_id if model is None or model == DEFAULT_ALIAS else model
+        worker = self._workers.get(api_id)
+        if worker is None:
+            raise ModelNotFound(api_id, list(self._workers))
+        return worker
+
+    def status(self, model: str | None) -> str:
+        return seed_status(self.resolve(model))
+
+    def generate(
+        self, model: str | None, messages: Sequence[ChatMessage], params: GenerationParams
+    ) -> tuple[ModelWorker, EventStream]:
+        """Queues a generation (loading the model first if needed) and returns its event stream."""
+        worker = self.resolve(model)
+        stream = EventStream()
+        worker.submit(Generate(tuple(messages), params, stream))
+        return worker, stream
+
+    async def reload(self, model: str | None) -> ModelWorker:
+        worker = self.resolve(model)
+        await worker.load()
+        return worker
+
+    async def unload(self, model: str | None) -> ModelWorker:
+        worker = self.resolve(model)
+        await worker.unload()
+        return worker
+
+
+def seed_status(worker: ModelWorker) -> str:
+    return _SEED_STATUS[worker.state]

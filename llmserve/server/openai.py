@@ -1,0 +1,99 @@
+"""The /v1 routes (OpenAI API plus the seed's model management) and /health."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from llmserve.errors import InvalidRequest
+from llmserve.protocol import (
+    ChatCompletionRequest,
+    ModelCard,
+    ModelIdRequest,
+    ModelList,
+    ModelStatusResponse,
+    parse_request,
+)
+from llmserve.registry import DEFAULT_ALIAS, ModelRegistry, seed_status
+from llmserve.server.sse import sse_response
+from llmserve.service import ChatService
+
+
+async def read_json(request: Request) -> Any:
+    body = await request.body()
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"the request body is not valid JSON: {exc}") from None
+
+
+def _registry(request: Request) -> ModelRegistry:
+    registry: ModelRegistry = request.app.state.registry
+    return registry
+
+
+def _json(model: Any) -> JSONResponse:
+    return JSONResponse(model.model_dump())
+
+
+async def chat_completions(request: Request) -> Response:
+    chat: ChatService = request.app.state.chat
+    body = parse_request(ChatCompletionRequest, await read_json(request))
+    if body.stream:
+        return sse_response(await chat.open_stream(body))
+    return _json(await chat.complete(body))
+
+
+async def list_models(request: Request) -> Response:
+    registry = _registry(request)
+    created = registry.created
+    default = registry.resolve(None)
+    cards = [ModelCard(id=DEFAULT_ALIAS, created=created, status=seed_status(default))]
+    cards += [ModelCard(id=w.api_id, created=created, status=seed_status(w)) for w in registry.workers]
+    return _json(ModelList(data=cards))
+
+
+async def get_model(request: Request) -> Response:
+    registry = _registry(request)
+    model_id = request.path_params["model_id"]
+    worker = registry.resolve(model_id)
+    return _json(ModelCard(id=model_id, created=registry.created, status=seed_status(worker)))
+
+
+async def _model_id(request: Request) -> str:
+    return parse_request(ModelIdRequest, await read_json(request)).model_id
+
+
+async def unload_model(request: Request) -> Response:
+    worker = await _registry(request).unload(await _model_id(request))
+    return _json(ModelStatusResponse(model_id=worker.api_id, status="unloaded"))
+
+
+async def reload_model(request: Request) -> Response:
+    worker = await _registry(request).reload(await _model_id(request))
+    return _json(ModelStatusResponse(model_id=worker.api_id, status="loaded"))
+
+
+async def model_status(request: Request) -> Response:
+    worker = _registry(request).resolve(await _model_id(request))
+    return _json(ModelStatusResponse(model_id=worker.api_id, status=seed_status(worker)))
+
+
+async def health(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        Route("/health", health, methods=["GET"]),
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/models", list_models, methods=["GET"]),
+        Route("/v1/models/unload", unload_model, methods=["POST"]),
+        Route("/v1/models/reload", reload_model, methods=["POST"]),
+        Route("/v1/models/status", model_status, methods=["POST"]),
+        Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
+    ]

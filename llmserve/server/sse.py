@@ -1,0 +1,42 @@
+"""Server-sent events for streamed completions: `data: {json}` events, then `data: [DONE]`."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
+
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from llmserve.errors import InternalError, LLMServeError
+
+log = logging.getLogger(__name__)
+PING_SECONDS = 15
+
+
+def _data(payload: dict[str, Any]) -> ServerSentEvent:
+    return ServerSentEvent(data=json.dumps(payload, ensure_ascii=False, separators=(",", ":")))
+
+
+def sse_response(chunks: AsyncGenerator[dict[str, Any], None]) -> EventSourceResponse:
+    """Streams `chunks`; an error after the stream started becomes an error event before `[DONE]`.
+
+    When the client goes away, sse-starlette cancels this generator and the `finally` closes `chunks`,
+    which cancels the generation in its worker.
+    """
+
+    async def events() -> AsyncIterator[ServerSentEvent]:
+        try:
+            async for chunk in chunks:
+                yield _data(chunk)
+        except LLMServeError as exc:
+            yield _data(exc.to_dict())
+        except Exception as exc:  # a bug must still end the stream in the documented shape
+            log.exception("stream failed")
+            yield _data(InternalError(f"internal error: {type(exc).__name__}").to_dict())
+        finally:
+            await chunks.aclose()
+        yield ServerSentEvent(data="[DONE]")
+
+    return EventSourceResponse(events(), ping=PING_SECONDS, sep="\n", headers={"Cache-Control": "no-cache"})

@@ -1,0 +1,131 @@
+"""Chat completions without a transport: OpenAI request → generation → OpenAI response or chunks."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from llmserve.engine.base import ChatMessage, GenerationParams, Role
+from llmserve.errors import InternalError
+from llmserve.jobs import EventStream, Failed, Finished, Started, TextDelta
+from llmserve.protocol import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    Choice,
+    ChunkChoice,
+    Delta,
+    ResponseMessage,
+    Usage,
+)
+from llmserve.registry import ModelRegistry
+
+_ROLES: dict[str, Role] = {
+    "system": "system",
+    "developer": "system",
+    "user": "user",
+    "assistant": "assistant",
+}
+
+
+def to_generation(request: ChatCompletionRequest) -> tuple[list[ChatMessage], GenerationParams]:
+    request.check_supported()
+    messages = [ChatMessage(_ROLES[m.role], m.text()) for m in request.messages]
+    params = GenerationParams(
+        max_tokens=request.max_completion_tokens or request.max_tokens,
+        temperature=1.0 if request.temperature is None else request.temperature,
+        top_p=1.0 if request.top_p is None else request.top_p,
+        seed=request.seed,
+        stop=request.stop_strings(),
+    )
+    return messages, params
+
+
+async def _first_event(stream: EventStream) -> Started:
+    """Waits until the model is loaded and the prompt accepted; raises the error if it failed."""
+    try:
+        event = await stream.get()
+    except BaseException:
+        stream.cancel()
+        raise
+    if isinstance(event, Failed):
+        raise event.error
+    if not isinstance(event, Started):
+        stream.cancel()
+        raise InternalError(f"unexpected first event {type(event).__name__}")
+    return event
+
+
+class ChatService:
+    def __init__(self, registry: ModelRegistry) -> None:
+        self.registry = registry
+
+    def _submit(self, request: ChatCompletionRequest) -> tuple[str, EventStream]:
+        messages, params = to_generation(request)
+        worker, stream = self.registry.generate(request.model, messages, params)
+        return worker.api_id, stream
+
+    async def complete(self, request: ChatCompletionRequest) -> ChatCompletion:
+        model, stream = self._submit(request)
+        await _first_event(stream)
+        parts: list[str] = []
+        try:
+            async for event in stream.until_done():
+                if isinstance(event, TextDelta):
+                    parts.append(event.text)
+                elif isinstance(event, Failed):
+                    raise event.error
+                elif isinstance(event, Finished):
+                    return ChatCompletion(
+                        id=f"chatcmpl-{uuid.uuid4().hex}",
+                        created=int(time.time()),
+                        model=model,
+                        choices=[
+                            Choice(
+                                index=0,
+                                message=ResponseMessage(content="".join(parts)),
+                                finish_reason=event.reason,
+                            )
+                        ],
+                        usage=Usage.of(event.prompt_tokens, event.completion_tokens),
+                    )
+        finally:
+            stream.cancel()
+        raise InternalError("the generation ended without a result")
+
+    async def open_stream(self, request: ChatCompletionRequest) -> AsyncGenerator[dict[str, Any], None]:
+        """Returns the chunks once generation has started, so that load and prompt errors are raised
+        here, before any byte of the response is sent."""
+        model, stream = self._submit(request)
+        await _first_event(stream)
+        include_usage = bool(request.stream_options and request.stream_options.include_usage)
+        return _chunks(model, stream, include_usage)
+
+
+async def _chunks(
+    model: str, stream: EventStream, include_usage: bool
+) -> AsyncGenerator[dict[str, Any], None]:
+    """role chunk → content chunks → finish chunk → (usage chunk). A failure mid-way is raised."""
+    chunk_id = f"chatcmpl-{uuid.uuid4().hex}"
+    created = int(time.time())
+
+    def chunk(choices: list[ChunkChoice], usage: Usage | None = None) -> dict[str, Any]:
+        out = ChatCompletionChunk(id=chunk_id, created=created, model=model, choices=choices, usage=usage)
+        # With include_usage every chunk carries `usage` (null until the last one), as OpenAI sends it.
+        return out.model_dump(exclude=None if include_usage else {"usage"})
+
+    try:
+        yield chunk([ChunkChoice(index=0, delta=Delta(role="assistant", content=""))])
+        async for event in stream.until_done():
+            if isinstance(event, TextDelta):
+                yield chunk([ChunkChoice(index=0, delta=Delta(content=event.text))])
+            elif isinstance(event, Failed):
+                raise event.error
+            elif isinstance(event, Finished):
+                yield chunk([ChunkChoice(index=0, delta=Delta(), finish_reason=event.reason)])
+                if include_usage:
+                    yield chunk([], Usage.of(event.prompt_tokens, event.completion_tokens))
+    finally:
+        stream.cancel()

@@ -1,0 +1,279 @@
+"""ModelWorker: one thread and one queue per model. It loads, generates and unloads, in that thread only.
+
+The loop is step-based: between two decode steps it takes new messages, admits waiting requests,
+drops cancelled ones and finishes others, so every running sequence shares the same step loop.
+
+- Requests for an unloaded model load it first; since every message goes through this one queue,
+  any number of concurrent first requests cause exactly one load.
+- A failed load fails every request waiting at that moment; the next request tries again.
+- Unload lets running requests finish, then frees the memory; requests that arrived meanwhile are
+  served after an automatic reload.
+"""
+
+from __future__ import annotations
+
+import enum
+import gc
+import logging
+import queue
+import threading
+import time
+from collections import deque
+
+from llmserve.config import ModelConfig
+from llmserve.decoding import IncrementalDetokenizer, StopMatcher
+from llmserve.engine.base import Engine, EngineFactory, FinishReason
+from llmserve.errors import InternalError, InvalidRequest, LLMServeError, ModelLoadFailed, Overloaded
+from llmserve.jobs import (
+    Failed,
+    Finished,
+    Generate,
+    Load,
+    Message,
+    Reply,
+    Shutdown,
+    Started,
+    TextDelta,
+    Unload,
+)
+from llmserve.memory import trim_process_memory
+
+log = logging.getLogger(__name__)
+
+
+class ModelState(enum.Enum):
+    UNLOADED = "unloaded"
+    LOADING = "loading"
+    LOADED = "loaded"
+    UNLOADING = "unloading"
+    FAILED = "failed"
+
+
+class _Running:
+    """One admitted request: its engine sequence and the text state between tokens and the client."""
+
+    def __init__(
+        self, job: Generate, engine: Engine, seq_id: int, prompt_tokens: int, max_tokens: int
+    ) -> None:
+        self.job = job
+        self.seq_id = seq_id
+        self.prompt_tokens = prompt_tokens
+        self.max_tokens = max_tokens
+        self.generated = 0
+        self._detok = IncrementalDetokenizer(engine.decode)
+        self._stops = StopMatcher(job.params.stop)
+
+    def on_token(self, token: int, is_eos: bool) -> FinishReason | None:
+        """Emits the text the token adds; returns why the sequence ends, or None to go on."""
+        self.generated += 1
+        if is_eos:
+            self._emit(self._stops.flush())
+            return "stop"
+        text, hit = self._stops.feed(self._detok.add(token))
+        self._emit(text)
+        if hit:
+            return "stop"
+        if self.generated >= self.max_tokens:
+            text, hit = self._stops.feed(self._detok.flush())
+            self._emit(text if hit else text + self._stops.flush())
+            return "stop" if hit else "length"
+        return None
+
+    def _emit(self, text: str) -> None:
+        if text:
+            self.job.stream.push(TextDelta(text))
+
+
+class ModelWorker:
+    """Owns one model's engine and serves its queue on a dedicated thread."""
+
+    def __init__(self, config: ModelConfig, factory: EngineFactory) -> None:
+        self.config = config
+        self._factory = factory
+        self._queue: queue.Queue[Message] = queue.Queue()
+        self._thread = threading.Thread(
+            target=self._run, name=f"llmserve-worker:{config.api_id}", daemon=True
+        )
+        self._engine: Engine | None = None
+        self._pending: deque[Generate] = deque()
+        self._running: list[_Running] = []
+        self._load_waiters: list[Reply[None]] = []
+        self._unload_waiters: list[Reply[None]] = []
+        self._preload = False
+        self._stopping = False
+        # Read from other threads; each is replaced by a single assignment.
+        self.state = ModelState.UNLOADED
+        self.last_error: str | None = None
+        self.load_count = 0
+        self.last_load_seconds: float | None = None
+
+    @property
+    def api_id(self) -> str:
+        return self.config.api_id
+
+    # -- called from the event loop --
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, job: Generate) -> None:
+        self._queue.put(job)
+
+    def preload(self) -> None:
+        self._queue.put(Load(None))
+
+    async def load(self) -> None:
+        reply: Reply[None] = Reply()
+        self._queue.put(Load(reply))
+        await reply.future
+
+    async def unload(self) -> None:
+        reply: Reply[None] = Reply()
+        self._queue.put(Unload(reply))
+        await reply.future
+
+    def stop(self, timeout: float) -> None:
+        """Ends the thread: waiting and running requests get an error, the model is unloaded."""
+        self._queue.put(Shutdown())
+        self._thread.join(timeout)
+
+    # -- the worker thread --
+    def _run(self) -> None:
+        while not self._stopping:
+            try:
+                self._drain(block=not self._running)
+                self._tick()
+            except Exception as exc:  # a fault in the model code: fail what is in flight, keep serving
+                log.exception("worker for %s failed", self.api_id)
+                self._fail_all(InternalError(f"model '{self.api_id}' failed: {type(exc).__name__}: {exc}"))
+                self._drop_engine(ModelState.FAILED, f"{type(exc).__name__}: {exc}")
+        self._fail_all(Overloaded("the server is shutting down", retry_after=5))
+        self._drop_engine(ModelState.UNLOADED, None)
+
+    def _drain(self, block: bool) -> None:
+        try:
+            message = self._queue.get(block=block)
+            while True:
+                self._accept(message)
+                message = self._queue.get_nowait()
+        except queue.Empty:
+            return
+
+    def _accept(self, message: Message) -> None:
+        if isinstance(message, Generate):
+            self._pending.append(message)
+        elif isinstance(message, Load):
+            if message.reply is not None:
+                self._load_waiters.append(message.reply)
+            else:
+                self._preload = True
+        elif isinstance(message, Unload):
+            self._unload_waiters.append(message.reply)
+        else:
+            self._stopping = True
+
+    def _tick(self) -> None:
+        if self._stopping:
+            return
+        if self._unload_waiters and not self._running:
+            self._drop_engine(ModelState.UNLOADED, None)
+            for reply in self._unload_waiters:
+                reply.set(None)
+            self._unload_waiters.clear()
+        if not self._unload_waiters and (self._pending or self._load_waiters or self._preload):
+            self._preload = False
+            if self._engine is None and not self._load():
+                return
+            for reply in self._load_waiters:
+                reply.set(None)
+            self._load_waiters.clear()
+            while self._pending:
+                self._admit(self._pending.popleft())
+        if self._running:
+            self._step()
+
+    def _load(self) -> bool:
+        self.state = ModelState.LOADING
+        started = time.perf_counter()
+        try:
+            self._engine = self._factory(self.config)
+        except Exception as exc:
+            log.warning("loading %s failed: %s: %s", self.api_id, type(exc).__name__, exc)
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            self.state = ModelState.FAILED
+            self._drain(block=False)  # everyone waiting right now shares this failure
+            self._fail_all(ModelLoadFailed(f"loading model '{self.api_id}' failed: {self.last_error}"))
+            return False
+        self.load_count += 1
+        self.last_load_seconds = time.perf_counter() - started
+        self.last_error = None
+        self.state = ModelState.LOADED
+        log.info("model %s loaded in %.2f s", self.api_id, self.last_load_seconds)
+        return True
+
+    def _admit(self, job: Generate) -> None:
+        if job.stream.cancelled:
+            return
+        engine = self._engine
+        assert engine is not None
+        try:
+            prompt = engine.encode_chat(job.messages)
+            room = engine.context_length - len(prompt)
+            if room < 1:
+                raise InvalidRequest(
+                    f"the prompt is {len(prompt)} tokens; model '{self.api_id}' holds "
+                    f"{engine.context_length} tokens in all, so shorten the messages by {1 - room} or more",
+                    param="messages",
+                )
+            max_tokens = min(job.params.max_tokens or room, room)
+            seq_id = engine.start(prompt, job.params)
+        except LLMServeError as exc:
+            job.stream.push(Failed(exc))
+            return
+        job.stream.push(Started(len(prompt)))
+        self._running.append(_Running(job, engine, seq_id, len(prompt), max_tokens))
+
+    def _step(self) -> None:
+        engine = self._engine
+        assert engine is not None
+        live = []
+        for run in self._running:
+            if run.job.stream.cancelled:
+                engine.release(run.seq_id)
+            else:
+                live.append(run)
+        self._running = live
+        if not live:
+            return
+        tokens = engine.step([run.seq_id for run in live])
+        still: list[_Running] = []
+        for run, token in zip(live, tokens, strict=True):
+            reason = run.on_token(token, engine.is_eos(token))
+            if reason is None:
+                still.append(run)
+                continue
+            run.job.stream.push(Finished(reason, run.prompt_tokens, run.generated))
+            engine.release(run.seq_id)
+        self._running = still
+
+    def _fail_all(self, error: LLMServeError) -> None:
+        for run in self._running:
+            run.job.stream.push(Failed(error))
+        for job in self._pending:
+            job.stream.push(Failed(error))
+        for reply in self._load_waiters:
+            reply.fail(error)
+        self._running.clear()
+        self._pending.clear()
+        self._load_waiters.clear()
+
+    def _drop_engine(self, state: ModelState, error: str | None) -> None:
+        """Frees the model for real: the engine drops its tensors, then the process returns the pages."""
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            self.state = ModelState.UNLOADING
+            engine.close()
+            del engine
+            gc.collect()
+            trim_process_memory()
+        self.state = state
+        self.last_error = error
