@@ -101,6 +101,7 @@ class ModelWorker:
         self._unload_waiters: list[Reply[None]] = []
         self._preload = False
         self._stopping = False
+        self._closed = False
         # Read from other threads; each is replaced by a single assignment.
         self.state = ModelState.UNLOADED
         self.last_error: str | None = None
@@ -115,24 +116,30 @@ class ModelWorker:
     def start(self) -> None:
         self._thread.start()
 
+    def _put(self, message: Message) -> None:
+        if self._closed:
+            raise Overloaded("the server is shutting down", retry_after=5)
+        self._queue.put(message)
+
     def submit(self, job: Generate) -> None:
-        self._queue.put(job)
+        self._put(job)
 
     def preload(self) -> None:
-        self._queue.put(Load(None))
+        self._put(Load(None))
 
     async def load(self) -> None:
         reply: Reply[None] = Reply()
-        self._queue.put(Load(reply))
+        self._put(Load(reply))
         await reply.future
 
     async def unload(self) -> None:
         reply: Reply[None] = Reply()
-        self._queue.put(Unload(reply))
+        self._put(Unload(reply))
         await reply.future
 
     def stop(self, timeout: float) -> None:
         """Ends the thread: waiting and running requests get an error, the model is unloaded."""
+        self._closed = True
         self._queue.put(Shutdown())
         self._thread.join(timeout)
 
@@ -140,14 +147,22 @@ class ModelWorker:
     def _run(self) -> None:
         while not self._stopping:
             try:
-                self._drain(block=not self._running)
+                self._drain(block=not self._has_work())
                 self._tick()
             except Exception as exc:  # a fault in the model code: fail what is in flight, keep serving
                 log.exception("worker for %s failed", self.api_id)
-                self._fail_all(InternalError(f"model '{self.api_id}' failed: {type(exc).__name__}: {exc}"))
-                self._drop_engine(ModelState.FAILED, f"{type(exc).__name__}: {exc}")
-        self._fail_all(Overloaded("the server is shutting down", retry_after=5))
+                reason = f"{type(exc).__name__}: {exc}"
+                self._drop_engine(ModelState.FAILED, reason)
+                self._fail_all(InternalError(f"model '{self.api_id}' failed: {reason}"))
         self._drop_engine(ModelState.UNLOADED, None)
+        self._drain(block=False)
+        self._fail_all(Overloaded("the server is shutting down", retry_after=5))
+        for reply in self._unload_waiters:
+            reply.set(None)
+
+    def _has_work(self) -> bool:
+        waiting = self._pending or self._load_waiters or self._unload_waiters
+        return bool(self._running or waiting or self._preload)
 
     def _drain(self, block: bool) -> None:
         try:

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+
+from llmserve.config import ModelConfig, PlainSpec
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tiny import build_model
+
+    return build_model(tmp_path_factory.mktemp("models") / "tiny-chat")
+
+
+@pytest.fixture(scope="session")
+def tiny_dir2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tiny import build_model
+
+    return build_model(tmp_path_factory.mktemp("models") / "tiny-chat-2", seed=1)
+
+
+def plain(directory: Path, alias: str | None = None) -> ModelConfig:
+    return ModelConfig(
+        label=alias or directory.name, api_id=alias or str(directory), spec=PlainSpec(model_id=str(directory))
+    )
+
+
+_SCHEMAS = json.loads((DATA / "openai_schemas.json").read_text())
+
+
+def assert_schema(name: str, instance: Any) -> None:
+    """Validates `instance` against OpenAI's schema `name` (from openapi.yaml)."""
+    schema = {"$ref": f"#/components/schemas/{name}", "components": _SCHEMAS["components"]}
+    jsonschema.validate(instance, schema)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def live_server(app: Starlette) -> Iterator[str]:
+    """Runs `app` with uvicorn on a loopback port in a thread; yields the base URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)

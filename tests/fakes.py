@@ -1,0 +1,91 @@
+"""Scripted engines for exact tests of the worker. They implement the Engine protocol for real:
+the model "writes" a fixed list of text pieces, one per token, then its EOS token."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from llmserve.config import ModelConfig
+from llmserve.engine.base import ChatMessage, Engine, GenerationParams
+
+EOS = 0
+
+
+class ScriptedEngine:
+    def __init__(
+        self, pieces: Sequence[str], *, context: int = 64, step_delay: float = 0.0, fail_at_step: int = 0
+    ):
+        self.vocab = ["<eos>", *pieces]
+        self.context = context
+        self.step_delay = step_delay
+        self.fail_at_step = fail_at_step
+        self.sequences: dict[int, int] = {}  # seq id -> tokens produced so far
+        self.released: list[int] = []
+        self.steps = 0
+        self.closed = False
+        self._next = 0
+
+    @property
+    def context_length(self) -> int:
+        return self.context
+
+    def is_eos(self, token_id: int) -> bool:
+        return token_id == EOS
+
+    def encode_chat(self, messages: Sequence[ChatMessage]) -> list[int]:
+        return [1] * sum(len(m.content.split()) + 1 for m in messages)
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return "".join(self.vocab[i] for i in token_ids if i != EOS)
+
+    def start(self, prompt_ids: Sequence[int], params: GenerationParams) -> int:
+        self._next += 1
+        self.sequences[self._next] = 0
+        return self._next
+
+    def step(self, seq_ids: Sequence[int]) -> list[int]:
+        time.sleep(self.step_delay)
+        self.steps += 1
+        if self.steps == self.fail_at_step:
+            raise RuntimeError("the model crashed")
+        out = []
+        for seq_id in seq_ids:
+            produced = self.sequences[seq_id]
+            self.sequences[seq_id] = produced + 1
+            out.append(produced + 1 if produced + 1 < len(self.vocab) else EOS)
+        return out
+
+    def release(self, seq_id: int) -> None:
+        self.sequences.pop(seq_id, None)
+        self.released.append(seq_id)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@dataclass
+class Factory:
+    """An EngineFactory that counts loads, can fail or block them, and keeps the engines it made."""
+
+    make: Callable[[ModelConfig], Engine]
+    fail_with: Exception | None = None
+    load_gate: threading.Event | None = None
+    loads: list[str] = field(default_factory=list)
+    engines: list[Engine] = field(default_factory=list)
+
+    def __call__(self, config: ModelConfig) -> Engine:
+        if self.load_gate is not None:
+            self.load_gate.wait(10)
+        self.loads.append(config.api_id)
+        if self.fail_with is not None:
+            raise self.fail_with
+        engine = self.make(config)
+        self.engines.append(engine)
+        return engine
+
+
+def scripted(pieces: Sequence[str], **kwargs: object) -> Factory:
+    return Factory(lambda config: ScriptedEngine(pieces, **kwargs))  # type: ignore[arg-type]
