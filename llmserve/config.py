@@ -111,6 +111,25 @@ def spec_model_id(spec: ModelSpec) -> str:
     return spec.model_id if isinstance(spec, PlainSpec) else spec.quantized_model_id
 
 
+_JSON_TYPES = {
+    "model_type": "a JSON object",
+    "dict_type": "a JSON object",
+    "string_type": "a string",
+    "int_type": "an integer",
+    "bool_type": "true or false",
+}
+
+_JSON_NAMES = {
+    "str": "a string",
+    "int": "a number",
+    "float": "a number",
+    "bool": "a boolean",
+    "list": "an array",
+    "dict": "an object",
+    "NoneType": "null",
+}
+
+
 def _json_path(loc: tuple[int | str, ...]) -> str:
     return "$" + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)
 
@@ -122,6 +141,9 @@ def _describe(error: Any) -> str:
         return "unknown key"
     if kind == "missing":
         return "missing required field"
+    if kind in _JSON_TYPES:
+        got = type(error["input"]).__name__
+        return f"expected {_JSON_TYPES[kind]}, got {_JSON_NAMES.get(got, got)}"
     message = str(error["msg"])
     return message.removeprefix("Value error, ")
 

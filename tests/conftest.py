@@ -78,3 +78,14 @@ def live_server(app: Starlette) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+def sse_data(body: str) -> list[str]:
+    """The `data:` payloads of an SSE body, in order; fails on anything but data events and pings."""
+    payloads = []
+    for block in body.split("\n\n"):
+        if not block.strip() or block.startswith(":"):
+            continue
+        assert block.startswith("data: "), block
+        payloads.append(block[len("data: ") :])
+    return payloads

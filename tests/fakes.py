@@ -89,3 +89,41 @@ class Factory:
 
 def scripted(pieces: Sequence[str], **kwargs: object) -> Factory:
     return Factory(lambda config: ScriptedEngine(pieces, **kwargs))  # type: ignore[arg-type]
+
+
+class Slowed:
+    """Wraps a real engine: every step takes at least `delay` seconds; records steps and releases."""
+
+    def __init__(self, inner: Engine, delay: float) -> None:
+        self.inner = inner
+        self.delay = delay
+        self.steps = 0
+        self.released: list[int] = []
+
+    @property
+    def context_length(self) -> int:
+        return self.inner.context_length
+
+    def is_eos(self, token_id: int) -> bool:
+        return self.inner.is_eos(token_id)
+
+    def encode_chat(self, messages: Sequence[ChatMessage]) -> list[int]:
+        return self.inner.encode_chat(messages)
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return self.inner.decode(token_ids)
+
+    def start(self, prompt_ids: Sequence[int], params: GenerationParams) -> int:
+        return self.inner.start(prompt_ids, params)
+
+    def step(self, seq_ids: Sequence[int]) -> list[int]:
+        time.sleep(self.delay)
+        self.steps += 1
+        return self.inner.step(seq_ids)
+
+    def release(self, seq_id: int) -> None:
+        self.released.append(seq_id)
+        self.inner.release(seq_id)
+
+    def close(self) -> None:
+        self.inner.close()

@@ -62,3 +62,20 @@ def build_model(
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+def reference_greedy(
+    directory: Path, messages: list[dict[str, str]], max_new_tokens: int
+) -> tuple[str, int, int, bool]:
+    """What raw `model.generate` answers at temperature 0: (text, prompt tokens, new tokens, hit eos)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    model = AutoModelForCausalLM.from_pretrained(directory)
+    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt").input_ids
+    with torch.inference_mode():
+        out = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False)
+    new = out[0, ids.shape[1] :].tolist()
+    hit_eos = new[-1] == tokenizer.eos_token_id
+    return tokenizer.decode(new, skip_special_tokens=True), ids.shape[1], len(new), hit_eos

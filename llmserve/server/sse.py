@@ -7,7 +7,7 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import EventSourceResponse
 
 from llmserve.errors import InternalError, LLMServeError
 
@@ -15,8 +15,9 @@ log = logging.getLogger(__name__)
 PING_SECONDS = 15
 
 
-def _data(payload: dict[str, Any]) -> ServerSentEvent:
-    return ServerSentEvent(data=json.dumps(payload, ensure_ascii=False, separators=(",", ":")))
+def _data(payload: dict[str, Any]) -> dict[str, str]:
+    """One event; sse-starlette frames it with the response's `\n` separator."""
+    return {"data": json.dumps(payload, ensure_ascii=False, separators=(",", ":"))}
 
 
 def sse_response(chunks: AsyncGenerator[dict[str, Any], None]) -> EventSourceResponse:
@@ -26,7 +27,7 @@ def sse_response(chunks: AsyncGenerator[dict[str, Any], None]) -> EventSourceRes
     which cancels the generation in its worker.
     """
 
-    async def events() -> AsyncIterator[ServerSentEvent]:
+    async def events() -> AsyncIterator[dict[str, str]]:
         try:
             async for chunk in chunks:
                 yield _data(chunk)
@@ -37,6 +38,6 @@ def sse_response(chunks: AsyncGenerator[dict[str, Any], None]) -> EventSourceRes
             yield _data(InternalError(f"internal error: {type(exc).__name__}").to_dict())
         finally:
             await chunks.aclose()
-        yield ServerSentEvent(data="[DONE]")
+        yield {"data": "[DONE]"}
 
     return EventSourceResponse(events(), ping=PING_SECONDS, sep="\n", headers={"Cache-Control": "no-cache"})
