@@ -168,7 +168,10 @@ def _resolve_source(value: str, base: Path, where: str) -> str:
         name = value[len(PACKAGE_PREFIX) :]
         spec = importlib.util.find_spec(name) if name.isidentifier() else None
         if spec is None or not spec.submodule_search_locations:
-            raise ConfigError(f"{where}: Python package '{name}' is not installed (pip install --no-deps it)")
+            hint = name.replace("_", "-")
+            raise ConfigError(
+                f"{where}: Python package '{name}' is not installed (try: pip install --no-deps {hint})"
+            )
         return str(Path(next(iter(spec.submodule_search_locations))).resolve())
     looks_local = value.startswith(("/", ".", "~")) or "\\" in value
     candidate = (base / Path(value).expanduser()).resolve()

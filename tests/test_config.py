@@ -126,7 +126,7 @@ BAD = [
     ),
     (
         {"m": {"Plain": {"model_id": "package:surely_not_installed_pkg"}}},
-        "$.m.Plain.model_id: Python package 'surely_not_installed_pkg' is not installed (pip install --no-deps it)",
+        "$.m.Plain.model_id: Python package 'surely_not_installed_pkg' is not installed (try: pip install --no-deps surely-not-installed-pkg)",
     ),
     (
         {"a": {"Plain": {"model_id": "x/y"}}, "b": {"Plain": {"model_id": "x/y"}}},
