@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -108,8 +109,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from llmserve.server import create_app
 
     app = create_app(models, default_id, preload=args.preload)
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again; exit 0 at that point.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 if __name__ == "__main__":

@@ -216,7 +216,10 @@ def parse_config(data: Any, *, base: Path, source: str = "config") -> list[Model
     seen: dict[str, str] = {}
     for label, entry in entries.items():
         where = _json_path((label,))
-        spec = _resolve_spec(entry.spec, base, where)
+        try:
+            spec = _resolve_spec(entry.spec, base, where)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
         api_id = entry.alias or spec_model_id(entry.spec)
         if api_id in seen:
             raise ConfigError(

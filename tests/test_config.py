@@ -22,6 +22,7 @@ def error_of(tmp_path: Path, data: Any) -> str:
         load_config(path)
     message = str(info.value)
     assert "\n" not in message
+    assert message.startswith(f"{path}: ")
     return message.removeprefix(f"{path}: ")
 
 

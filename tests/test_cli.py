@@ -1,0 +1,139 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import free_port
+
+from llmserve.cli import build_parser, models_from_args
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "llmserve", *args], capture_output=True, text=True, timeout=60, cwd=cwd
+    )
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    line = one_line_error(run_cli("multi-model", "--config", str(tmp_path / "none.json")))
+    assert (
+        line
+        == f"llmserve: error: {tmp_path / 'none.json'}: cannot read the config file (No such file or directory)"
+    )
+
+
+def test_bad_config_names_file_and_path(tmp_path: Path) -> None:
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"m": {"Plain": {"model_id": "a/b"}, "dtype": "fp8"}}))
+    line = one_line_error(run_cli("multi-model", "--config", str(config)))
+    assert (
+        line
+        == f"llmserve: error: {config}: $.m.dtype: Input should be 'auto', 'float32', 'bfloat16' or 'float16'"
+    )
+
+
+def test_default_model_id_must_name_a_model(tmp_path: Path) -> None:
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"m": {"Plain": {"model_id": "a/b"}}, "n": {"Plain": {"model_id": "c/d"}}}))
+    line = one_line_error(run_cli("multi-model", "--config", str(config), "--default-model-id", "x/y"))
+    assert (
+        line == f"llmserve: error: {config}: --default-model-id 'x/y' names no model; valid choices: a/b, c/d"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ((), "llmserve: error: the following arguments are required: {multi-model,plain} (see --help)"),
+        (
+            ("multi-model",),
+            "llmserve multi-model: error: the following arguments are required: --config (see --help)",
+        ),
+        (
+            ("--port", "http", "plain", "-m", "a/b"),
+            "llmserve: error: argument --port: 'http' is not a port number (see --help)",
+        ),
+        (
+            ("plain", "-m", "a/b", "--preload", "some"),
+            "llmserve plain: error: argument --preload: invalid choice: 'some' (choose from",
+        ),
+        (
+            ("plain", "-m", "./not-here"),
+            "llmserve: error: command line: $.model.Plain.model_id: local path './not-here' is not a directory",
+        ),
+    ],
+)
+def test_bad_arguments_are_one_line_and_exit_2(tmp_path: Path, args: tuple[str, ...], expected: str) -> None:
+    line = one_line_error(run_cli(*args, cwd=tmp_path))
+    assert line.startswith(expected)
+
+
+def test_server_options_before_or_after_the_subcommand() -> None:
+    parser = build_parser()
+    args = parser.parse_args(["--host", "0.0.0.0", "--port", "9000", "plain", "-m", "a/b", "--port", "9001"])
+    assert (args.host, args.port, args.log_level) == ("0.0.0.0", 9001, "info")
+    args = parser.parse_args(["plain", "-m", "a/b", "--alias", "nice", "--dtype", "bfloat16"])
+    assert (args.host, args.port) == ("127.0.0.1", 1234)
+    [model], default = models_from_args(args)
+    assert (model.api_id, model.dtype, default) == ("nice", "bfloat16", "nice")
+
+
+def test_serves_a_config_and_stops_cleanly_on_sigterm(tiny_dir: Path, tmp_path: Path) -> None:
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"tiny": {"Plain": {"model_id": str(tiny_dir)}, "alias": "tiny"}}))
+    port = free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llmserve",
+            "--log-level",
+            "warning",
+            "multi-model",
+            "--config",
+            str(config),
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "server did not come up"
+            time.sleep(0.1)
+        body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
+        response = httpx.post(f"{base}/v1/chat/completions", json=body, timeout=60)
+        assert response.status_code == 200
+        assert response.json()["usage"]["completion_tokens"] <= 3
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    assert "Traceback" not in stderr

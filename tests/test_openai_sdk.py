@@ -1,0 +1,73 @@
+"""The official openai Python SDK against a live llmserve on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+from conftest import assert_schema, live_server, plain
+
+from llmserve.server import create_app
+
+USER = [{"role": "user", "content": "Say hi"}]
+
+
+@pytest.fixture(scope="module")
+def base_url(tiny_dir: Path, tiny_dir2: Path) -> Iterator[str]:
+    app = create_app([plain(tiny_dir, "org/tiny"), plain(tiny_dir2, "tiny2")], "org/tiny", preload="none")
+    with live_server(app) as url:
+        yield f"{url}/v1"
+
+
+def test_sync_client(base_url: str) -> None:
+    client = openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0)
+    models = client.models.list()
+    assert [m.id for m in models.data] == ["default", "org/tiny", "tiny2"]
+    assert client.models.retrieve("org/tiny").id == "org/tiny"
+    completion = client.chat.completions.create(model="org/tiny", messages=USER, max_tokens=5, temperature=0)
+    assert_schema("CreateChatCompletionResponse", completion.model_dump(mode="json", exclude_unset=True))
+    assert completion.choices[0].finish_reason in ("stop", "length")
+    assert completion.usage is not None and completion.usage.completion_tokens <= 5
+    stream = client.chat.completions.create(
+        model="org/tiny",
+        messages=USER,
+        max_tokens=5,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed == completion.choices[0].message.content
+    assert (
+        chunks[-1].usage is not None
+        and chunks[-1].usage.completion_tokens == completion.usage.completion_tokens
+    )
+
+
+def test_sdk_error_classes(base_url: str) -> None:
+    client = openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0)
+    with pytest.raises(openai.NotFoundError) as not_found:
+        client.chat.completions.create(model="gpt-4o", messages=USER)
+    assert not_found.value.code == "model_not_found"
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.chat.completions.create(model="tiny2", messages=USER, temperature=3)
+    assert bad.value.param == "temperature"
+
+
+def test_async_client(base_url: str) -> None:
+    async def main() -> list[str]:
+        async with openai.AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0) as client:
+
+            async def one(model: str) -> str:
+                out = await client.chat.completions.create(
+                    model=model, messages=USER, max_tokens=4, temperature=0
+                )
+                return out.model
+
+            return await asyncio.gather(one("org/tiny"), one("tiny2"), one("default"))
+
+    assert asyncio.run(main()) == ["org/tiny", "tiny2", "org/tiny"]

