@@ -244,6 +244,12 @@ class ModelWorker:
         except LLMServeError as exc:
             job.stream.push(Failed(exc))
             return
+        except Exception as exc:  # this request's problem (e.g. the tokenizer choked): fail it alone
+            log.exception("admitting a request for %s failed", self.api_id)
+            job.stream.push(
+                Failed(InternalError(f"preparing the prompt failed: {type(exc).__name__}: {exc}"))
+            )
+            return
         job.stream.push(Started(len(prompt)))
         self._running.append(_Running(job, engine, seq_id, len(prompt), max_tokens))
 

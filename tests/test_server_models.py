@@ -273,3 +273,23 @@ def test_model_management_bad_bodies(tiny_dir: Path, path: str) -> None:
             "param": "model_id",
             "code": "invalid_request",
         }
+
+
+def test_client_disconnect_cancels_a_non_streamed_generation(tiny_dir: Path) -> None:
+    factory = _slow_factory(0.02)
+    app = create_app([plain(tiny_dir, "tiny")], "tiny", factory=factory, preload="none")
+    with live_server(app) as url:
+        httpx.post(f"{url}/v1/models/reload", json={"model_id": "tiny"}, timeout=60).raise_for_status()
+        body = {"messages": USER, "max_tokens": 200, "temperature": 0}
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{url}/v1/chat/completions", json=body, timeout=httpx.Timeout(60, read=0.5))
+        engine = factory.engines[0]
+        assert isinstance(engine, Slowed)
+        deadline = time.monotonic() + 10
+        while not engine.released:
+            assert time.monotonic() < deadline, "the sequence was never released"
+            time.sleep(0.01)
+        steps = engine.steps
+        assert steps < 100
+        time.sleep(0.2)
+        assert engine.steps == steps

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -21,6 +23,9 @@ from llmserve.protocol import (
 from llmserve.registry import DEFAULT_ALIAS, ModelRegistry, seed_status
 from llmserve.server.sse import sse_response
 from llmserve.service import ChatService
+
+T = TypeVar("T")
+CLIENT_CLOSED = 499  # nginx's "client closed request": logged, never seen by the client
 
 
 async def read_json(request: Request) -> Any:
@@ -40,12 +45,35 @@ def _json(model: Any) -> JSONResponse:
     return JSONResponse(model.model_dump())
 
 
+async def until_disconnect(request: Request, work: Awaitable[T]) -> T | None:
+    """Awaits `work`; if the client disconnects first, cancels it (which cancels the generation) and
+    returns None. Streams watch for themselves once they started (sse-starlette)."""
+    task = asyncio.ensure_future(work)
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        task.cancel()
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if watcher.done() and not watcher.cancelled():
+            return None  # the client is gone; nobody reads an answer
+        raise
+    finally:
+        watcher.cancel()
+
+
 async def chat_completions(request: Request) -> Response:
     chat: ChatService = request.app.state.chat
     body = parse_request(ChatCompletionRequest, await read_json(request))
     if body.stream:
-        return sse_response(await chat.open_stream(body))
-    return _json(await chat.complete(body))
+        chunks = await until_disconnect(request, chat.open_stream(body))
+        return sse_response(chunks) if chunks is not None else Response(status_code=CLIENT_CLOSED)
+    completion = await until_disconnect(request, chat.complete(body))
+    return _json(completion) if completion is not None else Response(status_code=CLIENT_CLOSED)
 
 
 async def list_models(request: Request) -> Response:
