@@ -105,8 +105,6 @@ class ModelWorker:
         # Read from other threads; each is replaced by a single assignment.
         self.state = ModelState.UNLOADED
         self.last_error: str | None = None
-        self.load_count = 0
-        self.last_load_seconds: float | None = None
 
     @property
     def api_id(self) -> str:
@@ -218,11 +216,9 @@ class ModelWorker:
             self._drain(block=False)  # everyone waiting right now shares this failure
             self._fail_all(ModelLoadFailed(f"loading model '{self.api_id}' failed: {self.last_error}"))
             return False
-        self.load_count += 1
-        self.last_load_seconds = time.perf_counter() - started
         self.last_error = None
         self.state = ModelState.LOADED
-        log.info("model %s loaded in %.2f s", self.api_id, self.last_load_seconds)
+        log.info("model %s loaded in %.2f s", self.api_id, time.perf_counter() - started)
         return True
 
     def _admit(self, job: Generate) -> None:
@@ -292,7 +288,10 @@ class ModelWorker:
         engine, self._engine = self._engine, None
         if engine is not None:
             self.state = ModelState.UNLOADING
-            engine.close()
+            try:
+                engine.close()
+            except Exception:  # the references go regardless; the thread must live on
+                log.exception("closing the engine of %s failed", self.api_id)
             del engine
             gc.collect()
             trim_process_memory()
