@@ -88,6 +88,7 @@ class ChatCompletionRequest(_Request):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
+    top_k: int | None = Field(default=None, ge=-1)  # vLLM's extension; -1 or 0: no cut
     stop: str | list[str] | None = None
     seed: int | None = None
     # Accepted, no effect on the output.

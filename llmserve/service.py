@@ -37,6 +37,7 @@ def to_generation(request: ChatCompletionRequest) -> tuple[list[ChatMessage], Ge
         max_tokens=request.max_completion_tokens or request.max_tokens,
         temperature=1.0 if request.temperature is None else request.temperature,
         top_p=1.0 if request.top_p is None else request.top_p,
+        top_k=max(request.top_k or 0, 0),
         seed=request.seed,
         stop=request.stop_strings(),
     )

@@ -140,6 +140,11 @@ def test_same_seed_same_text_when_sampling(client: TestClient) -> None:
     assert sample(1234) != sample(99)
 
 
+def test_top_k_one_is_greedy(client: TestClient, reference: tuple[str, int, int, bool]) -> None:
+    body = chat(client, temperature=1.5, top_k=1, max_tokens=12, seed=5).json()
+    assert body["choices"][0]["message"]["content"] == reference[0]
+
+
 def test_content_parts_and_system_messages(client: TestClient) -> None:
     messages = [
         {"role": "system", "content": "Be brief."},
@@ -191,6 +196,11 @@ BAD_BODIES = [
         {"messages": USER, "max_tokens": "many"},
         "max_tokens",
         "invalid value for 'max_tokens': Input should be a valid integer, unable to parse string as an integer",
+    ),
+    (
+        {"messages": USER, "top_k": -2},
+        "top_k",
+        "invalid value for 'top_k': Input should be greater than or equal to -1",
     ),
     ({"messages": USER, "frobnicate": True}, "frobnicate", "unknown parameter 'frobnicate'"),
     ({"messages": USER, "n": 2}, "n", "'n' = 2 is not supported by llmserve yet"),

@@ -90,10 +90,14 @@ class _Sequence:
 
 
 def sample(logits: torch.Tensor, params: GenerationParams, generator: torch.Generator | None) -> int:
-    """One token from a 1-D logits vector: greedy at temperature 0, else temperature + top-p."""
+    """One token from a 1-D logits vector: greedy at temperature 0, else temperature, top-k, top-p."""
     if params.temperature == 0:
         return int(torch.argmax(logits).item())
-    probs = torch.softmax(logits.float() / params.temperature, dim=-1)
+    scaled = logits.float() / params.temperature
+    if 0 < params.top_k < scaled.shape[-1]:
+        kth = torch.topk(scaled, params.top_k).values[-1]
+        scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+    probs = torch.softmax(scaled, dim=-1)
     if params.top_p < 1.0:
         sorted_probs, order = torch.sort(probs, descending=True)
         cumulative = torch.cumsum(sorted_probs, dim=-1)

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from llmserve.config import ModelConfig, PlainSpec
+from llmserve.engine.base import ChatMessage, GenerationParams
+from llmserve.engine.hf import HFEngine, resolve_device, resolve_dtype, sample
+from llmserve.errors import InvalidRequest
+
+LOGITS = torch.tensor([0.0, 5.0, 4.0, 1.0, 4.5])
+
+
+def draws(params: GenerationParams, n: int = 400) -> set[int]:
+    generator = torch.Generator().manual_seed(0)
+    return {sample(LOGITS, params, generator) for _ in range(n)}
+
+
+def test_sampling_rules() -> None:
+    assert draws(GenerationParams(temperature=0)) == {1}
+    assert draws(GenerationParams(temperature=5.0)) == {0, 1, 2, 3, 4}
+    assert draws(GenerationParams(temperature=5.0, top_k=2)) == {1, 4}
+    assert draws(GenerationParams(temperature=1.0, top_p=0.4)) == {1}
+    assert draws(GenerationParams(temperature=1.0, top_p=0.7)) == {1, 4}
+
+
+def test_seeded_sequences_repeat(tiny_dir: Path) -> None:
+    engine = HFEngine.load(ModelConfig("t", "t", PlainSpec(model_id=str(tiny_dir))))
+    prompt = engine.encode_chat([ChatMessage("user", "hi")])
+
+    def run(seed: int) -> list[int]:
+        seq = engine.start(prompt, GenerationParams(temperature=1.0, seed=seed))
+        out = [engine.step([seq])[0] for _ in range(10)]
+        engine.release(seq)
+        return out
+
+    assert run(7) == run(7)
+    assert run(7) != run(8)
+    engine.close()
+    assert engine.model is None
+
+
+def test_no_chat_template_is_a_clear_400(tiny_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    bare = tmp_path / "bare"
+    shutil.copytree(tiny_dir, bare)
+    (bare / "chat_template.jinja").unlink()
+    engine = HFEngine.load(ModelConfig("b", "b", PlainSpec(model_id=str(bare))))
+    with pytest.raises(InvalidRequest, match="this model has no chat template"):
+        engine.encode_chat([ChatMessage("user", "hi")])
+
+
+def test_device_and_dtype_resolution() -> None:
+    cpu = torch.device("cpu")
+    assert resolve_device("cpu") == cpu
+    assert resolve_dtype("auto", cpu) == torch.float32
+    assert resolve_dtype("bfloat16", cpu) == torch.bfloat16
+    if not torch.cuda.is_available():
+        assert resolve_device("auto") == cpu
+        with pytest.raises(RuntimeError, match="this machine has no CUDA device"):
+            resolve_device("cuda:0")
