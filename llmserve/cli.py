@@ -3,6 +3,8 @@
     llmserve [--host H] [--port P] [--log-level L] multi-model --config F [--default-model-id ID]
              [--preload default|all|none]
     llmserve [--host H] [--port P] [--log-level L] plain -m MODEL_ID [--dtype D] [--device D] [--alias A]
+    llmserve -i multi-model ... | -i plain ...     chat in the terminal, in process, on the default model
+    llmserve chat --url http://HOST:PORT [--model ID] [--api-key K]    chat with a running server
 
 Bad arguments or config: one line on stderr and exit code 2.
 """
@@ -11,15 +13,19 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from llmserve import __version__
 from llmserve.config import ModelConfig, choose_default, load_config, parse_config
 from llmserve.errors import ConfigError
+
+if TYPE_CHECKING:
+    from llmserve.registry import Preload
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
@@ -53,8 +59,11 @@ def _server_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="llmserve", description="An OpenAI-compatible server for many LLMs in one process.")
     parser.add_argument("--version", action="version", version=f"llmserve {__version__}")
+    parser.add_argument(
+        "-i", "--interactive", action="store_true", help="chat in the terminal instead of serving HTTP"
+    )
     _server_options(parser, defaults=True)
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{multi-model,plain}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{multi-model,plain,chat}")
 
     multi = commands.add_parser("multi-model", help="serve the models of a JSON config file")
     multi.add_argument("--config", required=True, help="the multi-model JSON config")
@@ -69,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     plain.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     _preload_option(plain)
     _server_options(plain, defaults=False)
+
+    chat = commands.add_parser("chat", help="chat in the terminal with a running OpenAI-compatible server")
+    chat.add_argument("--url", required=True, help="the server's base URL, e.g. http://127.0.0.1:1234")
+    chat.add_argument("--model", help="model id (default: the server's default model)")
+    chat.add_argument("--api-key", default=os.environ.get("LLMSERVE_API_KEY"), help="bearer token to send")
     return parser
 
 
@@ -95,11 +109,15 @@ def models_from_args(args: argparse.Namespace) -> tuple[list[ModelConfig], str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "chat":
+        return _chat_over_http(args)
     try:
         models, default_id = models_from_args(args)
     except ConfigError as exc:
         print(f"llmserve: error: {exc}", file=sys.stderr)
         return 2
+    if args.interactive:
+        return _chat_in_process(models, default_id, args.preload)
     logging.basicConfig(
         level=logging.DEBUG if args.log_level == "trace" else args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -113,6 +131,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
+
+
+def _chat_over_http(args: argparse.Namespace) -> int:
+    from llmserve.chat.backends import HTTPBackend
+    from llmserve.chat.repl import run_chat
+
+    if not args.url.startswith(("http://", "https://")):
+        print(f"llmserve: error: --url '{args.url}' must start with http:// or https://", file=sys.stderr)
+        return 2
+    return run_chat(HTTPBackend(args.url, args.api_key), model=args.model)
+
+
+def _chat_in_process(models: list[ModelConfig], default_id: str, preload: Preload) -> int:
+    """No HTTP server: the chat talks to the registry directly. Logs and progress bars stay quiet."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    from llmserve.chat.backends import InProcessBackend
+    from llmserve.chat.repl import run_chat
+    from llmserve.engine import load_engine
+    from llmserve.registry import ModelRegistry
+
+    registry = ModelRegistry(models, default_id, load_engine)
+    registry.start(preload)
+    return run_chat(InProcessBackend(registry), on_exit=registry.shutdown)
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:

@@ -1,0 +1,1 @@
+"""The interactive terminal chat (`llmserve -i ...` in process, `llmserve chat --url ...` over HTTP)."""

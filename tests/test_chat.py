@@ -1,0 +1,180 @@
+"""The terminal chat, driven as a user drives it: in a pseudo-terminal (pexpect) and through a pipe."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pexpect
+import pytest
+from conftest import free_port, live_server, plain
+from fakes import Factory, Slowed
+from tiny import reference_greedy
+
+from llmserve.engine import load_engine
+from llmserve.server import create_app
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TERM": "dumb"}
+
+
+def config(tmp_path: Path, models: dict[str, Path]) -> Path:
+    path = tmp_path / "chat.json"
+    path.write_text(
+        json.dumps({alias: {"Plain": {"model_id": str(d)}, "alias": alias} for alias, d in models.items()})
+    )
+    return path
+
+
+def spawn(*args: str) -> pexpect.spawn:
+    return pexpect.spawn(
+        sys.executable, ["-m", "llmserve", *args], env=ENV, encoding="utf-8", timeout=60, dimensions=(40, 200)
+    )
+
+
+def piped(stdin: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "llmserve", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=120,
+    )
+
+
+def test_piped_mode_answers_each_line(tiny_dir: Path, tmp_path: Path) -> None:
+    expected = reference_greedy(tiny_dir, [{"role": "user", "content": "hi"}], 8)[0]
+    result = piped(
+        "/temperature 0\n/max_tokens 8\nhi\n/models\n/temperature 9\n/nope\n",
+        "-i",
+        "multi-model",
+        "--config",
+        str(config(tmp_path, {"tiny": tiny_dir})),
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "(temperature = 0.0)",
+        "(max_tokens = 8)",
+        *expected.split("\n"),
+        "* tiny  [loaded]",
+        "/temperature takes a number from 0 to 2; it stays 0.0",
+        "unknown command /nope; /help lists the commands",
+    ]
+
+
+def test_a_model_that_fails_to_load_keeps_the_chat_alive(tiny_dir: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_dir, broken)
+    (broken / "config.json").write_text("{")
+    cfg = config(tmp_path, {"tiny": tiny_dir, "broken": broken})
+    result = piped("/model broken\n/max_tokens 2\nhi\n/models\n", "-i", "multi-model", "--config", str(cfg))
+    assert result.returncode == 0
+    assert result.stderr.startswith("error: loading model 'broken' failed: ")
+    assert result.stderr.rstrip().endswith("(staying on tiny)")
+    lines = result.stdout.splitlines()
+    assert lines[0] == "(max_tokens = 2)"
+    assert lines[-2:] == ["* tiny  [loaded]", "  broken  [internal_error]"]
+
+
+def test_terminal_session_switches_models_and_exits_0(
+    tiny_dir: Path, tiny_dir2: Path, tmp_path: Path
+) -> None:
+    child = spawn(
+        "-i", "multi-model", "--config", str(config(tmp_path, {"tiny": tiny_dir, "tiny2": tiny_dir2}))
+    )
+    child.expect_exact("llmserve chat · tiny · in process · /help for commands, Ctrl-D to exit")
+    child.expect_exact(">>> ")
+    child.sendline("/models")
+    child.expect(r"\* tiny  \[(loaded|reloading)\]\r\n  tiny2  \[unloaded\]")
+    child.sendline("/model tiny2")
+    child.expect_exact("(now chatting with tiny2)")
+    child.sendline("/models")
+    child.expect(r"  tiny  \[loaded\]\r\n\* tiny2  \[loaded\]")
+    child.sendline("/max_tokens 4")
+    child.expect_exact("(max_tokens = 4)")
+    child.sendline("hello there")
+    child.expect_exact(">>> ")
+    child.sendline("/top_p 0")
+    child.expect_exact("/top_p takes a number above 0, up to 1; it stays the default")
+    child.sendline("/help")
+    child.expect_exact("/unload ID         unload a model and free its memory")
+    child.sendline("/exit")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+
+def test_ctrl_c_stops_the_answer_and_twice_at_the_prompt_exits(tiny_dir: Path) -> None:
+    # Greedy on this model runs 200 tokens without an EOS: the answer is long enough to interrupt.
+    assert not reference_greedy(tiny_dir, [{"role": "user", "content": "hi"}], 200)[3]
+    factory = Factory(lambda c: Slowed(load_engine(c), 0.05))
+    app = create_app([plain(tiny_dir, "tiny")], "tiny", factory=factory, preload="default")
+    with live_server(app) as url:
+        child = spawn("chat", "--url", url)
+        child.expect_exact(f"llmserve chat · default · {url}")
+        child.expect_exact(">>> ")
+        child.sendline("/temperature 0")
+        child.sendline("/max_tokens 200")
+        child.expect_exact("(max_tokens = 200)")
+        child.sendline("hi")
+        child.expect_exact("hi\r\n")
+        child.expect(r"\S")  # the answer has begun
+        time.sleep(0.3)
+        child.sendintr()
+        child.expect_exact(" [interrupted]")
+        child.expect_exact(">>> ")
+        engine = factory.engines[0]
+        assert isinstance(engine, Slowed)
+        deadline = time.monotonic() + 10
+        while not engine.released:
+            assert time.monotonic() < deadline, "the server kept generating"
+            time.sleep(0.02)
+        assert engine.steps < 150
+        child.sendintr()
+        child.expect_exact("(press Ctrl-C again or Ctrl-D to exit)")
+        child.sendintr()
+        child.expect(pexpect.EOF)
+        child.close()
+        assert child.exitstatus == 0
+
+
+def test_a_server_that_is_not_there_keeps_the_chat_alive() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    child = spawn("chat", "--url", url)
+    child.expect_exact(f"error: cannot reach {url} (ConnectError)")
+    child.expect_exact(">>> ")
+    child.sendline("hello")
+    child.expect_exact(f"error: cannot reach {url} (ConnectError)")
+    child.expect_exact(">>> ")
+    child.sendeof()
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+
+def test_chat_url_must_be_http() -> None:
+    result = piped("", "chat", "--url", "localhost:1234")
+    assert result.returncode == 2
+    assert result.stderr == "llmserve: error: --url 'localhost:1234' must start with http:// or https://\n"
+
+
+@pytest.mark.slow
+def test_smollm2_answers_paris_in_the_terminal() -> None:
+    child = spawn(
+        "-i", "multi-model", "--config", str(Path(__file__).parents[1] / "configs" / "default.json")
+    )
+    child.timeout = 180
+    child.expect_exact(">>> ")
+    child.sendline("/temperature 0")
+    child.sendline("What is the capital of France?")
+    child.expect_exact("Paris")
+    child.expect_exact(">>> ")
+    child.sendline("/exit")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
