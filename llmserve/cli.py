@@ -146,6 +146,7 @@ def _chat_over_http(args: argparse.Namespace) -> int:
 def _chat_in_process(models: list[ModelConfig], default_id: str, preload: Preload) -> int:
     """No HTTP server: the chat talks to the registry directly. Logs and progress bars stay quiet."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF loader uses tqdm directly
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     from llmserve.chat.backends import InProcessBackend
     from llmserve.chat.repl import run_chat

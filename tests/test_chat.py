@@ -57,6 +57,7 @@ def test_piped_mode_answers_each_line(tiny_dir: Path, tmp_path: Path) -> None:
         str(config(tmp_path, {"tiny": tiny_dir})),
     )
     assert result.returncode == 0, result.stderr
+    assert result.stderr == ""  # no logs, no progress bars in the chat
     assert result.stdout.splitlines() == [
         "(temperature = 0.0)",
         "(max_tokens = 8)",
