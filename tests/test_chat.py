@@ -68,6 +68,13 @@ def test_piped_mode_answers_each_line(tiny_dir: Path, tmp_path: Path) -> None:
     ]
 
 
+def test_plain_subcommand_chats_in_process(tiny_dir: Path) -> None:
+    expected = reference_greedy(tiny_dir, [{"role": "user", "content": "hi"}], 5)[0]
+    result = piped("/temperature 0\n/max_tokens 5\nhi\n", "-i", "plain", "-m", str(tiny_dir), "--alias", "t")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[2:] == expected.split("\n")
+
+
 def test_a_model_that_fails_to_load_keeps_the_chat_alive(tiny_dir: Path, tmp_path: Path) -> None:
     broken = tmp_path / "broken"
     shutil.copytree(tiny_dir, broken)
