@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from llmserve import __version__
 from llmserve.config import ModelConfig, choose_default, load_config, parse_config
 from llmserve.errors import ConfigError
+from llmserve.server.options import ServerOptions
 
 if TYPE_CHECKING:
     from llmserve.registry import Preload
@@ -45,6 +46,30 @@ def _port(text: str) -> int:
     return port
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a positive whole number")
+    return int(text)
+
+
+def server_options(args: argparse.Namespace) -> ServerOptions:
+    keys = [*args.api_key]
+    if os.environ.get("LLMSERVE_API_KEY"):
+        keys.append(os.environ["LLMSERVE_API_KEY"])
+    origins = tuple(o.strip() for o in args.cors_origins.split(",") if o.strip())
+    return ServerOptions(api_keys=tuple(keys), cors_origins=origins, max_request_bytes=args.max_request_bytes)
+
+
+def public_warning(host: str, options: ServerOptions) -> str | None:
+    """The warning for a server that anyone on the network can use, or None."""
+    if options.api_keys or host in ("localhost", "::1") or host.startswith("127."):
+        return None
+    return (
+        f"listening on {host} without an API key: anyone who can reach this address can use the models "
+        "(set --api-key or LLMSERVE_API_KEY)"
+    )
+
+
 def _server_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
     """Host, port and log level go before or after the subcommand; after wins."""
 
@@ -54,6 +79,26 @@ def _server_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
     parser.add_argument("--host", default=default("127.0.0.1"), help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=_port, default=default(1234), help="port to listen on (default 1234)")
     parser.add_argument("--log-level", choices=LOG_LEVELS, default=default("info"), help="default info")
+    parser.add_argument(
+        "--api-key",
+        action="append",
+        default=default([]),
+        metavar="KEY",
+        help="require this key on every route but health (repeatable; also LLMSERVE_API_KEY)",
+    )
+    parser.add_argument(
+        "--cors-origins",
+        default=default(""),
+        metavar="LIST",
+        help="comma-separated origins allowed by CORS, or * (default: CORS off)",
+    )
+    parser.add_argument(
+        "--max-request-bytes",
+        type=_positive,
+        default=default(16 * 2**20),
+        metavar="N",
+        help="largest request body accepted; larger is a 413 (default 16 MiB)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,7 +171,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from llmserve.server import create_app
 
-    app = create_app(models, default_id, preload=args.preload)
+    options = server_options(args)
+    warning = public_warning(args.host, options)
+    if warning:
+        logging.getLogger("llmserve").warning(warning)
+    app = create_app(models, default_id, preload=args.preload, options=options)
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again; exit 0 at that point.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)

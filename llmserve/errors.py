@@ -57,6 +57,20 @@ class RouteNotFound(LLMServeError):
     code = "not_found"
 
 
+class InvalidAPIKey(LLMServeError):
+    """No API key, or a wrong one, on a server started with --api-key."""
+
+    status = 401
+    type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class RequestTooLarge(LLMServeError):
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+
 class MethodNotAllowed(LLMServeError):
     status = 405
     type = "invalid_request_error"

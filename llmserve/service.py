@@ -5,11 +5,12 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncGenerator
+from dataclasses import dataclass
 from typing import Any
 
 from llmserve.engine.base import ChatMessage, GenerationParams, Role
 from llmserve.errors import InternalError
-from llmserve.jobs import EventStream, Failed, Finished, Started, TextDelta
+from llmserve.jobs import Event, EventStream, Failed, Finished, Started, TextDelta
 from llmserve.protocol import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -28,6 +29,24 @@ _ROLES: dict[str, Role] = {
     "user": "user",
     "assistant": "assistant",
 }
+
+
+@dataclass
+class RequestStats:
+    """What the access log reports about one request; filled in as its events pass."""
+
+    model: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    first_token_at: float | None = None  # time.monotonic() of the first text
+
+    def observe(self, event: Event) -> None:
+        if isinstance(event, Started):
+            self.prompt_tokens = event.prompt_tokens
+        elif isinstance(event, TextDelta) and self.first_token_at is None:
+            self.first_token_at = time.monotonic()
+        elif isinstance(event, Finished):
+            self.completion_tokens = event.completion_tokens
 
 
 def to_generation(request: ChatCompletionRequest) -> tuple[list[ChatMessage], GenerationParams]:
@@ -63,17 +82,22 @@ class ChatService:
     def __init__(self, registry: ModelRegistry) -> None:
         self.registry = registry
 
-    def _submit(self, request: ChatCompletionRequest) -> tuple[str, EventStream]:
+    async def _start(self, request: ChatCompletionRequest, stats: RequestStats) -> tuple[str, EventStream]:
         messages, params = to_generation(request)
         worker, stream = self.registry.generate(request.model, messages, params)
+        stats.model = worker.api_id
+        stats.observe(await _first_event(stream))
         return worker.api_id, stream
 
-    async def complete(self, request: ChatCompletionRequest) -> ChatCompletion:
-        model, stream = self._submit(request)
-        await _first_event(stream)
+    async def complete(
+        self, request: ChatCompletionRequest, stats: RequestStats | None = None
+    ) -> ChatCompletion:
+        stats = stats or RequestStats()
+        model, stream = await self._start(request, stats)
         parts: list[str] = []
         try:
             async for event in stream.until_done():
+                stats.observe(event)
                 if isinstance(event, TextDelta):
                     parts.append(event.text)
                 elif isinstance(event, Failed):
@@ -96,17 +120,19 @@ class ChatService:
             stream.cancel()
         raise InternalError("the generation ended without a result")
 
-    async def open_stream(self, request: ChatCompletionRequest) -> AsyncGenerator[dict[str, Any], None]:
+    async def open_stream(
+        self, request: ChatCompletionRequest, stats: RequestStats | None = None
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """Returns the chunks once generation has started, so that load and prompt errors are raised
         here, before any byte of the response is sent."""
-        model, stream = self._submit(request)
-        await _first_event(stream)
+        stats = stats or RequestStats()
+        model, stream = await self._start(request, stats)
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
-        return _chunks(model, stream, include_usage)
+        return _chunks(model, stream, include_usage, stats)
 
 
 async def _chunks(
-    model: str, stream: EventStream, include_usage: bool
+    model: str, stream: EventStream, include_usage: bool, stats: RequestStats
 ) -> AsyncGenerator[dict[str, Any], None]:
     """role chunk → content chunks → finish chunk → (usage chunk). A failure mid-way is raised."""
     chunk_id = f"chatcmpl-{uuid.uuid4().hex}"
@@ -120,6 +146,7 @@ async def _chunks(
     try:
         yield chunk([ChunkChoice(index=0, delta=Delta(role="assistant", content=""))])
         async for event in stream.until_done():
+            stats.observe(event)
             if isinstance(event, TextDelta):
                 yield chunk([ChunkChoice(index=0, delta=Delta(content=event.text))])
             elif isinstance(event, Failed):

@@ -16,7 +16,7 @@ import pytest
 from conftest import assert_schema, live_server, plain
 from fakes import Factory, Slowed
 from starlette.testclient import TestClient
-from tiny import build_model
+from tiny import build_model, reference_greedy
 
 from llmserve.engine import load_engine
 from llmserve.engine.hf import HFEngine
@@ -178,6 +178,12 @@ def test_concurrent_first_requests_cause_exactly_one_load(tiny_dir: Path) -> Non
     assert factory.loads == ["tiny"]
 
 
+@pytest.fixture(scope="module")
+def long_answer(tiny_dir: Path) -> None:
+    """Greedy on `USER` runs 200 tokens without an EOS, so the tests below can cut it short."""
+    assert not reference_greedy(tiny_dir, USER, 200)[3]
+
+
 def _slow_factory(delay: float) -> Factory:
     return Factory(lambda config: Slowed(load_engine(config), delay))
 
@@ -186,7 +192,7 @@ async def _stream_lines(http: httpx.AsyncClient, body: dict[str, Any]) -> Any:
     return http.stream("POST", "/v1/chat/completions", json={"messages": USER, "stream": True, **body})
 
 
-def test_unload_during_a_stream_lets_it_finish_then_frees(tiny_dir: Path) -> None:
+def test_unload_during_a_stream_lets_it_finish_then_frees(tiny_dir: Path, long_answer: None) -> None:
     factory = _slow_factory(0.02)
     app = create_app([plain(tiny_dir, "tiny")], "tiny", factory=factory, preload="none")
 
@@ -196,6 +202,7 @@ def test_unload_during_a_stream_lets_it_finish_then_frees(tiny_dir: Path) -> Non
                 "messages": USER,
                 "stream": True,
                 "max_tokens": 40,
+                "temperature": 0,  # greedy: this model reaches no EOS within 200 tokens
                 "stream_options": {"include_usage": True},
             }
             async with http.stream("POST", "/v1/chat/completions", json=body) as response:
@@ -232,7 +239,7 @@ def test_unload_during_a_stream_lets_it_finish_then_frees(tiny_dir: Path) -> Non
     assert factory.loads == ["tiny", "tiny"]
 
 
-def test_client_disconnect_cancels_the_generation(tiny_dir: Path) -> None:
+def test_client_disconnect_cancels_the_generation(tiny_dir: Path, long_answer: None) -> None:
     factory = _slow_factory(0.02)
     app = create_app([plain(tiny_dir, "tiny")], "tiny", factory=factory, preload="none")
 
@@ -275,7 +282,7 @@ def test_model_management_bad_bodies(tiny_dir: Path, path: str) -> None:
         }
 
 
-def test_client_disconnect_cancels_a_non_streamed_generation(tiny_dir: Path) -> None:
+def test_client_disconnect_cancels_a_non_streamed_generation(tiny_dir: Path, long_answer: None) -> None:
     factory = _slow_factory(0.02)
     app = create_app([plain(tiny_dir, "tiny")], "tiny", factory=factory, preload="none")
     with live_server(app) as url:

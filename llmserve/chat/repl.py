@@ -8,6 +8,7 @@ not a terminal, each input line is one message (or command) and each answer is p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import queue
 import sys
@@ -56,6 +57,17 @@ class LoopThread:
                 raise
 
     def stop(self) -> None:
+        """Cancels what still runs, closes pending async generators, then ends the loop."""
+
+        async def drain() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.loop.shutdown_asyncgens()
+
+        with contextlib.suppress(Exception):
+            self.submit(drain()).result(5)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(5)
         if not self._thread.is_alive():

@@ -1,5 +1,6 @@
 """The HTTP layer: the only package that imports Starlette."""
 
 from llmserve.server.app import create_app
+from llmserve.server.options import ServerOptions
 
-__all__ = ["create_app"]
+__all__ = ["ServerOptions", "create_app"]

@@ -9,38 +9,22 @@ from contextlib import asynccontextmanager
 import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 
 from llmserve.config import ModelConfig
 from llmserve.engine import load_engine
 from llmserve.engine.base import EngineFactory
-from llmserve.errors import InternalError, LLMServeError, MethodNotAllowed, Overloaded, RouteNotFound
+from llmserve.errors import LLMServeError
 from llmserve.registry import ModelRegistry, Preload
 from llmserve.server import openai
+from llmserve.server.errors import on_error
+from llmserve.server.middleware import APIKeyMiddleware, BodyLimitMiddleware, RequestLogMiddleware
+from llmserve.server.options import ServerOptions
 from llmserve.service import ChatService
 
 log = logging.getLogger(__name__)
-
-
-def error_response(error: LLMServeError) -> JSONResponse:
-    """The one place where an error becomes OpenAI's error JSON."""
-    headers = {"Retry-After": str(error.retry_after)} if isinstance(error, Overloaded) else None
-    return JSONResponse(error.to_dict(), status_code=error.status, headers=headers)
-
-
-async def _on_error(request: Request, exc: Exception) -> Response:
-    if isinstance(exc, LLMServeError):
-        return error_response(exc)
-    if isinstance(exc, HTTPException):
-        if exc.status_code == 405:
-            return error_response(MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}"))
-        if exc.status_code == 404:
-            return error_response(RouteNotFound(f"no endpoint {request.method} {request.url.path}"))
-        error = LLMServeError(str(exc.detail))
-        return JSONResponse(error.to_dict(), status_code=exc.status_code)
-    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(InternalError(f"internal error: {type(exc).__name__}"))
+OPEN_PATHS = frozenset({"/health", "/v2/health/live", "/v2/health/ready"})
 
 
 def create_app(
@@ -49,8 +33,10 @@ def create_app(
     *,
     factory: EngineFactory = load_engine,
     preload: Preload = "default",
+    options: ServerOptions | None = None,
 ) -> Starlette:
     """The ASGI app. The workers start with the lifespan; `factory` loads an engine for a model."""
+    options = options or ServerOptions()
     registry = ModelRegistry(models, default_id, factory)
 
     @asynccontextmanager
@@ -61,10 +47,27 @@ def create_app(
         finally:
             await anyio.to_thread.run_sync(registry.shutdown)
 
+    middleware = [Middleware(RequestLogMiddleware)]
+    if options.cors_origins:
+        middleware.insert(
+            0,
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(options.cors_origins),
+                allow_methods=["*"],
+                allow_headers=["*"],
+                expose_headers=["X-Request-Id"],
+            ),
+        )
+    middleware += [
+        Middleware(BodyLimitMiddleware, max_bytes=options.max_request_bytes),
+        Middleware(APIKeyMiddleware, keys=options.api_keys, open_paths=OPEN_PATHS),
+    ]
     app = Starlette(
         routes=openai.routes(),
         lifespan=lifespan,
-        exception_handlers={Exception: _on_error, HTTPException: _on_error, LLMServeError: _on_error},
+        middleware=middleware,
+        exception_handlers={Exception: on_error, HTTPException: on_error, LLMServeError: on_error},
     )
     app.state.registry = registry
     app.state.chat = ChatService(registry)

@@ -69,10 +69,11 @@ async def until_disconnect(request: Request, work: Awaitable[T]) -> T | None:
 async def chat_completions(request: Request) -> Response:
     chat: ChatService = request.app.state.chat
     body = parse_request(ChatCompletionRequest, await read_json(request))
+    stats = request.state.stats if hasattr(request.state, "stats") else None
     if body.stream:
-        chunks = await until_disconnect(request, chat.open_stream(body))
+        chunks = await until_disconnect(request, chat.open_stream(body, stats))
         return sse_response(chunks) if chunks is not None else Response(status_code=CLIENT_CLOSED)
-    completion = await until_disconnect(request, chat.complete(body))
+    completion = await until_disconnect(request, chat.complete(body, stats))
     return _json(completion) if completion is not None else Response(status_code=CLIENT_CLOSED)
 
 

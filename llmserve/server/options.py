@@ -1,0 +1,13 @@
+"""ServerOptions: what the HTTP layer enforces on every route. A leaf (no Starlette), so the CLI can
+build it without importing the server."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    api_keys: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = ()
+    max_request_bytes: int = 16 * 2**20
