@@ -127,3 +127,16 @@ class Slowed:
 
     def close(self) -> None:
         self.inner.close()
+
+
+def assert_cancelled(engine: Engine, max_steps: int) -> None:
+    """The engine (a `Slowed`) released its one sequence before `max_steps` and steps no more."""
+    assert isinstance(engine, Slowed)
+    deadline = time.monotonic() + 10
+    while not engine.released:
+        assert time.monotonic() < deadline, "the sequence was never released"
+        time.sleep(0.01)
+    steps = engine.steps
+    assert steps < max_steps
+    time.sleep(0.2)
+    assert engine.steps == steps  # no more decode steps for a client that is gone

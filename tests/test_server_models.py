@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import assert_schema, live_server, plain
-from fakes import Factory, Slowed
+from fakes import Factory, Slowed, assert_cancelled
 from starlette.testclient import TestClient
 from tiny import build_model, reference_greedy
 
@@ -253,16 +253,7 @@ def test_client_disconnect_cancels_the_generation(tiny_dir: Path, long_answer: N
 
     with live_server(app) as url:
         asyncio.run(scenario(url))
-        engine = factory.engines[0]
-        assert isinstance(engine, Slowed)
-        deadline = time.monotonic() + 10
-        while not engine.released:
-            assert time.monotonic() < deadline, "the sequence was never released"
-            time.sleep(0.01)
-        steps = engine.steps
-        assert steps < 100
-        time.sleep(0.2)
-        assert engine.steps == steps  # no more decode steps for a client that is gone
+        assert_cancelled(factory.engines[0], max_steps=100)
 
 
 @pytest.mark.parametrize("path", ["/v1/models/unload", "/v1/models/reload", "/v1/models/status"])
@@ -290,13 +281,4 @@ def test_client_disconnect_cancels_a_non_streamed_generation(tiny_dir: Path, lon
         body = {"messages": USER, "max_tokens": 200, "temperature": 0}
         with pytest.raises(httpx.ReadTimeout):
             httpx.post(f"{url}/v1/chat/completions", json=body, timeout=httpx.Timeout(60, read=0.5))
-        engine = factory.engines[0]
-        assert isinstance(engine, Slowed)
-        deadline = time.monotonic() + 10
-        while not engine.released:
-            assert time.monotonic() < deadline, "the sequence was never released"
-            time.sleep(0.01)
-        steps = engine.steps
-        assert steps < 100
-        time.sleep(0.2)
-        assert engine.steps == steps
+        assert_cancelled(factory.engines[0], max_steps=100)
