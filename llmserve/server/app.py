@@ -1,4 +1,4 @@
-"""create_app: builds the registry and the services, mounts the routes, and holds the one error handler."""
+"""create_app: builds the registry and the services, the middleware and the routes."""
 
 from __future__ import annotations
 
