@@ -52,12 +52,27 @@ def _positive(text: str) -> int:
     return int(text)
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of seconds")
+    return value
+
+
 def server_options(args: argparse.Namespace) -> ServerOptions:
     keys = [*args.api_key]
     if os.environ.get("LLMSERVE_API_KEY"):
         keys.append(os.environ["LLMSERVE_API_KEY"])
     origins = tuple(o.strip() for o in args.cors_origins.split(",") if o.strip())
-    return ServerOptions(api_keys=tuple(keys), cors_origins=origins, max_request_bytes=args.max_request_bytes)
+    return ServerOptions(
+        api_keys=tuple(keys),
+        cors_origins=origins,
+        max_request_bytes=args.max_request_bytes,
+        shutdown_timeout=args.shutdown_timeout,
+    )
 
 
 def public_warning(host: str, options: ServerOptions) -> str | None:
@@ -91,6 +106,13 @@ def _server_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
         default=default(""),
         metavar="LIST",
         help="comma-separated origins allowed by CORS, or * (default: CORS off)",
+    )
+    parser.add_argument(
+        "--shutdown-timeout",
+        type=_seconds,
+        default=default(30.0),
+        metavar="SECONDS",
+        help="on SIGTERM, how long running requests may take to finish (default 30)",
     )
     parser.add_argument(
         "--max-request-bytes",
@@ -167,18 +189,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.log_level == "trace" else args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    import uvicorn
-
     from llmserve.server import create_app
+    from llmserve.server.run import serve
 
     options = server_options(args)
     warning = public_warning(args.host, options)
     if warning:
         logging.getLogger("llmserve").warning(warning)
     app = create_app(models, default_id, preload=args.preload, options=options)
-    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again; exit 0 at that point.
+    # uvicorn drains on SIGTERM, then raises the signal again; exit 0 at that point.
     signal.signal(signal.SIGTERM, _exit_cleanly)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    serve(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
 

@@ -129,8 +129,15 @@ class Unload:
 
 
 @dataclass(frozen=True)
+class Abort:
+    """Fail every request running or waiting now with `error` (the end of a drain)."""
+
+    error: LLMServeError
+
+
+@dataclass(frozen=True)
 class Shutdown:
     pass
 
 
-Message = Generate | Load | Unload | Shutdown
+Message = Generate | Load | Unload | Abort | Shutdown

@@ -5,13 +5,14 @@ An unknown model is always `ModelNotFound`; there is no fallback to the default 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from typing import Literal
 
 from llmserve.config import ModelConfig
 from llmserve.engine.base import ChatMessage, EngineFactory, GenerationParams
-from llmserve.errors import ModelNotFound
+from llmserve.errors import ModelNotFound, Overloaded
 from llmserve.jobs import EventStream, Generate
 from llmserve.worker import ModelState, ModelWorker
 
@@ -37,6 +38,7 @@ class ModelRegistry:
         self.default_id = default_id
         self.created = int(time.time())
         self._started = False
+        self.draining = False
 
     @property
     def workers(self) -> list[ModelWorker]:
@@ -61,6 +63,19 @@ class ModelRegistry:
             worker.stop(timeout)
         self._started = False
 
+    def begin_drain(self, timeout: float) -> threading.Timer:
+        """The server is stopping: new generations get a 503 at once; running ones may finish for
+        `timeout` seconds, then every one still in flight fails with a 503 `overloaded` error."""
+        self.draining = True
+        timer = threading.Timer(timeout, self._abort_in_flight)
+        timer.daemon = True
+        timer.start()
+        return timer
+
+    def _abort_in_flight(self) -> None:
+        for worker in self._workers.values():
+            worker.abort(Overloaded("the server is shutting down; this request was stopped", retry_after=5))
+
     def resolve(self, model: str | None) -> ModelWorker:
         """`None` or `"default"` → the default model; an unknown id → `ModelNotFound` (404)."""
         api_id = self.default_id if model is None or model == DEFAULT_ALIAS else model
@@ -77,6 +92,8 @@ class ModelRegistry:
     ) -> tuple[ModelWorker, EventStream]:
         """Queues a generation (loading the model first if needed) and returns its event stream."""
         worker = self.resolve(model)
+        if self.draining:
+            raise Overloaded("the server is shutting down", retry_after=5)
         stream = EventStream()
         worker.submit(Generate(tuple(messages), params, stream))
         return worker, stream

@@ -25,6 +25,7 @@ from llmserve.decoding import IncrementalDetokenizer, StopMatcher
 from llmserve.engine.base import Engine, EngineFactory, FinishReason
 from llmserve.errors import InternalError, InvalidRequest, LLMServeError, ModelLoadFailed, Overloaded
 from llmserve.jobs import (
+    Abort,
     Failed,
     Finished,
     Generate,
@@ -135,6 +136,10 @@ class ModelWorker:
         self._put(Unload(reply))
         await reply.future
 
+    def abort(self, error: LLMServeError) -> None:
+        """Fails every request running or waiting now (thread-safe; the model stays loaded)."""
+        self._queue.put(Abort(error))
+
     def stop(self, timeout: float) -> None:
         """Ends the thread: waiting and running requests get an error, the model is unloaded."""
         self._closed = True
@@ -181,6 +186,8 @@ class ModelWorker:
                 self._preload = True
         elif isinstance(message, Unload):
             self._unload_waiters.append(message.reply)
+        elif isinstance(message, Abort):
+            self._fail_all(message.error)
         else:
             self._stopping = True
 
@@ -275,6 +282,8 @@ class ModelWorker:
     def _fail_all(self, error: LLMServeError) -> None:
         for run in self._running:
             run.job.stream.push(Failed(error))
+            if self._engine is not None:
+                self._engine.release(run.seq_id)
         for job in self._pending:
             job.stream.push(Failed(error))
         for reply in self._load_waiters:

@@ -70,5 +70,6 @@ def create_app(
         exception_handlers={Exception: on_error, HTTPException: on_error, LLMServeError: on_error},
     )
     app.state.registry = registry
+    app.state.options = options
     app.state.chat = ChatService(registry)
     return app

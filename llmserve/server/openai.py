@@ -21,6 +21,7 @@ from llmserve.protocol import (
     parse_request,
 )
 from llmserve.registry import DEFAULT_ALIAS, ModelRegistry, seed_status
+from llmserve.server.options import ServerOptions
 from llmserve.server.sse import sse_response
 from llmserve.service import ChatService
 
@@ -72,7 +73,10 @@ async def chat_completions(request: Request) -> Response:
     stats = request.state.stats if hasattr(request.state, "stats") else None
     if body.stream:
         chunks = await until_disconnect(request, chat.open_stream(body, stats))
-        return sse_response(chunks) if chunks is not None else Response(status_code=CLIENT_CLOSED)
+        if chunks is None:
+            return Response(status_code=CLIENT_CLOSED)
+        options: ServerOptions = request.app.state.options
+        return sse_response(chunks, options.shutdown_timeout + 5)
     completion = await until_disconnect(request, chat.complete(body, stats))
     return _json(completion) if completion is not None else Response(status_code=CLIENT_CLOSED)
 

@@ -11,3 +11,4 @@ class ServerOptions:
     api_keys: tuple[str, ...] = ()
     cors_origins: tuple[str, ...] = ()
     max_request_bytes: int = 16 * 2**20
+    shutdown_timeout: float = 30.0  # seconds running requests may take to finish once SIGTERM came

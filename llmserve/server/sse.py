@@ -20,8 +20,11 @@ def _data(payload: dict[str, Any]) -> dict[str, str]:
     return {"data": json.dumps(payload, ensure_ascii=False, separators=(",", ":"))}
 
 
-def sse_response(chunks: AsyncGenerator[dict[str, Any], None]) -> EventSourceResponse:
+def sse_response(chunks: AsyncGenerator[dict[str, Any], None], drain_seconds: float) -> EventSourceResponse:
     """Streams `chunks`; an error after the stream started becomes an error event before `[DONE]`.
+
+    On shutdown the stream goes on: the registry's drain ends it with an error event when its time is
+    up, so sse-starlette's own cancel (after `drain_seconds` more) is only a last resort.
 
     When the client goes away, sse-starlette cancels this generator and the `finally` closes `chunks`,
     which cancels the generation in its worker.
@@ -40,4 +43,10 @@ def sse_response(chunks: AsyncGenerator[dict[str, Any], None]) -> EventSourceRes
             await chunks.aclose()
         yield {"data": "[DONE]"}
 
-    return EventSourceResponse(events(), ping=PING_SECONDS, sep="\n", headers={"Cache-Control": "no-cache"})
+    return EventSourceResponse(
+        events(),
+        ping=PING_SECONDS,
+        sep="\n",
+        headers={"Cache-Control": "no-cache"},
+        shutdown_grace_period=drain_seconds,
+    )

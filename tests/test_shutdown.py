@@ -1,0 +1,161 @@
+"""SIGTERM: new requests are refused, running ones may finish for --shutdown-timeout seconds, then the
+rest end with an error event; the process unloads and exits 0."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import free_port
+from fakes import Factory, ScriptedEngine
+
+from llmserve.config import ModelConfig, PlainSpec
+from llmserve.engine.base import ChatMessage, GenerationParams
+from llmserve.errors import Overloaded
+from llmserve.jobs import Failed, Started
+from llmserve.registry import ModelRegistry
+from llmserve.worker import ModelState
+
+USER = [{"role": "user", "content": "hi"}]
+
+
+@pytest.fixture(scope="module")
+def slow_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """About 10 ms a token here; greedy on USER runs 300 tokens without an EOS."""
+    from tiny import build_model, reference_greedy
+
+    directory = build_model(tmp_path_factory.mktemp("models") / "slow", hidden=512, layers=8, context=1024)
+    assert not reference_greedy(directory, USER, 300)[3]
+    return directory
+
+
+@pytest.fixture
+def server(
+    slow_model: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"m": {"Plain": {"model_id": str(slow_model)}, "alias": "slow"}}))
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llmserve",
+            "--log-level",
+            "warning",
+            "--port",
+            str(port),
+            "multi-model",
+            "--config",
+            str(config),
+            "--shutdown-timeout",
+            str(request.param),
+        ],
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.post(f"{base}/v1/models/status", json={"model_id": "slow"}).json()["status"] == "loaded":
+                break
+        except httpx.TransportError:
+            pass
+        assert process.poll() is None and time.monotonic() < deadline, "server did not come up"
+        time.sleep(0.1)
+    try:
+        yield base, process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate(timeout=30)
+
+
+async def stream_with_sigterm(base: str, process: subprocess.Popen[str]) -> list[Any]:
+    """Streams 300 tokens and sends SIGTERM once the first token arrived; returns the payloads."""
+    body = {
+        "messages": USER,
+        "max_tokens": 300,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    payloads: list[Any] = []
+    async with (
+        httpx.AsyncClient(base_url=base, timeout=60) as http,
+        http.stream("POST", "/v1/chat/completions", json=body) as response,
+    ):
+        async for line in response.aiter_lines():
+            if not line.startswith("data: "):
+                continue
+            payloads.append(line[6:] if line == "data: [DONE]" else json.loads(line[6:]))
+            if len(payloads) == 2:
+                process.send_signal(signal.SIGTERM)
+    return payloads
+
+
+@pytest.mark.parametrize("server", [30], indirect=True)
+def test_a_running_stream_finishes_then_the_process_exits_0(
+    server: tuple[str, subprocess.Popen[str]],
+) -> None:
+    base, process = server
+    payloads = asyncio.run(stream_with_sigterm(base, process))
+    assert payloads[-1] == "[DONE]"
+    assert payloads[-3]["choices"][0]["finish_reason"] == "length"
+    assert payloads[-2]["usage"]["completion_tokens"] == 300
+    assert process.wait(60) == 0
+
+
+@pytest.mark.parametrize("server", [0.5], indirect=True)
+def test_past_the_timeout_the_stream_ends_with_an_error_event(
+    server: tuple[str, subprocess.Popen[str]],
+) -> None:
+    base, process = server
+    started = time.monotonic()
+    payloads = asyncio.run(stream_with_sigterm(base, process))
+    assert time.monotonic() - started < 2.5  # 300 tokens would take about 3 s
+    assert payloads[-1] == "[DONE]"
+    assert payloads[-2] == {
+        "error": {
+            "message": "the server is shutting down; this request was stopped",
+            "type": "server_error",
+            "param": None,
+            "code": "overloaded",
+        }
+    }
+    assert all("error" not in p for p in payloads[:-2])
+    assert process.wait(60) == 0
+
+
+def test_drain_refuses_new_requests_and_stops_running_ones_after_the_timeout() -> None:
+    async def main() -> None:
+        factory = Factory(lambda config: ScriptedEngine(["x"] * 1000, step_delay=0.01))
+        registry = ModelRegistry([ModelConfig("a", "a", PlainSpec(model_id="a"))], "a", factory)
+        registry.start(preload="none")
+        try:
+            _, stream = registry.generate(None, [ChatMessage("user", "hi")], GenerationParams())
+            assert isinstance(await stream.get(), Started)
+            registry.begin_drain(0.2)
+            with pytest.raises(Overloaded, match="the server is shutting down"):
+                registry.generate(None, [ChatMessage("user", "hi")], GenerationParams())
+            events = [event async for event in stream.until_done()]
+            assert isinstance(events[-1], Failed) and isinstance(events[-1].error, Overloaded)
+            engine = factory.engines[0]
+            assert isinstance(engine, ScriptedEngine) and engine.released == [1]
+            assert registry.resolve(None).state is ModelState.LOADED
+        finally:
+            await asyncio.to_thread(registry.shutdown, 10)
+
+    asyncio.run(main())
