@@ -245,6 +245,21 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
+class ErrorBody(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
 class ModelIdRequest(_Request):
     model_id: str
 

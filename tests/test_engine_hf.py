@@ -24,6 +24,9 @@ def test_sampling_rules() -> None:
     assert draws(GenerationParams(temperature=5.0, top_k=2)) == {1, 4}
     assert draws(GenerationParams(temperature=1.0, top_p=0.4)) == {1}
     assert draws(GenerationParams(temperature=1.0, top_p=0.7)) == {1, 4}
+    # Found by the fuzzer: values that underflow or overflow must still sample the most likely token.
+    assert draws(GenerationParams(temperature=1.0, top_p=5e-324)) == {1}
+    assert draws(GenerationParams(temperature=1e-300)) == {1}
 
 
 def test_seeded_sequences_repeat(tiny_dir: Path) -> None:

@@ -89,9 +89,12 @@ class _Sequence:
     cache: Any = None
 
 
+GREEDY_BELOW = 1e-5  # a smaller temperature overflows the logits: it is greedy in effect
+
+
 def sample(logits: torch.Tensor, params: GenerationParams, generator: torch.Generator | None) -> int:
     """One token from a 1-D logits vector: greedy at temperature 0, else temperature, top-k, top-p."""
-    if params.temperature == 0:
+    if params.temperature < GREEDY_BELOW:
         return int(torch.argmax(logits).item())
     scaled = logits.float() / params.temperature
     if 0 < params.top_k < scaled.shape[-1]:
@@ -101,7 +104,8 @@ def sample(logits: torch.Tensor, params: GenerationParams, generator: torch.Gene
     if params.top_p < 1.0:
         sorted_probs, order = torch.sort(probs, descending=True)
         cumulative = torch.cumsum(sorted_probs, dim=-1)
-        drop = cumulative - sorted_probs >= params.top_p  # keeps the first token always
+        drop = cumulative - sorted_probs >= params.top_p
+        drop[0] = False  # the most likely token always stays (a tiny top_p rounds to 0 in float32)
         sorted_probs[drop] = 0.0
         probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
     return int(torch.multinomial(probs, 1, generator=generator).item())
@@ -155,7 +159,7 @@ class HFEngine:
 
     def start(self, prompt_ids: Sequence[int], params: GenerationParams) -> int:
         generator = None
-        if params.temperature > 0:
+        if params.temperature >= GREEDY_BELOW:
             generator = torch.Generator(device=self._device)
             if params.seed is None:
                 generator.seed()

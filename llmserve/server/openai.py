@@ -21,6 +21,7 @@ from llmserve.protocol import (
     parse_request,
 )
 from llmserve.registry import DEFAULT_ALIAS, ModelRegistry, seed_status
+from llmserve.server.openapi import openapi_json
 from llmserve.server.options import ServerOptions
 from llmserve.server.sse import sse_response
 from llmserve.service import ChatService
@@ -123,6 +124,7 @@ async def health(request: Request) -> Response:
 def routes() -> list[BaseRoute]:
     return [
         Route("/health", health, methods=["GET"]),
+        Route("/openapi.json", openapi_json, methods=["GET"]),
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/v1/models/unload", unload_model, methods=["POST"]),
