@@ -197,8 +197,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if warning:
         logging.getLogger("llmserve").warning(warning)
     app = create_app(models, default_id, preload=args.preload, options=options)
-    # uvicorn drains on SIGTERM, then raises the signal again; exit 0 at that point.
+    # uvicorn drains on SIGTERM or SIGINT, then raises the signal again; exit 0 at that point.
     signal.signal(signal.SIGTERM, _exit_cleanly)
+    signal.signal(signal.SIGINT, _exit_cleanly)
     serve(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 

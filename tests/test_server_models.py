@@ -65,9 +65,10 @@ def test_models_list_default_first_with_status(tiny_dir: Path, tiny_dir2: Path) 
         assert one.status_code == 200
         assert one.json() == {"id": "org/tiny", **card, "status": "unloaded"}
         assert_schema("Model", one.json())
-        missing = client.get("/v1/models/org/none")
-        assert missing.status_code == 404
-        assert missing.json()["error"]["code"] == "model_not_found"
+        for path in ("/v1/models/org/none", "/v1/models/%2E%2E/%2E%2E/etc/passwd", f"/v1/models/{tiny_dir}"):
+            missing = client.get(path)  # ids reach nothing but the configured models
+            assert missing.status_code == 404
+            assert missing.json()["error"]["code"] == "model_not_found"
         assert client.get("/health").json() == {"status": "ok"}
 
 

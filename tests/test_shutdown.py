@@ -83,8 +83,10 @@ def server(
         process.communicate(timeout=30)
 
 
-async def stream_with_sigterm(base: str, process: subprocess.Popen[str]) -> list[Any]:
-    """Streams 300 tokens and sends SIGTERM once the first token arrived; returns the payloads."""
+async def stream_with_signal(
+    base: str, process: subprocess.Popen[str], sig: signal.Signals = signal.SIGTERM
+) -> list[Any]:
+    """Streams 300 tokens and sends `sig` once the first token arrived; returns the payloads."""
     body = {
         "messages": USER,
         "max_tokens": 300,
@@ -102,20 +104,22 @@ async def stream_with_sigterm(base: str, process: subprocess.Popen[str]) -> list
                 continue
             payloads.append(line[6:] if line == "data: [DONE]" else json.loads(line[6:]))
             if len(payloads) == 2:
-                process.send_signal(signal.SIGTERM)
+                process.send_signal(sig)
     return payloads
 
 
 @pytest.mark.parametrize("server", [30], indirect=True)
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_running_stream_finishes_then_the_process_exits_0(
-    server: tuple[str, subprocess.Popen[str]],
+    server: tuple[str, subprocess.Popen[str]], sig: signal.Signals
 ) -> None:
     base, process = server
-    payloads = asyncio.run(stream_with_sigterm(base, process))
+    payloads = asyncio.run(stream_with_signal(base, process, sig))
     assert payloads[-1] == "[DONE]"
     assert payloads[-3]["choices"][0]["finish_reason"] == "length"
     assert payloads[-2]["usage"]["completion_tokens"] == 300
     assert process.wait(60) == 0
+    assert "Traceback" not in process.communicate(timeout=30)[1]
 
 
 @pytest.mark.parametrize("server", [0.5], indirect=True)
@@ -124,7 +128,7 @@ def test_past_the_timeout_the_stream_ends_with_an_error_event(
 ) -> None:
     base, process = server
     started = time.monotonic()
-    payloads = asyncio.run(stream_with_sigterm(base, process))
+    payloads = asyncio.run(stream_with_signal(base, process))
     assert time.monotonic() - started < 2.5  # 300 tokens would take about 3 s
     assert payloads[-1] == "[DONE]"
     assert payloads[-2] == {
