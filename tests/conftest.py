@@ -9,6 +9,8 @@ os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jsonschema
 import pytest
 import uvicorn
@@ -89,3 +92,43 @@ def sse_data(body: str) -> list[str]:
         assert block.startswith("data: "), block
         payloads.append(block[len("data: ") :])
     return payloads
+
+
+def write_config(directory: Path, models: dict[str, Path]) -> Path:
+    """A multi-model config serving each directory under its alias."""
+    path = directory / "models.json"
+    path.write_text(
+        json.dumps({alias: {"Plain": {"model_id": str(d)}, "alias": alias} for alias, d in models.items()})
+    )
+    return path
+
+
+@contextmanager
+def llmserve_process(*args: str, capture: bool = False) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """The real `llmserve` command on a free loopback port; yields (base URL, process) once it answers."""
+    port = free_port()
+    pipe = subprocess.PIPE if capture else None
+    process = subprocess.Popen(
+        [sys.executable, "-m", "llmserve", "--log-level", "warning", "--port", str(port), *args],
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        stdout=pipe,
+        stderr=pipe,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"llmserve did not start: {process.communicate(timeout=30)}")
+            time.sleep(0.1)
+        yield base, process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate(timeout=30)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pexpect
 import pytest
-from conftest import free_port, live_server, plain
+from conftest import free_port, live_server, plain, write_config
 from fakes import Factory, Slowed, assert_cancelled
 from tiny import reference_greedy
 
@@ -20,14 +19,6 @@ from llmserve.engine import load_engine
 from llmserve.server import create_app
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TERM": "dumb"}
-
-
-def config(tmp_path: Path, models: dict[str, Path]) -> Path:
-    path = tmp_path / "chat.json"
-    path.write_text(
-        json.dumps({alias: {"Plain": {"model_id": str(d)}, "alias": alias} for alias, d in models.items()})
-    )
-    return path
 
 
 def spawn(*args: str) -> pexpect.spawn:
@@ -54,7 +45,7 @@ def test_piped_mode_answers_each_line(tiny_dir: Path, tmp_path: Path) -> None:
         "-i",
         "multi-model",
         "--config",
-        str(config(tmp_path, {"tiny": tiny_dir})),
+        str(write_config(tmp_path, {"tiny": tiny_dir})),
     )
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""  # no logs, no progress bars in the chat
@@ -79,7 +70,7 @@ def test_a_model_that_fails_to_load_keeps_the_chat_alive(tiny_dir: Path, tmp_pat
     broken = tmp_path / "broken"
     shutil.copytree(tiny_dir, broken)
     (broken / "config.json").write_text("{")
-    cfg = config(tmp_path, {"tiny": tiny_dir, "broken": broken})
+    cfg = write_config(tmp_path, {"tiny": tiny_dir, "broken": broken})
     result = piped("/model broken\n/max_tokens 2\nhi\n/models\n", "-i", "multi-model", "--config", str(cfg))
     assert result.returncode == 0
     assert result.stderr.startswith("error: loading model 'broken' failed: ")
@@ -93,7 +84,7 @@ def test_terminal_session_switches_models_and_exits_0(
     tiny_dir: Path, tiny_dir2: Path, tmp_path: Path
 ) -> None:
     child = spawn(
-        "-i", "multi-model", "--config", str(config(tmp_path, {"tiny": tiny_dir, "tiny2": tiny_dir2}))
+        "-i", "multi-model", "--config", str(write_config(tmp_path, {"tiny": tiny_dir, "tiny2": tiny_dir2}))
     )
     child.expect_exact("llmserve chat · tiny · in process · /help for commands, Ctrl-D to exit")
     child.expect_exact(">>> ")

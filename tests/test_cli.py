@@ -1,16 +1,14 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import free_port
+from conftest import llmserve_process, write_config
 
 from llmserve.cli import build_parser, models_from_args
 
@@ -94,46 +92,13 @@ def test_server_options_before_or_after_the_subcommand() -> None:
 
 
 def test_serves_a_config_and_stops_cleanly_on_sigterm(tiny_dir: Path, tmp_path: Path) -> None:
-    config = tmp_path / "c.json"
-    config.write_text(json.dumps({"tiny": {"Plain": {"model_id": str(tiny_dir)}, "alias": "tiny"}}))
-    port = free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "llmserve",
-            "--log-level",
-            "warning",
-            "multi-model",
-            "--config",
-            str(config),
-            "--port",
-            str(port),
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "server did not come up"
-            time.sleep(0.1)
+    config = write_config(tmp_path, {"tiny": tiny_dir})
+    with llmserve_process("multi-model", "--config", str(config), capture=True) as (base, process):
         body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
         response = httpx.post(f"{base}/v1/chat/completions", json=body, timeout=60)
         assert response.status_code == 200
         assert response.json()["usage"]["completion_tokens"] <= 3
-    finally:
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 0, stderr
-    assert "Traceback" not in stderr
+        assert process.returncode == 0, stderr
+        assert "Traceback" not in stderr

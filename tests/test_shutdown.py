@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import free_port
+from conftest import llmserve_process, write_config
 from fakes import Factory, ScriptedEngine
 
 from llmserve.config import ModelConfig, PlainSpec
@@ -43,44 +41,14 @@ def slow_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def server(
     slow_model: Path, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    config = tmp_path / "c.json"
-    config.write_text(json.dumps({"m": {"Plain": {"model_id": str(slow_model)}, "alias": "slow"}}))
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "llmserve",
-            "--log-level",
-            "warning",
-            "--port",
-            str(port),
-            "multi-model",
-            "--config",
-            str(config),
-            "--shutdown-timeout",
-            str(request.param),
-        ],
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.post(f"{base}/v1/models/status", json={"model_id": "slow"}).json()["status"] == "loaded":
-                break
-        except httpx.TransportError:
-            pass
-        assert process.poll() is None and time.monotonic() < deadline, "server did not come up"
-        time.sleep(0.1)
-    try:
+    config = write_config(tmp_path, {"slow": slow_model})
+    args = ("multi-model", "--config", str(config), "--shutdown-timeout", str(request.param))
+    with llmserve_process(*args, capture=True) as (base, process):
+        deadline = time.monotonic() + 60
+        while httpx.post(f"{base}/v1/models/status", json={"model_id": "slow"}).json()["status"] != "loaded":
+            assert time.monotonic() < deadline, "the model did not load"
+            time.sleep(0.1)
         yield base, process
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.communicate(timeout=30)
 
 
 async def stream_with_signal(

@@ -5,20 +5,15 @@ and the server's threads and memory come back to where they started."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import httpx
 import psutil
-from conftest import free_port
+from conftest import llmserve_process, write_config
 
 DURATION = 30.0
 CLIENTS = 32
@@ -96,46 +91,11 @@ def settle(process: psutil.Process, http: httpx.Client) -> tuple[int, int]:
 
 
 def test_chaos(tiny_dir: Path, tiny_dir2: Path, tmp_path: Path) -> None:
-    config = tmp_path / "c.json"
-    config.write_text(
-        json.dumps(
-            {
-                alias: {"Plain": {"model_id": str(d)}, "alias": alias}
-                for alias, d in (("tiny", tiny_dir), ("tiny2", tiny_dir2))
-            }
-        )
-    )
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "llmserve",
-            "--log-level",
-            "warning",
-            "--port",
-            str(port),
-            "multi-model",
-            "--config",
-            str(config),
-            "--preload",
-            "none",
-        ],
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
-    base = f"http://127.0.0.1:{port}"
-    stack = contextlib.ExitStack()
-    try:
-        http = httpx.Client(base_url=base, timeout=60)
-        stack.callback(http.close)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                http.get("/health").raise_for_status()
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline and server.poll() is None
-                time.sleep(0.1)
+    config = write_config(tmp_path, {"tiny": tiny_dir, "tiny2": tiny_dir2})
+    with (
+        llmserve_process("multi-model", "--config", str(config), "--preload", "none") as (base, server),
+        httpx.Client(base_url=base, timeout=60) as http,
+    ):
         process = psutil.Process(server.pid)
         for model in MODELS:  # warm up: torch's threads and allocator exist before the baseline
             body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
@@ -153,7 +113,5 @@ def test_chaos(tiny_dir: Path, tiny_dir2: Path, tmp_path: Path) -> None:
         threads_after, rss_after = settle(process, http)
         assert threads_after == threads_before
         assert rss_after - rss_before < 64 * 2**20, (rss_before, rss_after)
-    finally:
-        stack.close()
         server.send_signal(signal.SIGTERM)
         assert server.wait(60) == 0
