@@ -101,5 +101,12 @@ class Overloaded(LLMServeError):
         self.retry_after = retry_after
 
 
+class ShuttingDown(Overloaded):
+    """The server is stopping: no new work, and what outlives the drain is stopped."""
+
+    def __init__(self, message: str = "the server is shutting down") -> None:
+        super().__init__(message, retry_after=5)
+
+
 class ConfigError(Exception):
     """A bad config file or command line. The CLI prints it as one line and exits with code 2."""

@@ -12,7 +12,7 @@ from typing import Literal
 
 from llmserve.config import ModelConfig
 from llmserve.engine.base import ChatMessage, EngineFactory, GenerationParams
-from llmserve.errors import ModelNotFound, Overloaded
+from llmserve.errors import ModelNotFound, ShuttingDown
 from llmserve.jobs import EventStream, Generate
 from llmserve.worker import ModelState, ModelWorker
 
@@ -74,7 +74,7 @@ class ModelRegistry:
 
     def _abort_in_flight(self) -> None:
         for worker in self._workers.values():
-            worker.abort(Overloaded("the server is shutting down; this request was stopped", retry_after=5))
+            worker.abort(ShuttingDown("the server is shutting down; this request was stopped"))
 
     def resolve(self, model: str | None) -> ModelWorker:
         """`None` or `"default"` → the default model; an unknown id → `ModelNotFound` (404)."""
@@ -93,7 +93,7 @@ class ModelRegistry:
         """Queues a generation (loading the model first if needed) and returns its event stream."""
         worker = self.resolve(model)
         if self.draining:
-            raise Overloaded("the server is shutting down", retry_after=5)
+            raise ShuttingDown()
         stream = EventStream()
         worker.submit(Generate(tuple(messages), params, stream))
         return worker, stream

@@ -23,7 +23,7 @@ from collections import deque
 from llmserve.config import ModelConfig
 from llmserve.decoding import IncrementalDetokenizer, StopMatcher
 from llmserve.engine.base import Engine, EngineFactory, FinishReason
-from llmserve.errors import InternalError, InvalidRequest, LLMServeError, ModelLoadFailed, Overloaded
+from llmserve.errors import InternalError, InvalidRequest, LLMServeError, ModelLoadFailed, ShuttingDown
 from llmserve.jobs import (
     Abort,
     Failed,
@@ -117,7 +117,7 @@ class ModelWorker:
 
     def _put(self, message: Message) -> None:
         if self._closed:
-            raise Overloaded("the server is shutting down", retry_after=5)
+            raise ShuttingDown()
         self._queue.put(message)
 
     def submit(self, job: Generate) -> None:
@@ -159,7 +159,7 @@ class ModelWorker:
                 self._fail_all(InternalError(f"model '{self.api_id}' failed: {reason}"))
         self._drop_engine(ModelState.UNLOADED, None)
         self._drain(block=False)
-        self._fail_all(Overloaded("the server is shutting down", retry_after=5))
+        self._fail_all(ShuttingDown())
         for reply in self._unload_waiters:
             reply.set(None)
 
