@@ -151,11 +151,16 @@ class HTTPBackend:
     def describe(self) -> str:
         return self._url
 
-    async def _send(self, method: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
+    async def _send(
+        self, method: str, path: str, body: dict[str, Any] | None = None, *, optional_route: bool = False
+    ) -> httpx.Response:
+        """`optional_route`: a server without this route (not llmserve) is no error."""
         try:
             response = await self._http.request(method, path, json=body)
         except httpx.TransportError as exc:
             raise ChatError(f"cannot reach {self._url} ({type(exc).__name__})") from None
+        if optional_route and response.status_code in (404, 405) and "model_not_found" not in response.text:
+            return response
         if response.status_code >= 400:
             raise ChatError(_error_message(response))
         return response
@@ -174,14 +179,8 @@ class HTTPBackend:
         return [(str(c["id"]), str(c.get("status", "-"))) for c in cards if c["id"] != "default"]
 
     async def load(self, model: str) -> None:
-        try:
-            response = await self._http.post("/v1/models/reload", json={"model_id": model})
-        except httpx.TransportError as exc:
-            raise ChatError(f"cannot reach {self._url} ({type(exc).__name__})") from None
-        if response.status_code in (404, 405) and "model_not_found" not in response.text:
-            return  # not llmserve: the server loads models its own way
-        if response.status_code >= 400:
-            raise ChatError(_error_message(response))
+        # A server that is not llmserve loads its models its own way.
+        await self._send("POST", "/v1/models/reload", {"model_id": model}, optional_route=True)
 
     async def unload(self, model: str) -> None:
         await self._send("POST", "/v1/models/unload", {"model_id": model})
