@@ -24,7 +24,7 @@ from llmserve.registry import DEFAULT_ALIAS, ModelRegistry, seed_status
 from llmserve.server.openapi import openapi_json
 from llmserve.server.options import ServerOptions
 from llmserve.server.sse import sse_response
-from llmserve.service import ChatService
+from llmserve.service import ChatService, RequestStats
 
 T = TypeVar("T")
 CLIENT_CLOSED = 499  # nginx's "client closed request": logged, never seen by the client
@@ -71,7 +71,7 @@ async def until_disconnect(request: Request, work: Awaitable[T]) -> T | None:
 async def chat_completions(request: Request) -> Response:
     chat: ChatService = request.app.state.chat
     body = parse_request(ChatCompletionRequest, await read_json(request))
-    stats = request.state.stats if hasattr(request.state, "stats") else None
+    stats: RequestStats = request.state.stats  # set by RequestLogMiddleware, which every app has
     if body.stream:
         chunks = await until_disconnect(request, chat.open_stream(body, stats))
         if chunks is None:
