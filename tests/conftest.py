@@ -24,7 +24,7 @@ import pytest
 import uvicorn
 from starlette.applications import Starlette
 
-from llmserve.config import ModelConfig, PlainSpec
+from llmserve.config import Dtype, ModelConfig, PlainSpec
 
 DATA = Path(__file__).parent / "data"
 
@@ -43,9 +43,12 @@ def tiny_dir2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_model(tmp_path_factory.mktemp("models") / "tiny-chat-2", seed=1)
 
 
-def plain(directory: Path, alias: str | None = None) -> ModelConfig:
+def plain(directory: Path, alias: str | None = None, dtype: Dtype = "auto") -> ModelConfig:
     return ModelConfig(
-        label=alias or directory.name, api_id=alias or str(directory), spec=PlainSpec(model_id=str(directory))
+        label=alias or directory.name,
+        api_id=alias or str(directory),
+        spec=PlainSpec(model_id=str(directory)),
+        dtype=dtype,
     )
 
 
@@ -94,12 +97,13 @@ def sse_data(body: str) -> list[str]:
     return payloads
 
 
-def write_config(directory: Path, models: dict[str, Path]) -> Path:
-    """A multi-model config serving each directory under its alias."""
+def write_config(directory: Path, models: dict[str, Path], **options: Any) -> Path:
+    """A multi-model config serving each directory under its alias, with the same `options` for each."""
     path = directory / "models.json"
-    path.write_text(
-        json.dumps({alias: {"Plain": {"model_id": str(d)}, "alias": alias} for alias, d in models.items()})
-    )
+    entries = {
+        alias: {"Plain": {"model_id": str(d)}, "alias": alias, **options} for alias, d in models.items()
+    }
+    path.write_text(json.dumps(entries))
     return path
 
 

@@ -7,7 +7,8 @@ import torch
 
 from llmserve.config import ModelConfig, PlainSpec
 from llmserve.engine.base import ChatMessage, GenerationParams
-from llmserve.engine.hf import HFEngine, resolve_device, resolve_dtype, sample
+from llmserve.engine.hf import HFEngine, cpu_has_native_bf16, resolve_device, resolve_dtype
+from llmserve.engine.sampling import sample
 from llmserve.errors import InvalidRequest
 
 LOGITS = torch.tensor([0.0, 5.0, 4.0, 1.0, 4.5])
@@ -59,7 +60,7 @@ def test_no_chat_template_is_a_clear_400(tiny_dir: Path, tmp_path: Path) -> None
 def test_device_and_dtype_resolution() -> None:
     cpu = torch.device("cpu")
     assert resolve_device("cpu") == cpu
-    assert resolve_dtype("auto", cpu) == torch.float32
+    assert resolve_dtype("auto", cpu) == (torch.bfloat16 if cpu_has_native_bf16() else torch.float32)
     assert resolve_dtype("bfloat16", cpu) == torch.bfloat16
     if not torch.cuda.is_available():
         assert resolve_device("auto") == cpu

@@ -1,25 +1,31 @@
 """The transformers/torch engine: the only module that imports torch or transformers.
 
-Each sequence keeps its own KV cache and random generator; `step` runs one forward pass per sequence
-(the prompt as a whole on its first step, then one token), so every sequence keeps its own sampling
-parameters and seed.
+Continuous batching: `step` runs one forward pass for all decoding sequences together (see `batch.py`),
+plus one prompt pass per group of joining sequences; each sequence keeps its own sampling parameters and
+random generator, so a seed gives the same text batched or alone.
 """
 
 from __future__ import annotations
 
+import functools
 import gc
+import inspect
 import itertools
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import jinja2
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
 from llmserve.config import Dtype, GGUFSpec, ModelConfig, ModelSpec
 from llmserve.engine.base import ChatMessage, GenerationParams
+from llmserve.engine.batch import Batch, joinable, left_padded, prefill_groups
+from llmserve.engine.sampling import GREEDY_BELOW, sample_rows
 from llmserve.errors import InvalidRequest
 
 log = logging.getLogger(__name__)
@@ -46,14 +52,42 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU computes bfloat16 natively (x86 AVX512-BF16 or AMX, Arm BF16). Elsewhere torch
+    emulates it, slower than float32."""
+    try:
+        info = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    flags = set()
+    for line in info.splitlines():
+        if line.startswith(("flags", "Features")):
+            flags.update(line.partition(":")[2].split())
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
 def resolve_dtype(dtype: Dtype, device: torch.device) -> torch.dtype | str:
-    """`auto`: the checkpoint's own dtype on CUDA; float32 on the CPU, where half types may be emulated."""
+    """`auto`: the checkpoint's own dtype on CUDA; on the CPU bfloat16 where the CPU has it natively
+    (measured 1.6x float32 for 1 stream, 1.9x for 16, on SmolLM2), else float32."""
     if dtype != "auto":
         return _DTYPES[dtype]
-    return "auto" if device.type == "cuda" else torch.float32
+    if device.type == "cuda":
+        return "auto"
+    return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+
+
+# transformers sets torch's process-wide default dtype while it builds a model, so two loads at once on two
+# workers would build parts of each model in the other's dtype: loads take turns.
+_LOAD_LOCK = threading.Lock()
 
 
 def _load_pretrained(spec: ModelSpec, dtype: torch.dtype | str, device: torch.device) -> tuple[Any, Any]:
+    with _LOAD_LOCK:
+        return _load_unlocked(spec, dtype, device)
+
+
+def _load_unlocked(spec: ModelSpec, dtype: torch.dtype | str, device: torch.device) -> tuple[Any, Any]:
     placement: dict[str, Any] = {"device_map": {"": str(device)}} if device.type == "cuda" else {}
     if isinstance(spec, GGUFSpec):
         if spec.tok_model_id == spec.quantized_model_id:
@@ -84,31 +118,14 @@ def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
 @dataclass
 class _Sequence:
     params: GenerationParams
-    next_input: torch.Tensor
     generator: torch.Generator | None
-    cache: Any = None
+    prompt: list[int] | None  # until the first step prefills it
+    last: int = -1  # the token the next step feeds
+    cache: Any = None  # its own cache, only when the model's cache cannot be batched
 
 
-GREEDY_BELOW = 1e-5  # a smaller temperature overflows the logits: it is greedy in effect
-
-
-def sample(logits: torch.Tensor, params: GenerationParams, generator: torch.Generator | None) -> int:
-    """One token from a 1-D logits vector: greedy at temperature 0, else temperature, top-k, top-p."""
-    if params.temperature < GREEDY_BELOW:
-        return int(torch.argmax(logits).item())
-    scaled = logits.float() / params.temperature
-    if 0 < params.top_k < scaled.shape[-1]:
-        kth = torch.topk(scaled, params.top_k).values[-1]
-        scaled = scaled.masked_fill(scaled < kth, float("-inf"))
-    probs = torch.softmax(scaled, dim=-1)
-    if params.top_p < 1.0:
-        sorted_probs, order = torch.sort(probs, descending=True)
-        cumulative = torch.cumsum(sorted_probs, dim=-1)
-        drop = cumulative - sorted_probs >= params.top_p
-        drop[0] = False  # the most likely token always stays (a tiny top_p rounds to 0 in float32)
-        sorted_probs[drop] = 0.0
-        probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
-    return int(torch.multinomial(probs, 1, generator=generator).item())
+def _choose(logits: torch.Tensor, seqs: Sequence[_Sequence]) -> list[int]:
+    return sample_rows(logits, [seq.params for seq in seqs], [seq.generator for seq in seqs])
 
 
 class HFEngine:
@@ -121,6 +138,11 @@ class HFEngine:
         self._eos = _eos_ids(model, tokenizer)
         self._context = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
         self._seqs: dict[int, _Sequence] = {}
+        self._batch = Batch(device)
+        self._solo: set[int] = set()  # sequences stepped alone: their cache cannot join the batch
+        self._joinable = joinable(DynamicCache(config=model.config))
+        takes_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
+        self._last_logits_only: dict[str, int] = {"logits_to_keep": 1} if takes_keep else {}
         self._ids = itertools.count()
 
     @classmethod
@@ -165,28 +187,78 @@ class HFEngine:
                 generator.seed()
             else:
                 generator.manual_seed(params.seed)
-        prompt = torch.tensor([list(prompt_ids)], dtype=torch.long, device=self._device)
         seq_id = next(self._ids)
-        self._seqs[seq_id] = _Sequence(params, prompt, generator)
+        self._seqs[seq_id] = _Sequence(params, generator, list(prompt_ids))
         return seq_id
 
     def step(self, seq_ids: Sequence[int]) -> list[int]:
-        tokens: list[int] = []
+        """Advances every started, unreleased sequence: those in the batch by one shared forward pass,
+        new ones by their prompt pass. `seq_ids` must name all of them (the worker's running set)."""
+        if len(seq_ids) != len(self._seqs) or set(seq_ids) != set(self._seqs):
+            raise ValueError("step() takes every started and unreleased sequence, each once")
+        self._batch.keep(set(seq_ids))
+        fresh = [i for i in seq_ids if self._seqs[i].prompt is not None]
+        tokens: dict[int, int] = {}
         with torch.inference_mode():
-            for seq_id in seq_ids:
-                seq = self._seqs[seq_id]
-                out = self._model(input_ids=seq.next_input, past_key_values=seq.cache, use_cache=True)
-                seq.cache = out.past_key_values
-                token = sample(out.logits[0, -1, :], seq.params, seq.generator)
-                seq.next_input = torch.tensor([[token]], dtype=torch.long, device=self._device)
-                tokens.append(token)
-        return tokens
+            if len(self._batch):
+                tokens.update(self._decode())
+            for seq_id in [i for i in seq_ids if i in self._solo and i not in fresh]:
+                tokens[seq_id] = self._step_alone(self._seqs[seq_id])
+            self._prefill(fresh, tokens)
+        for seq_id, token in tokens.items():
+            self._seqs[seq_id].last = token
+        return [tokens[i] for i in seq_ids]
+
+    def _decode(self) -> dict[int, int]:
+        """One forward pass for every row of the batch."""
+        seq_ids = list(self._batch.seq_ids)
+        seqs = [self._seqs[i] for i in seq_ids]
+        logits = self._batch.forward(self._model, [seq.last for seq in seqs])
+        return dict(zip(seq_ids, _choose(logits, seqs), strict=True))
+
+    def _prefill(self, seq_ids: list[int], tokens: dict[int, int]) -> None:
+        """Runs the new prompts in padded groups of similar length; each group joins the batch in one copy.
+        A model whose cache cannot be batched prefills and steps each sequence alone."""
+        seqs = [self._seqs[i] for i in seq_ids]
+        prompts = [seq.prompt or [] for seq in seqs]
+        groups = [[i] for i in range(len(seqs))]
+        if self._joinable:
+            groups = prefill_groups([len(p) for p in prompts])
+        for group in groups:
+            ids, mask, positions = left_padded([prompts[i] for i in group], self._device)
+            out = self._model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=DynamicCache(config=self._model.config),
+                **self._last_logits_only,
+            )
+            members = [seqs[i] for i in group]
+            for i, token in zip(group, _choose(out.logits[:, -1, :], members), strict=True):
+                tokens[seq_ids[i]] = token
+                seqs[i].prompt = None
+            if self._joinable:
+                self._batch.join([seq_ids[i] for i in group], out.past_key_values, mask)
+            else:
+                members[0].cache = out.past_key_values
+                self._solo.add(seq_ids[group[0]])
+
+    def _step_alone(self, seq: _Sequence) -> int:
+        ids = torch.tensor([[seq.last]], dtype=torch.long, device=self._device)
+        out = self._model(input_ids=ids, past_key_values=seq.cache, use_cache=True)
+        seq.cache = out.past_key_values
+        return _choose(out.logits[:, -1, :], [seq])[0]
 
     def release(self, seq_id: int) -> None:
         self._seqs.pop(seq_id, None)
+        self._solo.discard(seq_id)
+        if not self._seqs:
+            self._batch.clear()  # the rows of released sequences otherwise go at the next step
 
     def close(self) -> None:
         self._seqs.clear()
+        self._solo.clear()
+        self._batch.clear()
         self._model = None
         self._tokenizer = None
         gc.collect()
