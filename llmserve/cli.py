@@ -21,7 +21,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from llmserve import __version__
-from llmserve.config import ModelConfig, choose_default, load_config, parse_config
+from llmserve.config import (
+    DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_MAX_QUEUE,
+    ModelConfig,
+    choose_default,
+    load_config,
+    parse_config,
+)
 from llmserve.errors import ConfigError
 from llmserve.server.options import ServerOptions
 
@@ -49,6 +56,12 @@ def _port(text: str) -> int:
 def _positive(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"'{text}' is not a positive whole number")
+    return int(text)
+
+
+def _non_negative(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number (0 or more)")
     return int(text)
 
 
@@ -136,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     multi.add_argument("--config", required=True, help="the multi-model JSON config")
     multi.add_argument("--default-model-id", help="API id of the default model (default: the first model)")
     _preload_option(multi)
+    _batching_options(multi)
     _server_options(multi, defaults=False)
 
     plain = commands.add_parser("plain", help="serve one model")
@@ -144,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     plain.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto")
     plain.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     _preload_option(plain)
+    _batching_options(plain)
     _server_options(plain, defaults=False)
 
     chat = commands.add_parser("chat", help="chat in the terminal with a running OpenAI-compatible server")
@@ -162,15 +177,31 @@ def _preload_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _batching_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-batch-size",
+        type=_positive,
+        default=DEFAULT_MAX_BATCH_SIZE,
+        help=f"sequences a model decodes together, unless its config says (default {DEFAULT_MAX_BATCH_SIZE})",
+    )
+    parser.add_argument(
+        "--max-queue",
+        type=_non_negative,
+        default=DEFAULT_MAX_QUEUE,
+        help=f"requests that may wait beyond a full batch before a 503 (default {DEFAULT_MAX_QUEUE})",
+    )
+
+
 def models_from_args(args: argparse.Namespace) -> tuple[list[ModelConfig], str]:
     """The models to serve and the default model's API id; raises `ConfigError`."""
+    limits = {"max_batch_size": args.max_batch_size, "max_queue": args.max_queue}
     if args.command == "multi-model":
-        models = load_config(args.config)
+        models = load_config(args.config, **limits)
         return models, choose_default(models, args.default_model_id, source=args.config)
     entry: dict[str, Any] = {"Plain": {"model_id": args.model_id}, "dtype": args.dtype, "device": args.device}
     if args.alias is not None:
         entry["alias"] = args.alias
-    models = parse_config({"model": entry}, base=Path.cwd(), source="command line")
+    models = parse_config({"model": entry}, base=Path.cwd(), source="command line", **limits)
     return models, models[0].api_id
 
 

@@ -21,13 +21,23 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Annotated, Any, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from llmserve.errors import ConfigError
 
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+DEFAULT_MAX_BATCH_SIZE = 32
+DEFAULT_MAX_QUEUE = 256
 PACKAGE_PREFIX = "package:"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
@@ -63,6 +73,8 @@ class ModelEntry(_Strict):
     alias: str | None = None
     dtype: Dtype = "auto"
     device: str = "auto"
+    max_batch_size: Annotated[int, Field(ge=1)] | None = None  # None: the command line's default
+    max_queue: Annotated[int, Field(ge=0)] | None = None
 
     @field_validator("device")
     @classmethod
@@ -100,6 +112,8 @@ class ModelConfig:
     spec: ModelSpec
     dtype: Dtype = "auto"
     device: str = "auto"
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE  # sequences decoded together
+    max_queue: int = DEFAULT_MAX_QUEUE  # requests waiting beyond those; one more is a 503
 
     @property
     def kind(self) -> str:
@@ -201,8 +215,16 @@ def _resolve_spec(spec: ModelSpec, base: Path, where: str) -> ModelSpec:
     )
 
 
-def parse_config(data: Any, *, base: Path, source: str = "config") -> list[ModelConfig]:
-    """Validate already-parsed JSON. Every error is a `ConfigError` naming `source` and the JSON path."""
+def parse_config(
+    data: Any,
+    *,
+    base: Path,
+    source: str = "config",
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+    max_queue: int = DEFAULT_MAX_QUEUE,
+) -> list[ModelConfig]:
+    """Validate already-parsed JSON. Every error is a `ConfigError` naming `source` and the JSON path.
+    `max_batch_size` and `max_queue` apply to the entries that do not set their own."""
     if not isinstance(data, dict) or not data:
         raise ConfigError(f"{source}: $: expected a non-empty JSON object mapping labels to model entries")
     try:
@@ -227,12 +249,22 @@ def parse_config(data: Any, *, base: Path, source: str = "config") -> list[Model
                 'give one of them an "alias"'
             )
         seen[api_id] = where
-        models.append(ModelConfig(label, api_id, spec, entry.dtype, entry.device))
+        models.append(
+            ModelConfig(
+                label,
+                api_id,
+                spec,
+                entry.dtype,
+                entry.device,
+                max_batch_size=max_batch_size if entry.max_batch_size is None else entry.max_batch_size,
+                max_queue=max_queue if entry.max_queue is None else entry.max_queue,
+            )
+        )
     return models
 
 
-def load_config(path: str | Path) -> list[ModelConfig]:
-    """Read and validate a multi-model config file."""
+def load_config(path: str | Path, **defaults: int) -> list[ModelConfig]:
+    """Read and validate a multi-model config file (`defaults`: see `parse_config`)."""
     file = Path(path)
     try:
         text = file.read_text(encoding="utf-8")
@@ -244,7 +276,7 @@ def load_config(path: str | Path) -> list[ModelConfig]:
         raise ConfigError(
             f"{file}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
         ) from None
-    return parse_config(data, base=file.resolve().parent, source=str(file))
+    return parse_config(data, base=file.resolve().parent, source=str(file), **defaults)
 
 
 def choose_default(models: list[ModelConfig], default_id: str | None, *, source: str = "config") -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from llmserve.engine.base import FinishReason
+
 
 class IncrementalDetokenizer:
     """Turns one token at a time into text, holding back bytes that do not yet form a character.
@@ -69,3 +71,26 @@ class StopMatcher:
             if any(stop.startswith(tail) for stop in self._stops):
                 return size
         return 0
+
+
+class OutputText:
+    """One sequence's output: token ids in, text deltas out, with its stop strings and token budget."""
+
+    def __init__(self, decode: Callable[[Sequence[int]], str], stop: Sequence[str], max_tokens: int) -> None:
+        self.max_tokens = max_tokens
+        self.generated = 0
+        self._detok = IncrementalDetokenizer(decode)
+        self._stops = StopMatcher(stop)
+
+    def on_token(self, token: int, is_eos: bool) -> tuple[str, FinishReason | None]:
+        """The text the token adds (possibly empty), and why the sequence ends (None: it goes on)."""
+        self.generated += 1
+        if is_eos:
+            return self._stops.flush(), "stop"
+        text, hit = self._stops.feed(self._detok.add(token))
+        if hit:
+            return text, "stop"
+        if self.generated >= self.max_tokens:
+            tail, hit = self._stops.feed(self._detok.flush())
+            return (text + tail, "stop") if hit else (text + tail + self._stops.flush(), "length")
+        return text, None

@@ -8,6 +8,9 @@ drops cancelled ones and finishes others, so every running sequence shares the s
 - A failed load fails every request waiting at that moment; the next request tries again.
 - Unload lets running requests finish, then frees the memory; requests that arrived meanwhile are
   served after an automatic reload.
+- Backpressure: at most `max_batch_size` sequences run, at most `max_queue` more wait; a request beyond
+  that is refused at once (503 `overloaded`, before anything is queued). An accepted request is never
+  dropped: it ends with its result, its error, or its client's cancellation.
 """
 
 from __future__ import annotations
@@ -19,11 +22,19 @@ import queue
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 
 from llmserve.config import ModelConfig
-from llmserve.decoding import IncrementalDetokenizer, StopMatcher
-from llmserve.engine.base import Engine, EngineFactory, FinishReason
-from llmserve.errors import InternalError, InvalidRequest, LLMServeError, ModelLoadFailed, ShuttingDown
+from llmserve.decoding import OutputText
+from llmserve.engine.base import Engine, EngineFactory
+from llmserve.errors import (
+    InternalError,
+    InvalidRequest,
+    LLMServeError,
+    ModelLoadFailed,
+    Overloaded,
+    ShuttingDown,
+)
 from llmserve.jobs import (
     Abort,
     Failed,
@@ -50,39 +61,14 @@ class ModelState(enum.Enum):
     FAILED = "failed"
 
 
-class _Running:
-    """One admitted request: its engine sequence and the text state between tokens and the client."""
+@dataclass
+class Running:
+    """One admitted request: its engine sequence and its output so far."""
 
-    def __init__(
-        self, job: Generate, engine: Engine, seq_id: int, prompt_tokens: int, max_tokens: int
-    ) -> None:
-        self.job = job
-        self.seq_id = seq_id
-        self.prompt_tokens = prompt_tokens
-        self.max_tokens = max_tokens
-        self.generated = 0
-        self._detok = IncrementalDetokenizer(engine.decode)
-        self._stops = StopMatcher(job.params.stop)
-
-    def on_token(self, token: int, is_eos: bool) -> FinishReason | None:
-        """Emits the text the token adds; returns why the sequence ends, or None to go on."""
-        self.generated += 1
-        if is_eos:
-            self._emit(self._stops.flush())
-            return "stop"
-        text, hit = self._stops.feed(self._detok.add(token))
-        self._emit(text)
-        if hit:
-            return "stop"
-        if self.generated >= self.max_tokens:
-            text, hit = self._stops.feed(self._detok.flush())
-            self._emit(text if hit else text + self._stops.flush())
-            return "stop" if hit else "length"
-        return None
-
-    def _emit(self, text: str) -> None:
-        if text:
-            self.job.stream.push(TextDelta(text))
+    job: Generate
+    seq_id: int
+    prompt_tokens: int
+    output: OutputText
 
 
 class ModelWorker:
@@ -97,12 +83,14 @@ class ModelWorker:
         )
         self._engine: Engine | None = None
         self._pending: deque[Generate] = deque()
-        self._running: list[_Running] = []
+        self._running: list[Running] = []
         self._load_waiters: list[Reply[None]] = []
         self._unload_waiters: list[Reply[None]] = []
         self._preload = False
         self._stopping = False
         self._closed = False
+        self._admission = threading.Lock()
+        self._accepted = 0  # generations submitted and not yet retired (running + waiting)
         # Read from other threads; each is replaced by a single assignment.
         self.state = ModelState.UNLOADED
         self.last_error: str | None = None
@@ -120,8 +108,33 @@ class ModelWorker:
             raise ShuttingDown()
         self._queue.put(message)
 
+    @property
+    def capacity(self) -> int:
+        return self.config.max_batch_size + self.config.max_queue
+
+    @property
+    def accepted(self) -> int:
+        """Generations running or waiting for this model."""
+        return self._accepted
+
     def submit(self, job: Generate) -> None:
-        self._put(job)
+        """Queues a generation, or raises `Overloaded` when `max_batch_size + max_queue` are in flight."""
+        with self._admission:
+            if self._accepted >= self.capacity:
+                raise Overloaded(
+                    f"model '{self.api_id}' is at capacity ({self.config.max_batch_size} requests running, "
+                    f"{self.config.max_queue} waiting); retry shortly",
+                    retry_after=1,
+                )
+            self._put(job)
+            self._accepted += 1
+
+    def _retire(self, job: Generate, event: Finished | Failed | None) -> None:
+        """The job leaves this worker: with its last event, or silently when its client is gone."""
+        if event is not None:
+            job.stream.push(event)
+        with self._admission:
+            self._accepted -= 1
 
     def preload(self) -> None:
         self._put(Load(None))
@@ -206,8 +219,9 @@ class ModelWorker:
             for reply in self._load_waiters:
                 reply.set(None)
             self._load_waiters.clear()
-            while self._pending:
-                self._admit(self._pending.popleft())
+        self._drop_cancelled_waiting()
+        while self._pending and self._has_room():
+            self._admit(self._pending.popleft())
         if self._running:
             self._step()
 
@@ -228,8 +242,20 @@ class ModelWorker:
         log.info("model %s loaded in %.2f s", self.api_id, time.perf_counter() - started)
         return True
 
+    def _drop_cancelled_waiting(self) -> None:
+        if any(job.stream.cancelled for job in self._pending):
+            for job in [job for job in self._pending if job.stream.cancelled]:
+                self._retire(job, None)
+            self._pending = deque(job for job in self._pending if not job.stream.cancelled)
+
+    def _has_room(self) -> bool:
+        """A waiting request may start: the model is loaded, not about to unload, and the batch not full."""
+        loaded = self._engine is not None and not self._unload_waiters
+        return loaded and len(self._running) < self.config.max_batch_size
+
     def _admit(self, job: Generate) -> None:
         if job.stream.cancelled:
+            self._retire(job, None)
             return
         engine = self._engine
         assert engine is not None
@@ -245,16 +271,16 @@ class ModelWorker:
             max_tokens = min(job.params.max_tokens or room, room)
             seq_id = engine.start(prompt, job.params)
         except LLMServeError as exc:
-            job.stream.push(Failed(exc))
+            self._retire(job, Failed(exc))
             return
         except Exception as exc:  # this request's problem (e.g. the tokenizer choked): fail it alone
             log.exception("admitting a request for %s failed", self.api_id)
-            job.stream.push(
-                Failed(InternalError(f"preparing the prompt failed: {type(exc).__name__}: {exc}"))
-            )
+            error = InternalError(f"preparing the prompt failed: {type(exc).__name__}: {exc}")
+            self._retire(job, Failed(error))
             return
         job.stream.push(Started(len(prompt)))
-        self._running.append(_Running(job, engine, seq_id, len(prompt), max_tokens))
+        output = OutputText(engine.decode, job.params.stop, max_tokens)
+        self._running.append(Running(job, seq_id, len(prompt), output))
 
     def _step(self) -> None:
         engine = self._engine
@@ -263,29 +289,32 @@ class ModelWorker:
         for run in self._running:
             if run.job.stream.cancelled:
                 engine.release(run.seq_id)
+                self._retire(run.job, None)
             else:
                 live.append(run)
         self._running = live
         if not live:
             return
         tokens = engine.step([run.seq_id for run in live])
-        still: list[_Running] = []
+        still: list[Running] = []
         for run, token in zip(live, tokens, strict=True):
-            reason = run.on_token(token, engine.is_eos(token))
+            text, reason = run.output.on_token(token, engine.is_eos(token))
+            if text:
+                run.job.stream.push(TextDelta(text))
             if reason is None:
                 still.append(run)
                 continue
-            run.job.stream.push(Finished(reason, run.prompt_tokens, run.generated))
             engine.release(run.seq_id)
+            self._retire(run.job, Finished(reason, run.prompt_tokens, run.output.generated))
         self._running = still
 
     def _fail_all(self, error: LLMServeError) -> None:
         for run in self._running:
-            run.job.stream.push(Failed(error))
             if self._engine is not None:
                 self._engine.release(run.seq_id)
+            self._retire(run.job, Failed(error))
         for job in self._pending:
-            job.stream.push(Failed(error))
+            self._retire(job, Failed(error))
         for reply in self._load_waiters:
             reply.fail(error)
         self._running.clear()

@@ -83,7 +83,7 @@ BAD = [
     ({}, "$: expected a non-empty JSON object mapping labels to model entries"),
     (
         {"m": {"Plain": {"model_id": "a/b"}, "quant": 4}},
-        "$.m.quant: unknown key; valid keys: Plain, GGUF, alias, dtype, device",
+        "$.m.quant: unknown key; valid keys: Plain, GGUF, alias, dtype, device, max_batch_size, max_queue",
     ),
     (
         {"m": {"Plain": {"model_id": "a/b", "revision": "x"}}},

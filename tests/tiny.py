@@ -39,9 +39,16 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def build_model(
-    directory: Path, *, hidden: int = 64, layers: int = 2, context: int = 256, seed: int = 0
+    directory: Path,
+    *,
+    hidden: int = 64,
+    layers: int = 2,
+    context: int = 256,
+    seed: int = 0,
+    init_range: float = 0.02,
 ) -> Path:
-    """Writes a tiny Llama chat model to `directory` and returns it."""
+    """Writes a tiny Llama chat model to `directory` and returns it. A larger `init_range` gives sharper
+    attention, so that a wrong position or mask changes its output."""
     tokenizer = build_tokenizer()
     torch.manual_seed(seed)
     config = LlamaConfig(
@@ -56,6 +63,7 @@ def build_model(
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=False,
+        initializer_range=init_range,
     )
     model = LlamaForCausalLM(config)
     directory.mkdir(parents=True, exist_ok=True)
