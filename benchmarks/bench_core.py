@@ -36,12 +36,15 @@ def raw_generate(tokens: int, runs: int) -> dict[str, float]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from llmserve.config import GGUFSpec, load_config
+    from llmserve.engine.hf import resolve_dtype  # the server's own choice, so both run the same dtype
 
     spec = load_config(CONFIG)[0].spec
     assert isinstance(spec, GGUFSpec)
     tokenizer = AutoTokenizer.from_pretrained(spec.tok_model_id, gguf_file=spec.quantized_filename)
     model = AutoModelForCausalLM.from_pretrained(
-        spec.quantized_model_id, gguf_file=spec.quantized_filename, dtype=torch.float32
+        spec.quantized_model_id,
+        gguf_file=spec.quantized_filename,
+        dtype=resolve_dtype("auto", torch.device("cpu")),
     ).eval()
     text = tokenizer.apply_chat_template(PROMPT, add_generation_prompt=True, tokenize=False)
     ids = tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids
