@@ -126,6 +126,38 @@ def test_step_needs_every_running_sequence(engine: HFEngine) -> None:
     engine.release(second)
 
 
+def test_a_sliding_window_model_steps_each_sequence_alone(tmp_path: Path) -> None:
+    """A cache that cannot be left-padded (sliding-window layers) falls back to one pass per sequence."""
+    from tiny import build_tokenizer
+    from transformers import MistralConfig, MistralForCausalLM
+
+    tokenizer = build_tokenizer()
+    config = MistralConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        sliding_window=16,
+        max_position_embeddings=256,
+        eos_token_id=tokenizer.eos_token_id,
+        initializer_range=0.3,
+    )
+    MistralForCausalLM(config).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    windowed = HFEngine.load(plain(tmp_path, dtype="float32"))
+    ids = [prompt(windowed, text) for text in PROMPTS[:3]]
+    solo = [alone(windowed, p, 8) for p in ids]
+    with ForwardCounter(windowed) as forwards:
+        seqs = [windowed.start(p, GREEDY) for p in ids]
+        batched = [windowed.step(seqs) for _ in range(8)]
+    assert forwards.calls == 3 * 8
+    assert [list(column) for column in zip(*batched, strict=True)] == solo
+    assert len(windowed._batch) == 0
+    windowed.close()
+
+
 # -- the app: backpressure and cancellation --
 
 PIECES = [f"w{i} " for i in range(400)]

@@ -139,7 +139,6 @@ class HFEngine:
         self._context = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
         self._seqs: dict[int, _Sequence] = {}
         self._batch = Batch(device)
-        self._solo: set[int] = set()  # sequences stepped alone: their cache cannot join the batch
         self._joinable = joinable(DynamicCache(config=model.config))
         takes_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
         self._last_logits_only: dict[str, int] = {"logits_to_keep": 1} if takes_keep else {}
@@ -194,16 +193,18 @@ class HFEngine:
     def step(self, seq_ids: Sequence[int]) -> list[int]:
         """Advances every started, unreleased sequence: those in the batch by one shared forward pass,
         new ones by their prompt pass. `seq_ids` must name all of them (the worker's running set)."""
-        if len(seq_ids) != len(self._seqs) or set(seq_ids) != set(self._seqs):
+        given = set(seq_ids)
+        if len(seq_ids) != len(self._seqs) or given != set(self._seqs):
             raise ValueError("step() takes every started and unreleased sequence, each once")
-        self._batch.keep(set(seq_ids))
+        self._batch.keep(given)
         fresh = [i for i in seq_ids if self._seqs[i].prompt is not None]
         tokens: dict[int, int] = {}
         with torch.inference_mode():
             if len(self._batch):
                 tokens.update(self._decode())
-            for seq_id in [i for i in seq_ids if i in self._solo and i not in fresh]:
-                tokens[seq_id] = self._step_alone(self._seqs[seq_id])
+            for seq_id in seq_ids:  # sequences whose cache cannot join the batch hold their own
+                if self._seqs[seq_id].cache is not None:
+                    tokens[seq_id] = self._step_alone(self._seqs[seq_id])
             self._prefill(fresh, tokens)
         for seq_id, token in tokens.items():
             self._seqs[seq_id].last = token
@@ -241,7 +242,6 @@ class HFEngine:
                 self._batch.join([seq_ids[i] for i in group], out.past_key_values, mask)
             else:
                 members[0].cache = out.past_key_values
-                self._solo.add(seq_ids[group[0]])
 
     def _step_alone(self, seq: _Sequence) -> int:
         ids = torch.tensor([[seq.last]], dtype=torch.long, device=self._device)
@@ -251,13 +251,11 @@ class HFEngine:
 
     def release(self, seq_id: int) -> None:
         self._seqs.pop(seq_id, None)
-        self._solo.discard(seq_id)
         if not self._seqs:
             self._batch.clear()  # the rows of released sequences otherwise go at the next step
 
     def close(self) -> None:
         self._seqs.clear()
-        self._solo.clear()
         self._batch.clear()
         self._model = None
         self._tokenizer = None
