@@ -95,13 +95,16 @@ class Batch:
         self._mask = torch.cat([self._mask, self._mask.new_ones((rows, 1))], dim=1)
         input_ids = torch.tensor(last_tokens, dtype=torch.long, device=self._device).view(rows, 1)
         positions = torch.tensor(self.lengths, dtype=torch.long, device=self._device).view(rows, 1)
-        out = model(
-            input_ids=input_ids,
-            attention_mask=self._mask,
-            position_ids=positions,
-            past_key_values=self._cache,
-            use_cache=True,
-        )
+        if bool(self._mask[:, 0].all()):  # no row is padded (always so for one row): the model's fast path
+            out = model(input_ids=input_ids, past_key_values=self._cache, use_cache=True)
+        else:
+            out = model(
+                input_ids=input_ids,
+                attention_mask=self._mask,
+                position_ids=positions,
+                past_key_values=self._cache,
+                use_cache=True,
+            )
         self._cache = out.past_key_values
         self.lengths = [length + 1 for length in self.lengths]
         logits: torch.Tensor = out.logits[:, -1, :]
