@@ -33,10 +33,19 @@ from pydantic import (
     model_validator,
 )
 
+from llmserve.config_errors import describe, json_path, valid_keys
 from llmserve.errors import ConfigError
+from llmserve.model_options import (
+    ChatTemplate,
+    DeviceLayers,
+    QuantMode,
+    isq_mode,
+    parse_device_layers,
+    read_template,
+)
 
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
-DEFAULT_MAX_BATCH_SIZE = 32
+DEFAULT_MAX_BATCH_SIZE = 64
 DEFAULT_MAX_QUEUE = 256
 PACKAGE_PREFIX = "package:"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -75,6 +84,24 @@ class ModelEntry(_Strict):
     device: str = "auto"
     max_batch_size: Annotated[int, Field(ge=1)] | None = None  # None: the command line's default
     max_queue: Annotated[int, Field(ge=0)] | None = None
+    in_situ_quant: str | None = None
+    num_device_layers: int | str | list[str] | None = None
+    chat_template: str | None = None
+    jinja_explicit: str | None = None
+
+    @field_validator("in_situ_quant")
+    @classmethod
+    def _check_quant(cls, value: str | None) -> str | None:
+        if value is not None:
+            isq_mode(value)
+        return value
+
+    @field_validator("num_device_layers")
+    @classmethod
+    def _check_layers(cls, value: int | str | list[str] | None) -> int | str | list[str] | None:
+        if value is not None:
+            parse_device_layers(value)
+        return value
 
     @field_validator("device")
     @classmethod
@@ -96,6 +123,10 @@ class ModelEntry(_Strict):
         if len(found) != 1:
             what = "none" if not found else ", ".join(found)
             raise ValueError(f"needs exactly one model spec ({', '.join(SPEC_KINDS)}), found {what}")
+        if self.in_situ_quant is not None and self.GGUF is not None:
+            raise ValueError("in_situ_quant applies to unquantized checkpoints, not to a GGUF file")
+        if self.num_device_layers is not None and self.device == "cpu":
+            raise ValueError("num_device_layers places layers on GPUs; it contradicts device 'cpu'")
         return self
 
     @property
@@ -114,6 +145,13 @@ class ModelConfig:
     device: str = "auto"
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE  # sequences decoded together
     max_queue: int = DEFAULT_MAX_QUEUE  # requests waiting beyond those; one more is a 503
+    in_situ_quant: str | None = None  # the name as written (Q8_0, nf4...)
+    device_layers: DeviceLayers | None = None  # num_device_layers, parsed
+    chat_template: ChatTemplate | None = None  # jinja_explicit, else chat_template; None: the tokenizer's
+
+    @property
+    def quant_mode(self) -> QuantMode | None:
+        return None if self.in_situ_quant is None else isq_mode(self.in_situ_quant)
 
     @property
     def kind(self) -> str:
@@ -123,57 +161,6 @@ class ModelConfig:
 def spec_model_id(spec: ModelSpec) -> str:
     """The model id that names a model when it has no alias."""
     return spec.model_id if isinstance(spec, PlainSpec) else spec.quantized_model_id
-
-
-_JSON_TYPES = {
-    "model_type": "a JSON object",
-    "dict_type": "a JSON object",
-    "string_type": "a string",
-    "int_type": "an integer",
-    "bool_type": "true or false",
-}
-
-_JSON_NAMES = {
-    "str": "a string",
-    "int": "a number",
-    "float": "a number",
-    "bool": "a boolean",
-    "list": "an array",
-    "dict": "an object",
-    "NoneType": "null",
-}
-
-
-def _json_path(loc: tuple[int | str, ...]) -> str:
-    return "$" + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)
-
-
-def _describe(error: Any) -> str:
-    """One readable sentence for a pydantic error, listing valid choices where there are some."""
-    kind = error["type"]
-    if kind == "extra_forbidden":
-        return "unknown key"
-    if kind == "missing":
-        return "missing required field"
-    if kind in _JSON_TYPES:
-        got = type(error["input"]).__name__
-        return f"expected {_JSON_TYPES[kind]}, got {_JSON_NAMES.get(got, got)}"
-    message = str(error["msg"])
-    return message.removeprefix("Value error, ")
-
-
-def _valid_keys(loc: tuple[int | str, ...]) -> str:
-    model: type[BaseModel] = ModelEntry
-    for part in loc[1:-1]:
-        field = model.model_fields.get(str(part))
-        annotation = field.annotation if field else None
-        inner = [
-            a for a in getattr(annotation, "__args__", ()) if isinstance(a, type) and issubclass(a, BaseModel)
-        ]
-        if not inner:
-            return ""
-        model = inner[0]
-    return "; valid keys: " + ", ".join(model.model_fields)
 
 
 def _resolve_source(value: str, base: Path, where: str) -> str:
@@ -215,6 +202,17 @@ def _resolve_spec(spec: ModelSpec, base: Path, where: str) -> ModelSpec:
     )
 
 
+def _template(entry: ModelEntry, base: Path, where: str) -> ChatTemplate | None:
+    """`jinja_explicit` overrides every other template; `chat_template` overrides the tokenizer's."""
+    for key, value in (("jinja_explicit", entry.jinja_explicit), ("chat_template", entry.chat_template)):
+        if value is not None:
+            try:
+                return read_template(value, base, file_only=key == "jinja_explicit")
+            except ValueError as exc:
+                raise ConfigError(f"{where}.{key}: {exc}") from None
+    return None
+
+
 def parse_config(
     data: Any,
     *,
@@ -232,12 +230,12 @@ def parse_config(
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = tuple(first["loc"])
-        hint = _valid_keys(loc) if first["type"] == "extra_forbidden" else ""
-        raise ConfigError(f"{source}: {_json_path(loc)}: {_describe(first)}{hint}") from None
+        hint = valid_keys(ModelEntry, loc) if first["type"] == "extra_forbidden" else ""
+        raise ConfigError(f"{source}: {json_path(loc)}: {describe(first)}{hint}") from None
     models: list[ModelConfig] = []
     seen: dict[str, str] = {}
     for label, entry in entries.items():
-        where = _json_path((label,))
+        where = json_path((label,))
         try:
             spec = _resolve_spec(entry.spec, base, where)
         except ConfigError as exc:
@@ -258,6 +256,11 @@ def parse_config(
                 entry.device,
                 max_batch_size=max_batch_size if entry.max_batch_size is None else entry.max_batch_size,
                 max_queue=max_queue if entry.max_queue is None else entry.max_queue,
+                in_situ_quant=entry.in_situ_quant,
+                device_layers=(
+                    None if entry.num_device_layers is None else parse_device_layers(entry.num_device_layers)
+                ),
+                chat_template=_template(entry, base, f"{source}: {where}"),
             )
         )
     return models

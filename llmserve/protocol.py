@@ -238,6 +238,8 @@ class ModelCard(BaseModel):
     created: int
     owned_by: str = "llmserve"
     status: str
+    quantization: str | None = None  # "bitsandbytes-int8" / "-nf4" / "-fp4" with in_situ_quant
+    memory_bytes: int | None = None  # the weights' footprint, measured at the last load
 
 
 class ModelList(BaseModel):

@@ -94,6 +94,7 @@ class ModelWorker:
         # Read from other threads; each is replaced by a single assignment.
         self.state = ModelState.UNLOADED
         self.last_error: str | None = None
+        self.memory_bytes: int | None = None  # measured after each load
 
     @property
     def api_id(self) -> str:
@@ -238,6 +239,7 @@ class ModelWorker:
             self._fail_all(ModelLoadFailed(f"loading model '{self.api_id}' failed: {self.last_error}"))
             return False
         self.last_error = None
+        self.memory_bytes = self._engine.memory_bytes
         self.state = ModelState.LOADED
         log.info("model %s loaded in %.2f s", self.api_id, time.perf_counter() - started)
         return True

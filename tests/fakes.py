@@ -32,6 +32,10 @@ class ScriptedEngine:
     def context_length(self) -> int:
         return self.context
 
+    @property
+    def memory_bytes(self) -> int:
+        return 1000
+
     def is_eos(self, token_id: int) -> bool:
         return token_id == EOS
 
@@ -103,6 +107,10 @@ class Slowed:
     @property
     def context_length(self) -> int:
         return self.inner.context_length
+
+    @property
+    def memory_bytes(self) -> int:
+        return self.inner.memory_bytes
 
     def is_eos(self, token_id: int) -> bool:
         return self.inner.is_eos(token_id)

@@ -44,6 +44,17 @@ def wait_status(client: TestClient, model_id: str, status: str, timeout: float =
         time.sleep(0.02)
 
 
+def footprint(directory: Path) -> int:
+    """What the loaded model measures: its weights and buffers in the dtype the server picks."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from llmserve.engine.hf import resolve_dtype
+
+    dtype = resolve_dtype("auto", torch.device("cpu"))
+    return int(AutoModelForCausalLM.from_pretrained(directory, dtype=dtype).get_memory_footprint())
+
+
 def test_models_list_default_first_with_status(tiny_dir: Path, tiny_dir2: Path) -> None:
     app = create_app([plain(tiny_dir, "org/tiny"), plain(tiny_dir2, "tiny2")], "tiny2", preload="default")
     with TestClient(app) as client:
@@ -52,18 +63,16 @@ def test_models_list_default_first_with_status(tiny_dir: Path, tiny_dir2: Path) 
         assert_schema("ListModelsResponse", body)
         created = body["data"][0]["created"]
         assert isinstance(created, int)
-        card = {"object": "model", "created": created, "owned_by": "llmserve"}
+        card = {"object": "model", "created": created, "owned_by": "llmserve", "quantization": None}
+        loaded = {**card, "status": "loaded", "memory_bytes": footprint(tiny_dir2)}
+        never = {**card, "status": "unloaded", "memory_bytes": None}
         assert body == {
             "object": "list",
-            "data": [
-                {"id": "default", **card, "status": "loaded"},
-                {"id": "org/tiny", **card, "status": "unloaded"},
-                {"id": "tiny2", **card, "status": "loaded"},
-            ],
+            "data": [{"id": "default", **loaded}, {"id": "org/tiny", **never}, {"id": "tiny2", **loaded}],
         }
         one = client.get("/v1/models/org/tiny")
         assert one.status_code == 200
-        assert one.json() == {"id": "org/tiny", **card, "status": "unloaded"}
+        assert one.json() == {"id": "org/tiny", **never}
         assert_schema("Model", one.json())
         for path in ("/v1/models/org/none", "/v1/models/%2E%2E/%2E%2E/etc/passwd", f"/v1/models/{tiny_dir}"):
             missing = client.get(path)  # ids reach nothing but the configured models

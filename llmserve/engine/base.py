@@ -41,6 +41,11 @@ class Engine(Protocol):
     @property
     def context_length(self) -> int: ...
 
+    @property
+    def memory_bytes(self) -> int:
+        """The loaded weights' footprint in bytes."""
+        ...
+
     def is_eos(self, token_id: int) -> bool: ...
 
     def encode_chat(self, messages: Sequence[ChatMessage]) -> list[int]:

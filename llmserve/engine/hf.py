@@ -22,9 +22,10 @@ import jinja2
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
-from llmserve.config import Dtype, GGUFSpec, ModelConfig, ModelSpec
+from llmserve.config import Dtype, GGUFSpec, ModelConfig
 from llmserve.engine.base import ChatMessage, GenerationParams
 from llmserve.engine.batch import Batch, joinable, left_padded, prefill_groups
+from llmserve.engine.placement import model_device_map, quantization_config
 from llmserve.engine.sampling import GREEDY_BELOW, sample_rows
 from llmserve.errors import InvalidRequest
 
@@ -82,24 +83,43 @@ def resolve_dtype(dtype: Dtype, device: torch.device) -> torch.dtype | str:
 _LOAD_LOCK = threading.Lock()
 
 
-def _load_pretrained(spec: ModelSpec, dtype: torch.dtype | str, device: torch.device) -> tuple[Any, Any]:
+def _load_pretrained(config: ModelConfig, dtype: torch.dtype | str, device: torch.device) -> tuple[Any, Any]:
     with _LOAD_LOCK:
-        return _load_unlocked(spec, dtype, device)
+        return _load_unlocked(config, dtype, device)
 
 
-def _load_unlocked(spec: ModelSpec, dtype: torch.dtype | str, device: torch.device) -> tuple[Any, Any]:
-    placement: dict[str, Any] = {"device_map": {"": str(device)}} if device.type == "cuda" else {}
+def _placement(config: ModelConfig, device: torch.device, source: dict[str, Any]) -> dict[str, Any]:
+    """from_pretrained's device_map and quantization_config for this model's options."""
+    spec = config.spec
+    model_id = spec.quantized_model_id if isinstance(spec, GGUFSpec) else spec.model_id
+    options: dict[str, Any] = {"device_map": {"": str(device)}} if device.type == "cuda" else {}
+    if config.device_layers is not None:
+        options["device_map"] = model_device_map(model_id, config.device_layers, **source)
+    mode = config.quant_mode
+    if mode is not None:
+        options["quantization_config"] = quantization_config(mode)
+        options.setdefault("device_map", {"": str(device)})
+    return options
+
+
+def _load_unlocked(config: ModelConfig, dtype: torch.dtype | str, device: torch.device) -> tuple[Any, Any]:
+    spec = config.spec
     if isinstance(spec, GGUFSpec):
+        source: dict[str, Any] = {"gguf_file": spec.quantized_filename}
         if spec.tok_model_id == spec.quantized_model_id:
-            tokenizer = AutoTokenizer.from_pretrained(spec.tok_model_id, gguf_file=spec.quantized_filename)
+            tokenizer = AutoTokenizer.from_pretrained(spec.tok_model_id, **source)
         else:
             tokenizer = AutoTokenizer.from_pretrained(spec.tok_model_id)
         model = AutoModelForCausalLM.from_pretrained(
-            spec.quantized_model_id, gguf_file=spec.quantized_filename, dtype=dtype, **placement
+            spec.quantized_model_id, dtype=dtype, **source, **_placement(config, device, source)
         )
     else:
         tokenizer = AutoTokenizer.from_pretrained(spec.model_id)
-        model = AutoModelForCausalLM.from_pretrained(spec.model_id, dtype=dtype, **placement)
+        model = AutoModelForCausalLM.from_pretrained(
+            spec.model_id, dtype=dtype, **_placement(config, device, {})
+        )
+    if config.chat_template is not None:
+        tokenizer.chat_template = config.chat_template.text
     return tokenizer, model
 
 
@@ -148,14 +168,20 @@ class HFEngine:
     def load(cls, config: ModelConfig) -> HFEngine:
         device = resolve_device(config.device)
         dtype = resolve_dtype(config.dtype, device)
-        tokenizer, model = _load_pretrained(config.spec, dtype, device)
+        tokenizer, model = _load_pretrained(config, dtype, device)
         model.eval()
-        log.info("loaded %s on %s (%s)", config.api_id, device, model.dtype)
-        return cls(model, tokenizer, device)
+        first = model.get_input_embeddings().weight.device  # where inputs go (num_device_layers may split)
+        log.info("loaded %s on %s (%s)", config.api_id, first, model.dtype)
+        return cls(model, tokenizer, first)
 
     @property
     def context_length(self) -> int:
         return self._context
+
+    @property
+    def memory_bytes(self) -> int:
+        """The weights' and buffers' footprint (quantized weights count at their packed size)."""
+        return int(self._model.get_memory_footprint())
 
     @property
     def model(self) -> Any:

@@ -25,6 +25,7 @@ from llmserve.server.openapi import openapi_json
 from llmserve.server.options import ServerOptions
 from llmserve.server.sse import sse_response
 from llmserve.service import ChatService, RequestStats
+from llmserve.worker import ModelWorker
 
 T = TypeVar("T")
 CLIENT_CLOSED = 499  # nginx's "client closed request": logged, never seen by the client
@@ -86,16 +87,27 @@ async def list_models(request: Request) -> Response:
     registry = _registry(request)
     created = registry.created
     default = registry.resolve(None)
-    cards = [ModelCard(id=DEFAULT_ALIAS, created=created, status=seed_status(default))]
-    cards += [ModelCard(id=w.api_id, created=created, status=seed_status(w)) for w in registry.workers]
+    cards = [_card(DEFAULT_ALIAS, default, created)]
+    cards += [_card(w.api_id, w, created) for w in registry.workers]
     return _json(ModelList(data=cards))
+
+
+def _card(model_id: str, worker: ModelWorker, created: int) -> ModelCard:
+    mode = worker.config.quant_mode
+    return ModelCard(
+        id=model_id,
+        created=created,
+        status=seed_status(worker),
+        quantization=None if mode is None else f"bitsandbytes-{mode}",
+        memory_bytes=worker.memory_bytes,
+    )
 
 
 async def get_model(request: Request) -> Response:
     registry = _registry(request)
     model_id = request.path_params["model_id"]
     worker = registry.resolve(model_id)
-    return _json(ModelCard(id=model_id, created=registry.created, status=seed_status(worker)))
+    return _json(_card(model_id, worker, registry.created))
 
 
 async def _model_id(request: Request) -> str:
