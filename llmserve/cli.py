@@ -85,6 +85,7 @@ def server_options(args: argparse.Namespace) -> ServerOptions:
         cors_origins=origins,
         max_request_bytes=args.max_request_bytes,
         shutdown_timeout=args.shutdown_timeout,
+        allow_remote_images=args.allow_remote_images,
     )
 
 
@@ -133,6 +134,12 @@ def _server_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
         default=default(16 * 2**20),
         metavar="N",
         help="largest request body accepted; larger is a 413 (default 16 MiB)",
+    )
+    parser.add_argument(
+        "--allow-remote-images",
+        action="store_true",
+        default=default(False),
+        help="let chat messages carry http(s) image URLs, fetched by the server (default: data: URLs only)",
     )
 
 

@@ -70,8 +70,14 @@ class GGUFSpec(_Strict):
     quantized_filename: str
 
 
-ModelSpec = PlainSpec | GGUFSpec
-SPEC_KINDS: tuple[str, ...] = ("Plain", "GGUF")
+class VisionPlainSpec(_Strict):
+    """An image-text-to-text transformers checkpoint with its processor (AutoModelForImageTextToText)."""
+
+    model_id: str
+
+
+ModelSpec = PlainSpec | GGUFSpec | VisionPlainSpec
+SPEC_KINDS: tuple[str, ...] = ("Plain", "GGUF", "VisionPlain")
 
 
 class ModelEntry(_Strict):
@@ -79,6 +85,7 @@ class ModelEntry(_Strict):
 
     Plain: PlainSpec | None = None
     GGUF: GGUFSpec | None = None
+    VisionPlain: VisionPlainSpec | None = None
     alias: str | None = None
     dtype: Dtype = "auto"
     device: str = "auto"
@@ -160,7 +167,7 @@ class ModelConfig:
 
 def spec_model_id(spec: ModelSpec) -> str:
     """The model id that names a model when it has no alias."""
-    return spec.model_id if isinstance(spec, PlainSpec) else spec.quantized_model_id
+    return spec.quantized_model_id if isinstance(spec, GGUFSpec) else spec.model_id
 
 
 def _resolve_source(value: str, base: Path, where: str) -> str:
@@ -188,8 +195,9 @@ def _resolve_source(value: str, base: Path, where: str) -> str:
 
 
 def _resolve_spec(spec: ModelSpec, base: Path, where: str) -> ModelSpec:
-    if isinstance(spec, PlainSpec):
-        return PlainSpec(model_id=_resolve_source(spec.model_id, base, f"{where}.Plain.model_id"))
+    if isinstance(spec, PlainSpec | VisionPlainSpec):
+        kind = "Plain" if isinstance(spec, PlainSpec) else "VisionPlain"
+        return type(spec)(model_id=_resolve_source(spec.model_id, base, f"{where}.{kind}.model_id"))
     quantized = _resolve_source(spec.quantized_model_id, base, f"{where}.GGUF.quantized_model_id")
     same = spec.tok_model_id == spec.quantized_model_id
     tok = quantized if same else _resolve_source(spec.tok_model_id, base, f"{where}.GGUF.tok_model_id")

@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+)
 
 from llmserve.errors import InvalidRequest
 
@@ -25,6 +33,16 @@ class TextPart(_Request):
     text: str
 
 
+class ImageURL(_Request):
+    url: str
+    detail: Literal["auto", "low", "high"] | None = None  # accepted; the model's processor decides
+
+
+class ImagePart(_Request):
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+
 class ChatMessageIn(_Request):
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[dict[str, Any]] | None = None
@@ -32,14 +50,18 @@ class ChatMessageIn(_Request):
 
     @field_validator("content")
     @classmethod
-    def _text_parts_only(cls, value: str | list[dict[str, Any]] | None) -> str | list[dict[str, Any]] | None:
+    def _known_parts(cls, value: str | list[dict[str, Any]] | None, info: ValidationInfo) -> Any:
         if isinstance(value, list):
+            user = info.data.get("role") == "user"
             for part in value:
-                if part.get("type") != "text":
-                    raise ValueError(
-                        f"content part type {part.get('type')!r} is not supported; use 'text' parts"
-                    )
-                TextPart.model_validate(part)
+                kind = part.get("type")
+                if kind == "text":
+                    TextPart.model_validate(part)
+                elif kind == "image_url" and user:
+                    ImagePart.model_validate(part)
+                else:
+                    allowed = "'text' and 'image_url'" if user else "'text'"
+                    raise ValueError(f"content part type {kind!r} is not supported here; use {allowed} parts")
         return value
 
     def text(self) -> str:
@@ -47,7 +69,13 @@ class ChatMessageIn(_Request):
             return ""
         if isinstance(self.content, str):
             return self.content
-        return "\n".join(str(part["text"]) for part in self.content)
+        return "\n".join(str(part["text"]) for part in self.content if part["type"] == "text")
+
+    def image_urls(self) -> list[tuple[int, str]]:
+        """(index of the part, URL) of each image part."""
+        if not isinstance(self.content, list):
+            return []
+        return [(i, p["image_url"]["url"]) for i, p in enumerate(self.content) if p["type"] == "image_url"]
 
 
 class StreamOptions(_Request):

@@ -10,11 +10,13 @@ from typing import Any
 
 from llmserve.engine.base import ChatMessage, GenerationParams, Role
 from llmserve.errors import InternalError
+from llmserve.images import image_bytes
 from llmserve.jobs import Event, EventStream, Failed, Finished, Started, TextDelta
 from llmserve.protocol import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionRequest,
+    ChatMessageIn,
     Choice,
     ChunkChoice,
     Delta,
@@ -49,9 +51,29 @@ class RequestStats:
             self.completion_tokens = event.completion_tokens
 
 
-def to_generation(request: ChatCompletionRequest) -> tuple[list[ChatMessage], GenerationParams]:
+async def _message(index: int, message: ChatMessageIn, allow_remote: bool) -> ChatMessage:
+    """The engine's message; images are fetched or base64-decoded here (decoded by the engine)."""
+    urls = dict(message.image_urls())
+    if not urls:
+        return ChatMessage(_ROLES[message.role], message.text())
+    assert isinstance(message.content, list)
+    images: list[bytes] = []
+    parts: list[str | int] = []
+    for i, part in enumerate(message.content):
+        if i in urls:
+            param = f"messages[{index}].content[{i}].image_url.url"
+            images.append(await image_bytes(urls[i], param, allow_remote=allow_remote))
+            parts.append(len(images) - 1)
+        else:
+            parts.append(str(part["text"]))
+    return ChatMessage(_ROLES[message.role], message.text(), tuple(images), tuple(parts))
+
+
+async def to_generation(
+    request: ChatCompletionRequest, *, allow_remote_images: bool = False
+) -> tuple[list[ChatMessage], GenerationParams]:
     request.check_supported()
-    messages = [ChatMessage(_ROLES[m.role], m.text()) for m in request.messages]
+    messages = [await _message(i, m, allow_remote_images) for i, m in enumerate(request.messages)]
     params = GenerationParams(
         max_tokens=request.max_completion_tokens or request.max_tokens,
         temperature=1.0 if request.temperature is None else request.temperature,
@@ -79,11 +101,12 @@ async def _first_event(stream: EventStream) -> Started:
 
 
 class ChatService:
-    def __init__(self, registry: ModelRegistry) -> None:
+    def __init__(self, registry: ModelRegistry, *, allow_remote_images: bool = False) -> None:
         self.registry = registry
+        self.allow_remote_images = allow_remote_images
 
     async def _start(self, request: ChatCompletionRequest, stats: RequestStats) -> tuple[str, EventStream]:
-        messages, params = to_generation(request)
+        messages, params = await to_generation(request, allow_remote_images=self.allow_remote_images)
         worker, stream = self.registry.generate(request.model, messages, params)
         stats.model = worker.api_id
         stats.observe(await _first_event(stream))

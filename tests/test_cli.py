@@ -10,7 +10,7 @@ import httpx
 import pytest
 from conftest import llmserve_process, write_config
 
-from llmserve.cli import build_parser, models_from_args
+from llmserve.cli import build_parser, models_from_args, server_options
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -89,6 +89,12 @@ def test_server_options_before_or_after_the_subcommand() -> None:
     assert (args.host, args.port) == ("127.0.0.1", 1234)
     [model], default = models_from_args(args)
     assert (model.api_id, model.dtype, default) == ("nice", "bfloat16", "nice")
+    assert server_options(args).allow_remote_images is False
+    args = parser.parse_args(["plain", "-m", "a/b", "--allow-remote-images"])
+    assert server_options(args).allow_remote_images is True
+    assert server_options(
+        parser.parse_args(["--allow-remote-images", "plain", "-m", "a/b"])
+    ).allow_remote_images
 
 
 def test_serves_a_config_and_stops_cleanly_on_sigterm(tiny_dir: Path, tmp_path: Path) -> None:

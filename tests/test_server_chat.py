@@ -231,9 +231,9 @@ BAD_BODIES = [
         "invalid value for 'messages[0].role': Input should be 'system', 'developer', 'user' or 'assistant'",
     ),
     (
-        {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
+        {"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "x"}}]}]},
         "messages[0].content",
-        "invalid value for 'messages[0].content': content part type 'image_url' is not supported; use 'text' parts",
+        "invalid value for 'messages[0].content': content part type 'input_audio' is not supported here; use 'text' and 'image_url' parts",
     ),
     (
         {"messages": [{"role": "user"}], "model": 5},

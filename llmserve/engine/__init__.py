@@ -8,6 +8,10 @@ from llmserve.engine.base import Engine
 
 def load_engine(config: ModelConfig) -> Engine:
     """Load `config` with the transformers/torch engine (on the calling thread)."""
+    if config.kind == "VisionPlain":
+        from llmserve.engine.vision import VisionEngine
+
+        return VisionEngine.load(config)
     from llmserve.engine.hf import HFEngine
 
     return HFEngine.load(config)

@@ -19,8 +19,13 @@ Role = Literal["system", "user", "assistant"]
 
 @dataclass(frozen=True)
 class ChatMessage:
+    """`content` is the message's text. A message with images also has `parts`, its content in order:
+    text, or the index of an image in `images` (encoded bytes, decoded by the engine)."""
+
     role: Role
     content: str
+    images: tuple[bytes, ...] = ()
+    parts: tuple[str | int, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -88,13 +88,15 @@ def _load_pretrained(config: ModelConfig, dtype: torch.dtype | str, device: torc
         return _load_unlocked(config, dtype, device)
 
 
-def _placement(config: ModelConfig, device: torch.device, source: dict[str, Any]) -> dict[str, Any]:
+def placement(
+    config: ModelConfig, device: torch.device, source: dict[str, Any], auto_class: Any = AutoModelForCausalLM
+) -> dict[str, Any]:
     """from_pretrained's device_map and quantization_config for this model's options."""
     spec = config.spec
     model_id = spec.quantized_model_id if isinstance(spec, GGUFSpec) else spec.model_id
     options: dict[str, Any] = {"device_map": {"": str(device)}} if device.type == "cuda" else {}
     if config.device_layers is not None:
-        options["device_map"] = model_device_map(model_id, config.device_layers, **source)
+        options["device_map"] = model_device_map(model_id, config.device_layers, auto_class, **source)
     mode = config.quant_mode
     if mode is not None:
         options["quantization_config"] = quantization_config(mode)
@@ -111,12 +113,12 @@ def _load_unlocked(config: ModelConfig, dtype: torch.dtype | str, device: torch.
         else:
             tokenizer = AutoTokenizer.from_pretrained(spec.tok_model_id)
         model = AutoModelForCausalLM.from_pretrained(
-            spec.quantized_model_id, dtype=dtype, **source, **_placement(config, device, source)
+            spec.quantized_model_id, dtype=dtype, **source, **placement(config, device, source)
         )
     else:
         tokenizer = AutoTokenizer.from_pretrained(spec.model_id)
         model = AutoModelForCausalLM.from_pretrained(
-            spec.model_id, dtype=dtype, **_placement(config, device, {})
+            spec.model_id, dtype=dtype, **placement(config, device, {})
         )
     if config.chat_template is not None:
         tokenizer.chat_template = config.chat_template.text
@@ -142,6 +144,15 @@ class _Sequence:
     prompt: list[int] | None  # until the first step prefills it
     last: int = -1  # the token the next step feeds
     cache: Any = None  # its own cache, only when the model's cache cannot be batched
+    extras: dict[str, Any] | None = None  # more prompt-pass inputs (a vision model's pixel values)
+
+
+class PromptIds(list[int]):
+    """Prompt token ids with more inputs for the prompt pass (e.g. `pixel_values`)."""
+
+    def __init__(self, ids: Sequence[int], inputs: dict[str, Any]) -> None:
+        super().__init__(ids)
+        self.inputs = inputs
 
 
 def _choose(logits: torch.Tensor, seqs: Sequence[_Sequence]) -> list[int]:
@@ -151,15 +162,16 @@ def _choose(logits: torch.Tensor, seqs: Sequence[_Sequence]) -> list[int]:
 class HFEngine:
     """A causal LM and its tokenizer on one device."""
 
-    def __init__(self, model: Any, tokenizer: Any, device: torch.device) -> None:
+    def __init__(self, model: Any, tokenizer: Any, device: torch.device, *, batched: bool = True) -> None:
         self._model: Any = model
         self._tokenizer: Any = tokenizer
         self._device = device
         self._eos = _eos_ids(model, tokenizer)
-        self._context = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
+        text_config = model.config.get_text_config()
+        self._context = int(getattr(text_config, "max_position_embeddings", 0) or 2048)
         self._seqs: dict[int, _Sequence] = {}
         self._batch = Batch(device)
-        self._joinable = joinable(DynamicCache(config=model.config))
+        self._joinable = batched and joinable(DynamicCache(config=model.config))
         takes_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
         self._last_logits_only: dict[str, int] = {"logits_to_keep": 1} if takes_keep else {}
         self._ids = itertools.count()
@@ -191,6 +203,10 @@ class HFEngine:
         return token_id in self._eos
 
     def encode_chat(self, messages: Sequence[ChatMessage]) -> list[int]:
+        if any(m.images for m in messages):
+            raise InvalidRequest(
+                "this model does not take images (it is not a VisionPlain model)", param="messages"
+            )
         if not self._tokenizer.chat_template:
             raise InvalidRequest("this model has no chat template, so it cannot serve chat completions")
         rendered = [{"role": m.role, "content": m.content} for m in messages]
@@ -213,7 +229,8 @@ class HFEngine:
             else:
                 generator.manual_seed(params.seed)
         seq_id = next(self._ids)
-        self._seqs[seq_id] = _Sequence(params, generator, list(prompt_ids))
+        extras = prompt_ids.inputs if isinstance(prompt_ids, PromptIds) else None
+        self._seqs[seq_id] = _Sequence(params, generator, list(prompt_ids), extras=extras)
         return seq_id
 
     def step(self, seq_ids: Sequence[int]) -> list[int]:
@@ -253,7 +270,9 @@ class HFEngine:
             groups = prefill_groups([len(p) for p in prompts])
         for group in groups:
             ids, mask, positions = left_padded([prompts[i] for i in group], self._device)
+            extras = seqs[group[0]].extras if len(group) == 1 else None
             out = self._model(
+                **(extras or {}),
                 input_ids=ids,
                 attention_mask=mask,
                 position_ids=positions,
@@ -264,6 +283,7 @@ class HFEngine:
             for i, token in zip(group, _choose(out.logits[:, -1, :], members), strict=True):
                 tokens[seq_ids[i]] = token
                 seqs[i].prompt = None
+                seqs[i].extras = None
             if self._joinable:
                 self._batch.join([seq_ids[i] for i in group], out.past_key_values, mask)
             else:

@@ -51,7 +51,9 @@ def check_gpus(layout: DeviceLayers) -> None:
             )
 
 
-def model_device_map(model_id: str, layout: DeviceLayers, **source: Any) -> dict[str, str]:
+def model_device_map(
+    model_id: str, layout: DeviceLayers, auto_class: Any = AutoModelForCausalLM, **source: Any
+) -> dict[str, str]:
     """The device map of `layout` for the checkpoint `model_id` (`source`: e.g. its `gguf_file`), from its
     module tree built on the meta device (no weights read). A tied LM head stays with the embeddings."""
     from accelerate import init_empty_weights
@@ -59,8 +61,8 @@ def model_device_map(model_id: str, layout: DeviceLayers, **source: Any) -> dict
     check_gpus(layout)
     config = AutoConfig.from_pretrained(model_id, **source)
     with init_empty_weights():
-        skeleton = AutoModelForCausalLM.from_config(config)  # type: ignore[no-untyped-call]
-    num_layers = int(config.num_hidden_layers)
+        skeleton = auto_class.from_config(config)
+    num_layers = int(config.get_text_config().num_hidden_layers)
     found = [
         (name, module)
         for name, module in skeleton.named_modules()

@@ -71,5 +71,5 @@ def create_app(
     )
     app.state.registry = registry
     app.state.options = options
-    app.state.chat = ChatService(registry)
+    app.state.chat = ChatService(registry, allow_remote_images=options.allow_remote_images)
     return app

@@ -12,3 +12,4 @@ class ServerOptions:
     cors_origins: tuple[str, ...] = ()
     max_request_bytes: int = 16 * 2**20
     shutdown_timeout: float = 30.0  # seconds running requests may take to finish once SIGTERM came
+    allow_remote_images: bool = False  # http(s) image URLs in chat messages, fetched by the server
