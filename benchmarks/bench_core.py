@@ -167,7 +167,7 @@ def main() -> None:
     served = server(args.tokens, args.runs)
     raw = raw_generate(args.tokens, args.runs)
     report = {
-        "model": "SmolLM2-135M-Instruct (GGUF Q4_1, de-quantized to float32)",
+        "model": "SmolLM2-135M-Instruct (GGUF Q4_1, de-quantized to the server's dtype)",
         "tokens": args.tokens,
         "threads": os.cpu_count(),
         "raw_generate": raw,

@@ -197,11 +197,16 @@ def _batching_options(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_MAX_QUEUE,
         help=f"requests that may wait beyond a full batch before a 503 (default {DEFAULT_MAX_QUEUE})",
     )
+    parser.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="where converted GGUF models are kept (default $LLMSERVE_CACHE_DIR, else ~/.cache/llmserve)",
+    )
 
 
 def models_from_args(args: argparse.Namespace) -> tuple[list[ModelConfig], str]:
     """The models to serve and the default model's API id; raises `ConfigError`."""
-    limits = {"max_batch_size": args.max_batch_size, "max_queue": args.max_queue}
+    limits = {"max_batch_size": args.max_batch_size, "max_queue": args.max_queue, "cache_dir": args.cache_dir}
     if args.command == "multi-model":
         models = load_config(args.config, **limits)
         return models, choose_default(models, args.default_model_id, source=args.config)

@@ -155,6 +155,7 @@ class ModelConfig:
     in_situ_quant: str | None = None  # the name as written (Q8_0, nf4...)
     device_layers: DeviceLayers | None = None  # num_device_layers, parsed
     chat_template: ChatTemplate | None = None  # jinja_explicit, else chat_template; None: the tokenizer's
+    cache_dir: str | None = None  # converted GGUF copies (--cache-dir); None: the default location
 
     @property
     def quant_mode(self) -> QuantMode | None:
@@ -228,6 +229,7 @@ def parse_config(
     source: str = "config",
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     max_queue: int = DEFAULT_MAX_QUEUE,
+    cache_dir: str | None = None,
 ) -> list[ModelConfig]:
     """Validate already-parsed JSON. Every error is a `ConfigError` naming `source` and the JSON path.
     `max_batch_size` and `max_queue` apply to the entries that do not set their own."""
@@ -264,6 +266,7 @@ def parse_config(
                 entry.device,
                 max_batch_size=max_batch_size if entry.max_batch_size is None else entry.max_batch_size,
                 max_queue=max_queue if entry.max_queue is None else entry.max_queue,
+                cache_dir=cache_dir,
                 in_situ_quant=entry.in_situ_quant,
                 device_layers=(
                     None if entry.num_device_layers is None else parse_device_layers(entry.num_device_layers)
@@ -274,7 +277,7 @@ def parse_config(
     return models
 
 
-def load_config(path: str | Path, **defaults: int) -> list[ModelConfig]:
+def load_config(path: str | Path, **defaults: Any) -> list[ModelConfig]:
     """Read and validate a multi-model config file (`defaults`: see `parse_config`)."""
     file = Path(path)
     try:

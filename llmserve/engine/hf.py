@@ -25,6 +25,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 from llmserve.config import Dtype, GGUFSpec, ModelConfig
 from llmserve.engine.base import ChatMessage, GenerationParams
 from llmserve.engine.batch import Batch, joinable, left_padded, prefill_groups
+from llmserve.engine.gguf import load_gguf
 from llmserve.engine.placement import model_device_map, quantization_config
 from llmserve.engine.sampling import GREEDY_BELOW, sample_rows
 from llmserve.errors import InvalidRequest
@@ -107,14 +108,8 @@ def placement(
 def _load_unlocked(config: ModelConfig, dtype: torch.dtype | str, device: torch.device) -> tuple[Any, Any]:
     spec = config.spec
     if isinstance(spec, GGUFSpec):
-        source: dict[str, Any] = {"gguf_file": spec.quantized_filename}
-        if spec.tok_model_id == spec.quantized_model_id:
-            tokenizer = AutoTokenizer.from_pretrained(spec.tok_model_id, **source)
-        else:
-            tokenizer = AutoTokenizer.from_pretrained(spec.tok_model_id)
-        model = AutoModelForCausalLM.from_pretrained(
-            spec.quantized_model_id, dtype=dtype, **source, **placement(config, device, source)
-        )
+        options = placement(config, device, {"gguf_file": spec.quantized_filename})
+        tokenizer, model = load_gguf(spec, dtype, options, config.cache_dir)
     else:
         tokenizer = AutoTokenizer.from_pretrained(spec.model_id)
         model = AutoModelForCausalLM.from_pretrained(
