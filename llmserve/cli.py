@@ -30,6 +30,7 @@ from llmserve.config import (
     parse_config,
 )
 from llmserve.errors import ConfigError
+from llmserve.keepalive import NEVER, parse_keep_alive
 from llmserve.server.options import ServerOptions
 
 if TYPE_CHECKING:
@@ -73,6 +74,13 @@ def _seconds(text: str) -> float:
     if not 0 <= value < float("inf"):
         raise argparse.ArgumentTypeError(f"'{text}' is not a number of seconds")
     return value
+
+
+def _keep_alive(text: str) -> float:
+    try:
+        return parse_keep_alive(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def server_options(args: argparse.Namespace) -> ServerOptions:
@@ -198,6 +206,14 @@ def _batching_options(parser: argparse.ArgumentParser) -> None:
         help=f"requests that may wait beyond a full batch before a 503 (default {DEFAULT_MAX_QUEUE})",
     )
     parser.add_argument(
+        "--keep-alive",
+        type=_keep_alive,
+        default=NEVER,
+        metavar="DURATION",
+        help="how long an idle model stays loaded, unless its config says: seconds or 5m, 1h...; "
+        "-1 never unloads (default), 0 unloads after each request",
+    )
+    parser.add_argument(
         "--cache-dir",
         metavar="DIR",
         help="where converted GGUF models are kept (default $LLMSERVE_CACHE_DIR, else ~/.cache/llmserve)",
@@ -206,7 +222,12 @@ def _batching_options(parser: argparse.ArgumentParser) -> None:
 
 def models_from_args(args: argparse.Namespace) -> tuple[list[ModelConfig], str]:
     """The models to serve and the default model's API id; raises `ConfigError`."""
-    limits = {"max_batch_size": args.max_batch_size, "max_queue": args.max_queue, "cache_dir": args.cache_dir}
+    limits = {
+        "max_batch_size": args.max_batch_size,
+        "max_queue": args.max_queue,
+        "cache_dir": args.cache_dir,
+        "keep_alive": args.keep_alive,
+    }
     if args.command == "multi-model":
         models = load_config(args.config, **limits)
         return models, choose_default(models, args.default_model_id, source=args.config)

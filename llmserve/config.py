@@ -35,6 +35,7 @@ from pydantic import (
 
 from llmserve.config_errors import describe, json_path, valid_keys
 from llmserve.errors import ConfigError
+from llmserve.keepalive import NEVER, parse_keep_alive
 from llmserve.model_options import (
     ChatTemplate,
     DeviceLayers,
@@ -95,6 +96,14 @@ class ModelEntry(_Strict):
     num_device_layers: int | str | list[str] | None = None
     chat_template: str | None = None
     jinja_explicit: str | None = None
+    keep_alive: int | float | str | None = None  # None: the command line's default
+
+    @field_validator("keep_alive")
+    @classmethod
+    def _check_keep_alive(cls, value: int | float | str | None) -> int | float | str | None:
+        if value is not None:
+            parse_keep_alive(value)
+        return value
 
     @field_validator("in_situ_quant")
     @classmethod
@@ -156,6 +165,7 @@ class ModelConfig:
     device_layers: DeviceLayers | None = None  # num_device_layers, parsed
     chat_template: ChatTemplate | None = None  # jinja_explicit, else chat_template; None: the tokenizer's
     cache_dir: str | None = None  # converted GGUF copies (--cache-dir); None: the default location
+    keep_alive: float = NEVER  # seconds an idle model stays loaded (NEVER: until unloaded by hand)
 
     @property
     def quant_mode(self) -> QuantMode | None:
@@ -230,6 +240,7 @@ def parse_config(
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     max_queue: int = DEFAULT_MAX_QUEUE,
     cache_dir: str | None = None,
+    keep_alive: float = NEVER,
 ) -> list[ModelConfig]:
     """Validate already-parsed JSON. Every error is a `ConfigError` naming `source` and the JSON path.
     `max_batch_size` and `max_queue` apply to the entries that do not set their own."""
@@ -267,6 +278,7 @@ def parse_config(
                 max_batch_size=max_batch_size if entry.max_batch_size is None else entry.max_batch_size,
                 max_queue=max_queue if entry.max_queue is None else entry.max_queue,
                 cache_dir=cache_dir,
+                keep_alive=keep_alive if entry.keep_alive is None else parse_keep_alive(entry.keep_alive),
                 in_situ_quant=entry.in_situ_quant,
                 device_layers=(
                     None if entry.num_device_layers is None else parse_device_layers(entry.num_device_layers)

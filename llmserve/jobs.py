@@ -116,6 +116,7 @@ class Generate:
     messages: tuple[ChatMessage, ...]
     params: GenerationParams
     stream: EventStream
+    keep_alive: float | None = None  # this request's keep_alive (seconds); None: the model's own
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from pydantic import (
 )
 
 from llmserve.errors import InvalidRequest
+from llmserve.keepalive import parse_keep_alive
 
 FinishReasonOut = Literal["stop", "length"]
 M = TypeVar("M", bound=BaseModel)
@@ -119,6 +120,15 @@ class ChatCompletionRequest(_Request):
     top_k: int | None = Field(default=None, ge=-1)  # vLLM's extension; -1 or 0: no cut
     stop: str | list[str] | None = None
     seed: int | None = None
+    keep_alive: int | float | str | None = None  # Ollama's: how long the model stays loaded after this
+
+    @field_validator("keep_alive")
+    @classmethod
+    def _check_keep_alive(cls, value: int | float | str | None) -> int | float | str | None:
+        if value is not None:
+            parse_keep_alive(value)
+        return value
+
     # Accepted, no effect on the output.
     user: str | None = None
     metadata: dict[str, str] | None = None
@@ -268,6 +278,7 @@ class ModelCard(BaseModel):
     status: str
     quantization: str | None = None  # "bitsandbytes-int8" / "-nf4" / "-fp4" with in_situ_quant
     memory_bytes: int | None = None  # the weights' footprint, measured at the last load
+    expires_at: int | None = None  # unix time when the idle model unloads (keep_alive); None: not planned
 
 
 class ModelList(BaseModel):

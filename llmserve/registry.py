@@ -88,14 +88,18 @@ class ModelRegistry:
         return seed_status(self.resolve(model))
 
     def generate(
-        self, model: str | None, messages: Sequence[ChatMessage], params: GenerationParams
+        self,
+        model: str | None,
+        messages: Sequence[ChatMessage],
+        params: GenerationParams,
+        keep_alive: float | None = None,
     ) -> tuple[ModelWorker, EventStream]:
         """Queues a generation (loading the model first if needed) and returns its event stream."""
         worker = self.resolve(model)
         if self.draining:
             raise ShuttingDown()
         stream = EventStream()
-        worker.submit(Generate(tuple(messages), params, stream))
+        worker.submit(Generate(tuple(messages), params, stream, keep_alive))
         return worker, stream
 
     async def reload(self, model: str | None) -> ModelWorker:

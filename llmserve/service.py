@@ -12,6 +12,7 @@ from llmserve.engine.base import ChatMessage, GenerationParams, Role
 from llmserve.errors import InternalError
 from llmserve.images import image_bytes
 from llmserve.jobs import Event, EventStream, Failed, Finished, Started, TextDelta
+from llmserve.keepalive import parse_keep_alive
 from llmserve.protocol import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -107,7 +108,8 @@ class ChatService:
 
     async def _start(self, request: ChatCompletionRequest, stats: RequestStats) -> tuple[str, EventStream]:
         messages, params = await to_generation(request, allow_remote_images=self.allow_remote_images)
-        worker, stream = self.registry.generate(request.model, messages, params)
+        keep_alive = None if request.keep_alive is None else parse_keep_alive(request.keep_alive)
+        worker, stream = self.registry.generate(request.model, messages, params, keep_alive)
         stats.model = worker.api_id
         stats.observe(await _first_event(stream))
         return worker.api_id, stream

@@ -48,6 +48,7 @@ from llmserve.jobs import (
     TextDelta,
     Unload,
 )
+from llmserve.keepalive import IdleTimer
 from llmserve.memory import trim_process_memory
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,8 @@ class ModelWorker:
         self.state = ModelState.UNLOADED
         self.last_error: str | None = None
         self.memory_bytes: int | None = None  # measured after each load
+        self.expires_at: float | None = None  # time.time() when keep_alive will unload the idle model
+        self._idle = IdleTimer(config.keep_alive)
 
     @property
     def api_id(self) -> str:
@@ -132,6 +135,7 @@ class ModelWorker:
 
     def _retire(self, job: Generate, event: Finished | Failed | None) -> None:
         """The job leaves this worker: with its last event, or silently when its client is gone."""
+        self._idle.keep_alive = self.config.keep_alive if job.keep_alive is None else job.keep_alive
         if event is not None:
             job.stream.push(event)
         with self._admission:
@@ -164,8 +168,9 @@ class ModelWorker:
     def _run(self) -> None:
         while not self._stopping:
             try:
-                self._drain(block=not self._has_work())
+                self._drain(block=not self._has_work(), timeout=self._idle_wait())
                 self._tick()
+                self._unload_when_idle()
             except Exception as exc:  # a fault in the model code: fail what is in flight, keep serving
                 log.exception("worker for %s failed", self.api_id)
                 reason = f"{type(exc).__name__}: {exc}"
@@ -181,9 +186,9 @@ class ModelWorker:
         waiting = self._pending or self._load_waiters or self._unload_waiters
         return bool(self._running or waiting or self._preload)
 
-    def _drain(self, block: bool) -> None:
+    def _drain(self, block: bool, timeout: float | None = None) -> None:
         try:
-            message = self._queue.get(block=block)
+            message = self._queue.get(block=block, timeout=timeout if block else None)
             while True:
                 self._accept(message)
                 message = self._queue.get_nowait()
@@ -309,6 +314,25 @@ class ModelWorker:
             engine.release(run.seq_id)
             self._retire(run.job, Finished(reason, run.prompt_tokens, run.output.generated))
         self._running = still
+
+    def _idle_wait(self) -> float | None:
+        """How long the loop may sleep before keep_alive is due (capped: queue timeouts overflow)."""
+        remaining = self._idle.remaining(time.monotonic())
+        return None if remaining is None else min(remaining, 3600.0)
+
+    def _unload_when_idle(self) -> None:
+        """keep_alive: a loaded model with nothing running or waiting unloads when its time is up."""
+        now = time.monotonic()
+        if self._engine is None or self._has_work():
+            self._idle.busy()
+        else:
+            self._idle.idle(now)
+            if self._idle.expired(now):
+                log.info("unloading %s: idle for its keep_alive (%.1f s)", self.api_id, self._idle.keep_alive)
+                self._idle.busy()
+                self._drop_engine(ModelState.UNLOADED, None)
+        remaining = self._idle.remaining(now)
+        self.expires_at = None if remaining is None else time.time() + remaining
 
     def _fail_all(self, error: LLMServeError) -> None:
         for run in self._running:

@@ -83,7 +83,7 @@ BAD = [
     ({}, "$: expected a non-empty JSON object mapping labels to model entries"),
     (
         {"m": {"Plain": {"model_id": "a/b"}, "quant": 4}},
-        "$.m.quant: unknown key; valid keys: Plain, GGUF, VisionPlain, alias, dtype, device, max_batch_size, max_queue, in_situ_quant, num_device_layers, chat_template, jinja_explicit",
+        "$.m.quant: unknown key; valid keys: Plain, GGUF, VisionPlain, alias, dtype, device, max_batch_size, max_queue, in_situ_quant, num_device_layers, chat_template, jinja_explicit, keep_alive",
     ),
     (
         {"m": {"Plain": {"model_id": "a/b", "revision": "x"}}},

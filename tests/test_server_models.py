@@ -63,7 +63,13 @@ def test_models_list_default_first_with_status(tiny_dir: Path, tiny_dir2: Path) 
         assert_schema("ListModelsResponse", body)
         created = body["data"][0]["created"]
         assert isinstance(created, int)
-        card = {"object": "model", "created": created, "owned_by": "llmserve", "quantization": None}
+        card = {
+            "object": "model",
+            "created": created,
+            "owned_by": "llmserve",
+            "quantization": None,
+            "expires_at": None,
+        }
         loaded = {**card, "status": "loaded", "memory_bytes": footprint(tiny_dir2)}
         never = {**card, "status": "unloaded", "memory_bytes": None}
         assert body == {

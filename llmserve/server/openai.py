@@ -100,6 +100,7 @@ def _card(model_id: str, worker: ModelWorker, created: int) -> ModelCard:
         status=seed_status(worker),
         quantization=None if mode is None else f"bitsandbytes-{mode}",
         memory_bytes=worker.memory_bytes,
+        expires_at=None if worker.expires_at is None else int(worker.expires_at),
     )
 
 
