@@ -31,6 +31,7 @@ from llmserve.config import (
 )
 from llmserve.errors import ConfigError
 from llmserve.keepalive import NEVER, parse_keep_alive
+from llmserve.residency import Residency
 from llmserve.server.options import ServerOptions
 
 if TYPE_CHECKING:
@@ -206,6 +207,26 @@ def _batching_options(parser: argparse.ArgumentParser) -> None:
         help=f"requests that may wait beyond a full batch before a 503 (default {DEFAULT_MAX_QUEUE})",
     )
     parser.add_argument(
+        "--max-loaded-models",
+        type=_positive,
+        metavar="N",
+        help="at most N models in memory: loading another unloads the least recently used idle one "
+        "(default: no limit)",
+    )
+    parser.add_argument(
+        "--load-wait",
+        type=_seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="with --max-loaded-models, how long a load waits for a slot before its requests get a 503 "
+        "(default 60)",
+    )
+    parser.add_argument(
+        "--evict-pinned",
+        action="store_true",
+        help="with --max-loaded-models, idle models with keep_alive -1 may be unloaded too",
+    )
+    parser.add_argument(
         "--keep-alive",
         type=_keep_alive,
         default=NEVER,
@@ -260,7 +281,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     warning = public_warning(args.host, options)
     if warning:
         logging.getLogger("llmserve").warning(warning)
-    app = create_app(models, default_id, preload=args.preload, options=options)
+    residency = None
+    if args.max_loaded_models is not None:
+        residency = Residency(args.max_loaded_models, wait=args.load_wait, evict_pinned=args.evict_pinned)
+    app = create_app(models, default_id, preload=args.preload, options=options, residency=residency)
     # uvicorn drains on SIGTERM or SIGINT, then raises the signal again; exit 0 at that point.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     signal.signal(signal.SIGINT, _exit_cleanly)

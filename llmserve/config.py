@@ -166,6 +166,7 @@ class ModelConfig:
     chat_template: ChatTemplate | None = None  # jinja_explicit, else chat_template; None: the tokenizer's
     cache_dir: str | None = None  # converted GGUF copies (--cache-dir); None: the default location
     keep_alive: float = NEVER  # seconds an idle model stays loaded (NEVER: until unloaded by hand)
+    pinned: bool = False  # its entry says keep_alive -1: --max-loaded-models evicts it only if allowed
 
     @property
     def quant_mode(self) -> QuantMode | None:
@@ -279,6 +280,7 @@ def parse_config(
                 max_queue=max_queue if entry.max_queue is None else entry.max_queue,
                 cache_dir=cache_dir,
                 keep_alive=keep_alive if entry.keep_alive is None else parse_keep_alive(entry.keep_alive),
+                pinned=entry.keep_alive is not None and parse_keep_alive(entry.keep_alive) == NEVER,
                 in_situ_quant=entry.in_situ_quant,
                 device_layers=(
                     None if entry.num_device_layers is None else parse_device_layers(entry.num_device_layers)

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import AsyncIterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -141,4 +142,11 @@ class Shutdown:
     pass
 
 
-Message = Generate | Load | Unload | Abort | Shutdown
+@dataclass(frozen=True)
+class Evict:
+    """Another model needs the slot: unload if idle. Answered from the worker thread (True: unloaded)."""
+
+    done: Future[bool]
+
+
+Message = Generate | Load | Unload | Abort | Shutdown | Evict

@@ -14,6 +14,7 @@ from llmserve.config import ModelConfig
 from llmserve.engine.base import ChatMessage, EngineFactory, GenerationParams
 from llmserve.errors import ModelNotFound, ShuttingDown
 from llmserve.jobs import EventStream, Generate
+from llmserve.residency import Residency
 from llmserve.worker import ModelState, ModelWorker
 
 DEFAULT_ALIAS = "default"
@@ -31,8 +32,15 @@ _SEED_STATUS: dict[ModelState, str] = {
 
 
 class ModelRegistry:
-    def __init__(self, models: Sequence[ModelConfig], default_id: str, factory: EngineFactory) -> None:
-        self._workers = {m.api_id: ModelWorker(m, factory) for m in models}
+    def __init__(
+        self,
+        models: Sequence[ModelConfig],
+        default_id: str,
+        factory: EngineFactory,
+        residency: Residency | None = None,
+    ) -> None:
+        self.residency = residency
+        self._workers = {m.api_id: ModelWorker(m, factory, residency) for m in models}
         if default_id not in self._workers:
             raise ModelNotFound(default_id, list(self._workers))
         self.default_id = default_id

@@ -22,14 +22,13 @@ import queue
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 
 from llmserve.config import ModelConfig
-from llmserve.decoding import OutputText
 from llmserve.engine.base import Engine, EngineFactory
 from llmserve.errors import (
     InternalError,
-    InvalidRequest,
     LLMServeError,
     ModelLoadFailed,
     Overloaded,
@@ -37,6 +36,7 @@ from llmserve.errors import (
 )
 from llmserve.jobs import (
     Abort,
+    Evict,
     Failed,
     Finished,
     Generate,
@@ -50,6 +50,8 @@ from llmserve.jobs import (
 )
 from llmserve.keepalive import IdleTimer
 from llmserve.memory import trim_process_memory
+from llmserve.residency import Residency
+from llmserve.sequences import Running, begin
 
 log = logging.getLogger(__name__)
 
@@ -62,22 +64,16 @@ class ModelState(enum.Enum):
     FAILED = "failed"
 
 
-@dataclass
-class Running:
-    """One admitted request: its engine sequence and its output so far."""
-
-    job: Generate
-    seq_id: int
-    prompt_tokens: int
-    output: OutputText
-
-
 class ModelWorker:
     """Owns one model's engine and serves its queue on a dedicated thread."""
 
-    def __init__(self, config: ModelConfig, factory: EngineFactory) -> None:
+    def __init__(
+        self, config: ModelConfig, factory: EngineFactory, residency: Residency | None = None
+    ) -> None:
         self.config = config
         self._factory = factory
+        self._residency = residency
+        self.last_active = time.monotonic()
         self._queue: queue.Queue[Message] = queue.Queue()
         self._thread = threading.Thread(
             target=self._run, name=f"llmserve-worker:{config.api_id}", daemon=True
@@ -140,6 +136,24 @@ class ModelWorker:
             job.stream.push(event)
         with self._admission:
             self._accepted -= 1
+
+    @property
+    def closing(self) -> bool:
+        return self._closed
+
+    @property
+    def pinned(self) -> bool:
+        """Its entry says keep_alive -1: evicted to make room only when the server allows it."""
+        return self.config.pinned
+
+    def evict(self, timeout: float) -> bool:
+        """Asks this model to unload now if it is idle; called from another model's worker thread."""
+        done: Future[bool] = Future()
+        try:
+            self._put(Evict(done))
+            return done.result(timeout)
+        except (ShuttingDown, FutureTimeout):
+            return False
 
     def preload(self) -> None:
         self._put(Load(None))
@@ -207,6 +221,12 @@ class ModelWorker:
             self._unload_waiters.append(message.reply)
         elif isinstance(message, Abort):
             self._fail_all(message.error)
+        elif isinstance(message, Evict):
+            idle = self._engine is not None and not self._has_work()
+            message.done.set_result(idle)  # decided; the slot is released once the memory is freed
+            if idle:
+                log.info("unloading %s to make room for another model", self.api_id)
+                self._drop_engine(ModelState.UNLOADED, None)
         else:
             self._stopping = True
 
@@ -233,6 +253,18 @@ class ModelWorker:
 
     def _load(self) -> bool:
         self.state = ModelState.LOADING
+        if self._residency is not None and not self._residency.admit(self):
+            self.state = ModelState.UNLOADED
+            limit = self._residency.max_loaded
+            self._drain(block=False)
+            self._fail_all(
+                Overloaded(
+                    f"no room to load model '{self.api_id}': {limit} model(s) loaded and busy "
+                    "(--max-loaded-models); retry shortly",
+                    retry_after=1,
+                )
+            )
+            return False
         started = time.perf_counter()
         try:
             self._engine = self._factory(self.config)
@@ -240,6 +272,8 @@ class ModelWorker:
             log.warning("loading %s failed: %s: %s", self.api_id, type(exc).__name__, exc)
             self.last_error = f"{type(exc).__name__}: {exc}"
             self.state = ModelState.FAILED
+            if self._residency is not None:
+                self._residency.release(self.api_id)
             self._drain(block=False)  # everyone waiting right now shares this failure
             self._fail_all(ModelLoadFailed(f"loading model '{self.api_id}' failed: {self.last_error}"))
             return False
@@ -264,19 +298,9 @@ class ModelWorker:
         if job.stream.cancelled:
             self._retire(job, None)
             return
-        engine = self._engine
-        assert engine is not None
+        assert self._engine is not None
         try:
-            prompt = engine.encode_chat(job.messages)
-            room = engine.context_length - len(prompt)
-            if room < 1:
-                raise InvalidRequest(
-                    f"the prompt is {len(prompt)} tokens; model '{self.api_id}' holds "
-                    f"{engine.context_length} tokens in all, so shorten the messages by {1 - room} or more",
-                    param="messages",
-                )
-            max_tokens = min(job.params.max_tokens or room, room)
-            seq_id = engine.start(prompt, job.params)
+            run = begin(self._engine, job, self.api_id)
         except LLMServeError as exc:
             self._retire(job, Failed(exc))
             return
@@ -285,9 +309,8 @@ class ModelWorker:
             error = InternalError(f"preparing the prompt failed: {type(exc).__name__}: {exc}")
             self._retire(job, Failed(error))
             return
-        job.stream.push(Started(len(prompt)))
-        output = OutputText(engine.decode, job.params.stop, max_tokens)
-        self._running.append(Running(job, seq_id, len(prompt), output))
+        job.stream.push(Started(run.prompt_tokens))
+        self._running.append(run)
 
     def _step(self) -> None:
         engine = self._engine
@@ -302,6 +325,7 @@ class ModelWorker:
         self._running = live
         if not live:
             return
+        self.last_active = time.monotonic()
         tokens = engine.step([run.seq_id for run in live])
         still: list[Running] = []
         for run, token in zip(live, tokens, strict=True):
@@ -361,3 +385,5 @@ class ModelWorker:
             trim_process_memory()
         self.state = state
         self.last_error = error
+        if self._residency is not None:
+            self._residency.release(self.api_id)

@@ -17,6 +17,7 @@ from llmserve.engine import load_engine
 from llmserve.engine.base import EngineFactory
 from llmserve.errors import LLMServeError
 from llmserve.registry import ModelRegistry, Preload
+from llmserve.residency import Residency
 from llmserve.server import openai
 from llmserve.server.errors import on_error
 from llmserve.server.middleware import APIKeyMiddleware, BodyLimitMiddleware, RequestLogMiddleware
@@ -34,10 +35,12 @@ def create_app(
     factory: EngineFactory = load_engine,
     preload: Preload = "default",
     options: ServerOptions | None = None,
+    residency: Residency | None = None,
 ) -> Starlette:
-    """The ASGI app. The workers start with the lifespan; `factory` loads an engine for a model."""
+    """The ASGI app. The workers start with the lifespan; `factory` loads an engine for a model;
+    `residency` bounds how many models are in memory at once."""
     options = options or ServerOptions()
-    registry = ModelRegistry(models, default_id, factory)
+    registry = ModelRegistry(models, default_id, factory, residency)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -1,0 +1,147 @@
+"""--max-loaded-models: loading another model unloads the least recently used idle one; a model with a
+request running or waiting is never evicted; pinned models only when allowed; loads that find no room
+wait in line, then get a 503 with Retry-After. Real app, scripted engines."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+from fakes import Factory, ScriptedEngine
+from starlette.testclient import TestClient
+from test_keep_alive import HELLO, config, status
+
+from llmserve.cli import build_parser
+from llmserve.residency import Residency
+from llmserve.server import create_app
+
+
+@contextmanager
+def serving(
+    *names: str,
+    limit: int = 1,
+    wait: float = 5.0,
+    step_delay: float = 0.0,
+    evict_pinned: bool = False,
+    pinned: tuple[str, ...] = (),
+    engine: type[ScriptedEngine] = ScriptedEngine,
+) -> Iterator[tuple[TestClient, Factory, Residency]]:
+    models = [dataclasses.replace(config(-1, n), keep_alive=float("inf"), pinned=n in pinned) for n in names]
+    factory = Factory(lambda c: engine(["a", "b", "c", "d"], step_delay=step_delay))
+    residency = Residency(limit, wait=wait, evict_pinned=evict_pinned)
+    app = create_app(models, names[0], factory=factory, preload="none", residency=residency)
+    with TestClient(app) as client:
+        yield client, factory, residency
+
+
+def ask(client: TestClient, model: str, **body: Any) -> httpx.Response:
+    return client.post("/v1/chat/completions", json={**HELLO, "model": model, **body})
+
+
+def test_loading_another_model_evicts_the_idle_one() -> None:
+    with serving("a", "b") as (client, factory, residency):
+        assert ask(client, "a").status_code == 200
+        assert ask(client, "b").status_code == 200
+        assert (status(client, "a"), status(client, "b")) == ("unloaded", "loaded")
+        assert ask(client, "a").status_code == 200
+        assert (status(client, "a"), status(client, "b")) == ("loaded", "unloaded")
+        assert factory.loads == ["a", "b", "a"]
+        assert residency.evictions == 2 and residency.loaded() == ["a"]
+        assert all(e.closed for e in factory.engines[:2])  # type: ignore[attr-defined]
+
+
+def test_the_least_recently_used_goes_first() -> None:
+    with serving("a", "b", "c", limit=2) as (client, factory, _):
+        for model in ("a", "b", "a", "c"):
+            assert ask(client, model).status_code == 200
+        assert [status(client, m) for m in ("a", "b", "c")] == ["loaded", "unloaded", "loaded"]
+        assert factory.loads == ["a", "b", "c"]
+
+
+def stream_in_background(client: TestClient, model: str, results: list[Any]) -> threading.Thread:
+    def run() -> None:
+        with client.stream(
+            "POST", "/v1/chat/completions", json={**HELLO, "model": model, "max_tokens": 4, "stream": True}
+        ) as response:
+            results.append((model, response.status_code, response.read().decode()))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def test_a_busy_model_is_never_evicted_and_the_load_waits_its_turn() -> None:
+    with serving("a", "b", step_delay=0.25) as (client, factory, residency):  # a's request: about 1 s
+        results: list[Any] = []
+        running = stream_in_background(client, "a", results)
+        while status(client, "a") != "loaded":
+            time.sleep(0.01)
+        time.sleep(0.1)
+        started = time.monotonic()
+        assert ask(client, "b").status_code == 200  # waited for a's request, then evicted a
+        waited = time.monotonic() - started
+        running.join()
+        assert results[0][:2] == ("a", 200) and results[0][2].rstrip().endswith("data: [DONE]")
+        assert '"finish_reason":"length"' in results[0][2]  # a's request ran to its end
+        assert waited > 0.3
+        assert factory.loads == ["a", "b"] and residency.evictions == 1
+
+
+def test_no_room_before_the_wait_ends_is_a_503_with_retry_after() -> None:
+    with serving("a", "b", wait=0.3, step_delay=0.4) as (client, factory, _):  # a: about 1.6 s
+        results: list[Any] = []
+        running = stream_in_background(client, "a", results)
+        while status(client, "a") != "loaded":
+            time.sleep(0.01)
+        response = ask(client, "b")
+        assert response.status_code == 503
+        assert response.headers["Retry-After"] == "1"
+        assert response.json()["error"] == {
+            "message": "no room to load model 'b': 1 model(s) loaded and busy (--max-loaded-models); retry shortly",
+            "type": "server_error",
+            "param": None,
+            "code": "overloaded",
+        }
+        assert status(client, "b") == "unloaded"
+        running.join()
+        assert results[0][1] == 200
+        assert ask(client, "b").status_code == 200  # a is idle now: it gives way
+        assert factory.loads == ["a", "b"]
+
+
+class SlowClose(ScriptedEngine):
+    def close(self) -> None:
+        time.sleep(0.6)  # freeing a big model (gc, cache) takes longer than the load's whole wait
+        super().close()
+
+
+def test_an_agreed_eviction_is_waited_for_even_past_the_wait() -> None:
+    with serving("a", "b", wait=0.2, engine=SlowClose) as (client, factory, residency):
+        assert ask(client, "a").status_code == 200
+        assert ask(client, "b").status_code == 200
+        assert residency.loaded() == ["b"] and factory.engines[0].closed  # type: ignore[attr-defined]
+
+
+def test_pinned_models_stay_unless_allowed() -> None:
+    with serving("a", "b", wait=0.3, pinned=("a",)) as (client, _, _):
+        assert ask(client, "a").status_code == 200
+        assert ask(client, "b").status_code == 503
+        assert status(client, "a") == "loaded"
+    with serving("a", "b", wait=0.3, pinned=("a",), evict_pinned=True) as (client, _, _):
+        assert ask(client, "a").status_code == 200
+        assert ask(client, "b").status_code == 200
+        assert status(client, "a") == "unloaded"
+
+
+def test_command_line() -> None:
+    args = build_parser().parse_args(
+        ["plain", "-m", "a/b", "--max-loaded-models", "2", "--load-wait", "5", "--evict-pinned"]
+    )
+    assert (args.max_loaded_models, args.load_wait, args.evict_pinned) == (2, 5.0, True)
+    args = build_parser().parse_args(["plain", "-m", "a/b"])
+    assert (args.max_loaded_models, args.load_wait, args.evict_pinned) == (None, 60.0, False)
