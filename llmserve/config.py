@@ -35,7 +35,7 @@ from pydantic import (
 
 from llmserve.config_errors import describe, json_path, valid_keys
 from llmserve.errors import ConfigError
-from llmserve.keepalive import NEVER, parse_keep_alive
+from llmserve.keepalive import NEVER, KeepAliveField, parse_keep_alive
 from llmserve.model_options import (
     ChatTemplate,
     DeviceLayers,
@@ -96,14 +96,7 @@ class ModelEntry(_Strict):
     num_device_layers: int | str | list[str] | None = None
     chat_template: str | None = None
     jinja_explicit: str | None = None
-    keep_alive: int | float | str | None = None  # None: the command line's default
-
-    @field_validator("keep_alive")
-    @classmethod
-    def _check_keep_alive(cls, value: int | float | str | None) -> int | float | str | None:
-        if value is not None:
-            parse_keep_alive(value)
-        return value
+    keep_alive: KeepAliveField = None  # None: the command line's default
 
     @field_validator("in_situ_quant")
     @classmethod

@@ -1,13 +1,16 @@
 """keep_alive: how long a model stays loaded once it has nothing to do (Ollama's semantics).
 
 A value is seconds (a number, or a string such as "90s", "5m", "1h30m"); any negative value means never
-unload, 0 means unload as soon as the model is idle. Pure: the worker owns the clock.
+unload, 0 means unload as soon as the model is idle. The worker owns the clock.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from typing import Annotated
+
+from pydantic import AfterValidator
 
 NEVER = math.inf
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
@@ -34,6 +37,16 @@ def parse_keep_alive(value: object) -> float:
         if body and parts and "".join(number + unit for number, unit in parts) == body:
             return NEVER if negative else sum(float(n) * _UNIT[u] for n, u in parts)
     raise ValueError(f'keep_alive {value!r} is not seconds or a duration such as "90s", "5m", "1h30m", -1')
+
+
+def _checked(value: int | float | str | None) -> int | float | str | None:
+    if value is not None:
+        parse_keep_alive(value)
+    return value
+
+
+# A keep_alive field as written (config entry, request body): validated, parsed where it is used.
+KeepAliveField = Annotated[int | float | str | None, AfterValidator(_checked)]
 
 
 class IdleTimer:

@@ -19,7 +19,7 @@ from pydantic import (
 )
 
 from llmserve.errors import InvalidRequest
-from llmserve.keepalive import parse_keep_alive
+from llmserve.keepalive import KeepAliveField
 
 FinishReasonOut = Literal["stop", "length"]
 M = TypeVar("M", bound=BaseModel)
@@ -120,14 +120,7 @@ class ChatCompletionRequest(_Request):
     top_k: int | None = Field(default=None, ge=-1)  # vLLM's extension; -1 or 0: no cut
     stop: str | list[str] | None = None
     seed: int | None = None
-    keep_alive: int | float | str | None = None  # Ollama's: how long the model stays loaded after this
-
-    @field_validator("keep_alive")
-    @classmethod
-    def _check_keep_alive(cls, value: int | float | str | None) -> int | float | str | None:
-        if value is not None:
-            parse_keep_alive(value)
-        return value
+    keep_alive: KeepAliveField = None  # Ollama's: how long the model stays loaded after this
 
     # Accepted, no effect on the output.
     user: str | None = None
