@@ -8,11 +8,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from llmserve.config import ModelConfig
 from llmserve.engine.base import ChatMessage, EngineFactory, GenerationParams
 from llmserve.errors import ModelNotFound, ShuttingDown
+from llmserve.events import EventBus
 from llmserve.jobs import EventStream, Generate
 from llmserve.residency import Residency
 from llmserve.worker import ModelState, ModelWorker
@@ -40,7 +41,10 @@ class ModelRegistry:
         residency: Residency | None = None,
     ) -> None:
         self.residency = residency
+        self.events = EventBus()
         self._workers = {m.api_id: ModelWorker(m, factory, residency) for m in models}
+        for worker in self._workers.values():
+            worker.on_state = self._state_changed
         if default_id not in self._workers:
             raise ModelNotFound(default_id, list(self._workers))
         self.default_id = default_id
@@ -95,6 +99,9 @@ class ModelRegistry:
     def status(self, model: str | None) -> str:
         return seed_status(self.resolve(model))
 
+    def _state_changed(self, worker: ModelWorker, previous: ModelState, reason: str) -> None:
+        self.events.publish(state_event(worker, previous, reason))
+
     def generate(
         self,
         model: str | None,
@@ -119,6 +126,24 @@ class ModelRegistry:
         worker = self.resolve(model)
         await worker.unload()
         return worker
+
+
+def state_event(worker: ModelWorker, previous: ModelState, reason: str) -> dict[str, Any]:
+    """The event of a state change, as `GET /v1/models/events` sends it."""
+    event: dict[str, Any] = {
+        "model": worker.api_id,
+        "state": worker.state.value,
+        "previous": previous.value,
+        "status": seed_status(worker),
+        "time": time.time(),
+    }
+    if worker.state is ModelState.LOADED:
+        event["memory_bytes"] = worker.memory_bytes
+    if worker.state in (ModelState.UNLOADING, ModelState.UNLOADED, ModelState.FAILED):
+        event["reason"] = reason  # unload, keep_alive, evicted, no_room, load_failed, failed, shutdown
+    if worker.state is ModelState.FAILED:
+        event["error"] = worker.last_error
+    return event
 
 
 def seed_status(worker: ModelWorker) -> str:

@@ -16,6 +16,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
+from llmserve.errors import Overloaded
+
 RELEASE_TIMEOUT = 120.0  # an evicted model frees its memory (gc, cache) well before this
 
 
@@ -99,6 +101,14 @@ class Residency:
 
     def _released(self, api_id: str) -> Callable[[], bool]:
         return lambda: api_id not in self._loaded
+
+    def no_room(self, api_id: str) -> Overloaded:
+        """The error of the requests whose model found no slot within the wait."""
+        return Overloaded(
+            f"no room to load model '{api_id}': {self.max_loaded} model(s) loaded and busy "
+            "(--max-loaded-models); retry shortly",
+            retry_after=1,
+        )
 
     def release(self, api_id: str) -> None:
         """`api_id` is no longer in memory (unloaded, evicted, failed)."""

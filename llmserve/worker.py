@@ -22,6 +22,7 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 
@@ -89,7 +90,8 @@ class ModelWorker:
         self._admission = threading.Lock()
         self._accepted = 0  # generations submitted and not yet retired (running + waiting)
         # Read from other threads; each is replaced by a single assignment.
-        self.state = ModelState.UNLOADED
+        self._state = ModelState.UNLOADED
+        self.on_state: Callable[[ModelWorker, ModelState, str], None] | None = None
         self.last_error: str | None = None
         self.memory_bytes: int | None = None  # measured after each load
         self.expires_at: float | None = None  # time.time() when keep_alive will unload the idle model
@@ -98,6 +100,20 @@ class ModelWorker:
     @property
     def api_id(self) -> str:
         return self.config.api_id
+
+    @property
+    def state(self) -> ModelState:
+        return self._state
+
+    @state.setter
+    def state(self, value: ModelState) -> None:
+        self._become(value)
+
+    def _become(self, value: ModelState, reason: str = "unload") -> None:
+        """Sets the state; a change is reported to `on_state` with its reason (for events)."""
+        previous, self._state = self._state, value
+        if value is not previous and self.on_state is not None:
+            self.on_state(self, previous, reason)
 
     # -- called from the event loop --
     def start(self) -> None:
@@ -188,9 +204,9 @@ class ModelWorker:
             except Exception as exc:  # a fault in the model code: fail what is in flight, keep serving
                 log.exception("worker for %s failed", self.api_id)
                 reason = f"{type(exc).__name__}: {exc}"
-                self._drop_engine(ModelState.FAILED, reason)
+                self._drop_engine(ModelState.FAILED, reason, "failed")
                 self._fail_all(InternalError(f"model '{self.api_id}' failed: {reason}"))
-        self._drop_engine(ModelState.UNLOADED, None)
+        self._drop_engine(ModelState.UNLOADED, None, "shutdown")
         self._drain(block=False)
         self._fail_all(ShuttingDown())
         for reply in self._unload_waiters:
@@ -226,7 +242,7 @@ class ModelWorker:
             message.done.set_result(idle)  # decided; the slot is released once the memory is freed
             if idle:
                 log.info("unloading %s to make room for another model", self.api_id)
-                self._drop_engine(ModelState.UNLOADED, None)
+                self._drop_engine(ModelState.UNLOADED, None, "evicted")
         else:
             self._stopping = True
 
@@ -254,16 +270,9 @@ class ModelWorker:
     def _load(self) -> bool:
         self.state = ModelState.LOADING
         if self._residency is not None and not self._residency.admit(self):
-            self.state = ModelState.UNLOADED
-            limit = self._residency.max_loaded
+            self._become(ModelState.UNLOADED, "no_room")
             self._drain(block=False)
-            self._fail_all(
-                Overloaded(
-                    f"no room to load model '{self.api_id}': {limit} model(s) loaded and busy "
-                    "(--max-loaded-models); retry shortly",
-                    retry_after=1,
-                )
-            )
+            self._fail_all(self._residency.no_room(self.api_id))
             return False
         started = time.perf_counter()
         try:
@@ -271,7 +280,7 @@ class ModelWorker:
         except Exception as exc:
             log.warning("loading %s failed: %s: %s", self.api_id, type(exc).__name__, exc)
             self.last_error = f"{type(exc).__name__}: {exc}"
-            self.state = ModelState.FAILED
+            self._become(ModelState.FAILED, "load_failed")
             if self._residency is not None:
                 self._residency.release(self.api_id)
             self._drain(block=False)  # everyone waiting right now shares this failure
@@ -354,7 +363,7 @@ class ModelWorker:
             if self._idle.expired(now):
                 log.info("unloading %s: idle for its keep_alive (%.1f s)", self.api_id, self._idle.keep_alive)
                 self._idle.busy()
-                self._drop_engine(ModelState.UNLOADED, None)
+                self._drop_engine(ModelState.UNLOADED, None, "keep_alive")
         remaining = self._idle.remaining(now)
         self.expires_at = None if remaining is None else time.time() + remaining
 
@@ -371,11 +380,11 @@ class ModelWorker:
         self._pending.clear()
         self._load_waiters.clear()
 
-    def _drop_engine(self, state: ModelState, error: str | None) -> None:
+    def _drop_engine(self, state: ModelState, error: str | None, reason: str = "unload") -> None:
         """Frees the model for real: the engine drops its tensors, then the process returns the pages."""
         engine, self._engine = self._engine, None
         if engine is not None:
-            self.state = ModelState.UNLOADING
+            self._become(ModelState.UNLOADING, reason)
             try:
                 engine.close()
             except Exception:  # the references go regardless; the thread must live on
@@ -383,7 +392,7 @@ class ModelWorker:
             del engine
             gc.collect()
             trim_process_memory()
-        self.state = state
         self.last_error = error
+        self._become(state, reason)
         if self._residency is not None:
             self._residency.release(self.api_id)

@@ -21,6 +21,7 @@ from llmserve.protocol import (
     parse_request,
 )
 from llmserve.registry import DEFAULT_ALIAS, ModelRegistry, seed_status
+from llmserve.server.events import model_events
 from llmserve.server.openapi import openapi_json
 from llmserve.server.options import ServerOptions
 from llmserve.server.sse import sse_response
@@ -143,5 +144,6 @@ def routes() -> list[BaseRoute]:
         Route("/v1/models/unload", unload_model, methods=["POST"]),
         Route("/v1/models/reload", reload_model, methods=["POST"]),
         Route("/v1/models/status", model_status, methods=["POST"]),
+        Route("/v1/models/events", model_events, methods=["GET"]),  # before {model_id:path}
         Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
     ]

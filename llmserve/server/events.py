@@ -1,0 +1,32 @@
+"""`GET /v1/models/events`: the registry's model lifecycle events as server-sent events, for dashboards.
+
+Each event is `event: model_state` with a JSON `data` line: `{"model", "state", "previous", "status",
+"time"}`, plus `memory_bytes` when loaded, `reason` when unloading, unloaded or failed, and `error` when
+failed. The stream stays open until the client leaves or the server stops; comments keep it alive.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+from sse_starlette import EventSourceResponse
+from starlette.requests import Request
+from starlette.responses import Response
+
+from llmserve.registry import ModelRegistry
+
+PING_SECONDS = 15
+
+
+async def model_events(request: Request) -> Response:
+    registry: ModelRegistry = request.app.state.registry
+
+    async def events() -> AsyncIterator[dict[str, str]]:
+        with registry.events.subscribe() as queue:
+            yield {"comment": "subscribed"}
+            while True:
+                event = await queue.get()
+                yield {"event": "model_state", "data": json.dumps(event, separators=(",", ":"))}
+
+    return EventSourceResponse(events(), ping=PING_SECONDS, sep="\n", headers={"Cache-Control": "no-cache"})
