@@ -38,20 +38,15 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     return fast
 
 
-def build_model(
-    directory: Path,
-    *,
+def llama_config(
+    tokenizer: PreTrainedTokenizerFast,
     hidden: int = 64,
     layers: int = 2,
     context: int = 256,
-    seed: int = 0,
     init_range: float = 0.02,
-) -> Path:
-    """Writes a tiny Llama chat model to `directory` and returns it. A larger `init_range` gives sharper
-    attention, so that a wrong position or mask changes its output."""
-    tokenizer = build_tokenizer()
-    torch.manual_seed(seed)
-    config = LlamaConfig(
+) -> LlamaConfig:
+    """The tiny Llama text model's config for `tokenizer` (also the language model of the tiny Llava)."""
+    return LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden,
         intermediate_size=hidden * 2,
@@ -65,7 +60,22 @@ def build_model(
         tie_word_embeddings=False,
         initializer_range=init_range,
     )
-    model = LlamaForCausalLM(config)
+
+
+def build_model(
+    directory: Path,
+    *,
+    hidden: int = 64,
+    layers: int = 2,
+    context: int = 256,
+    seed: int = 0,
+    init_range: float = 0.02,
+) -> Path:
+    """Writes a tiny Llama chat model to `directory` and returns it. A larger `init_range` gives sharper
+    attention, so that a wrong position or mask changes its output."""
+    tokenizer = build_tokenizer()
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(llama_config(tokenizer, hidden, layers, context, init_range))
     directory.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)

@@ -7,11 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from tiny import build_tokenizer
+from tiny import build_tokenizer, llama_config
 from transformers import (
     CLIPImageProcessorPil,
     CLIPVisionConfig,
-    LlamaConfig,
     LlavaConfig,
     LlavaForConditionalGeneration,
     LlavaProcessor,
@@ -33,19 +32,7 @@ def build_vision_model(directory: Path, seed: int = 0) -> Path:
     tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
     image_token = tokenizer.convert_tokens_to_ids("<image>")
     torch.manual_seed(seed)
-    text = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
-    )
+    text = llama_config(tokenizer)
     vision = CLIPVisionConfig(
         hidden_size=32,
         intermediate_size=64,
