@@ -15,6 +15,7 @@ from test_vision import ask, data_url, png
 from tiny_vision import build_vision_model
 
 from llmserve.config import GGUFSpec, load_config, parse_config
+from llmserve.engine.gguf import is_complete, save_converted
 from llmserve.server import create_app
 
 pytestmark = pytest.mark.slow
@@ -44,13 +45,10 @@ def smol_plain(gguf: GGUFSpec, tmp_path_factory: pytest.TempPathFactory) -> Path
 
     target = tmp_path_factory.mktemp("models") / "smollm2-plain"
     source = {"gguf_file": gguf.quantized_filename}
-    AutoTokenizer.from_pretrained(gguf.tok_model_id, **source).save_pretrained(target)
-    loaded = AutoModelForCausalLM.from_pretrained(gguf.quantized_model_id, dtype="float32", **source)
-    del loaded.config.quantization_config  # a GGUF-loaded model refuses save_pretrained; copy its weights
-    model = AutoModelForCausalLM.from_config(loaded.config, dtype="float32")
-    model.load_state_dict(loaded.state_dict())
-    model.generation_config = loaded.generation_config
-    model.save_pretrained(target)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.tok_model_id, **source)
+    model = AutoModelForCausalLM.from_pretrained(gguf.quantized_model_id, dtype="float32", **source)
+    save_converted(model, tokenizer, target, Path(gguf.quantized_model_id) / gguf.quantized_filename)
+    assert is_complete(target)
     return target
 
 
