@@ -81,11 +81,11 @@ def resolve_dtype(dtype: Dtype, device: torch.device) -> torch.dtype | str:
 
 # transformers sets torch's process-wide default dtype while it builds a model, so two loads at once on two
 # workers would build parts of each model in the other's dtype: loads take turns.
-_LOAD_LOCK = threading.Lock()
+LOAD_LOCK = threading.Lock()
 
 
 def _load_pretrained(config: ModelConfig, dtype: torch.dtype | str, device: torch.device) -> tuple[Any, Any]:
-    with _LOAD_LOCK:
+    with LOAD_LOCK:
         return _load_unlocked(config, dtype, device)
 
 

@@ -18,7 +18,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from llmserve.config import ModelConfig
 from llmserve.engine.base import ChatMessage
-from llmserve.engine.hf import _LOAD_LOCK, HFEngine, PromptIds, placement, resolve_device, resolve_dtype
+from llmserve.engine.hf import LOAD_LOCK, HFEngine, PromptIds, placement, resolve_device, resolve_dtype
 from llmserve.errors import InvalidRequest
 from llmserve.images import decode_image
 
@@ -36,7 +36,7 @@ class VisionEngine(HFEngine):
         dtype = resolve_dtype(config.dtype, device)
         model_id = getattr(config.spec, "model_id", None)
         assert model_id is not None, "VisionEngine loads VisionPlain specs"
-        with _LOAD_LOCK:
+        with LOAD_LOCK:
             processor = AutoProcessor.from_pretrained(model_id)  # type: ignore[no-untyped-call]
             model: Any = AutoModelForImageTextToText.from_pretrained(
                 model_id, dtype=dtype, **placement(config, device, {}, AutoModelForImageTextToText)
