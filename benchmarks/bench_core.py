@@ -94,35 +94,28 @@ def stream_once(http: httpx.Client, tokens: int) -> tuple[float, float, int]:
     return first, total, usage
 
 
-def server(tokens: int, runs: int) -> dict[str, Any]:
+def launch(*args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], httpx.Client]:
+    """Starts `llmserve --port P ARGS` and waits for /health; returns the process and a client on it."""
     port = free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    command = [
-        sys.executable,
-        "-m",
-        "llmserve",
-        "--log-level",
-        "warning",
-        "--port",
-        str(port),
-        "multi-model",
-        "--config",
-        str(CONFIG),
-        "--preload",
-        "none",
-    ]
-    process = subprocess.Popen(command, env=env)
+    command = [sys.executable, "-m", "llmserve", "--log-level", "warning", "--port", str(port), *args]
+    process = subprocess.Popen(command, env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
+    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if http.get("/health").status_code == 200:
+                return process, http
+        except httpx.TransportError:
+            time.sleep(0.1)
+        if time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError("the server did not start")
+
+
+def server(tokens: int, runs: int) -> dict[str, Any]:
+    process, http = launch("multi-model", "--config", str(CONFIG), "--preload", "none")
     proc = psutil.Process(process.pid)
     try:
-        http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300)
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if http.get("/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-            assert time.monotonic() < deadline, "server did not start"
         rss_empty = proc.memory_info().rss
         target = {"model_id": "default"}
         start = time.perf_counter()

@@ -24,6 +24,7 @@ from llmserve import __version__
 from llmserve.config import (
     DEFAULT_MAX_BATCH_SIZE,
     DEFAULT_MAX_QUEUE,
+    DEFAULT_MIN_RESIDENT,
     ModelConfig,
     choose_default,
     load_config,
@@ -33,6 +34,7 @@ from llmserve.errors import ConfigError
 from llmserve.keepalive import NEVER, parse_keep_alive
 from llmserve.residency import Residency
 from llmserve.server.options import ServerOptions
+from llmserve.sizes import Budget, parse_budget
 
 if TYPE_CHECKING:
     from llmserve.registry import Preload
@@ -75,6 +77,13 @@ def _seconds(text: str) -> float:
     if not 0 <= value < float("inf"):
         raise argparse.ArgumentTypeError(f"'{text}' is not a number of seconds")
     return value
+
+
+def _budget(text: str) -> Budget:
+    try:
+        return parse_budget(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _keep_alive(text: str) -> float:
@@ -214,17 +223,33 @@ def _batching_options(parser: argparse.ArgumentParser) -> None:
         "(default: no limit)",
     )
     parser.add_argument(
+        "--memory-budget",
+        type=_budget,
+        metavar="SIZE",
+        help="memory the loaded models may use, per device: 12GiB, or cpu=20GiB,cuda:0=70GiB; loading "
+        "another model unloads the least recently used idle ones until it fits (default: no limit)",
+    )
+    parser.add_argument(
         "--load-wait",
         type=_seconds,
         default=60.0,
         metavar="SECONDS",
-        help="with --max-loaded-models, how long a load waits for a slot before its requests get a 503 "
-        "(default 60)",
+        help="with --max-loaded-models or --memory-budget, how long a load waits for room before its "
+        "requests get a 503 (default 60)",
+    )
+    parser.add_argument(
+        "--min-resident",
+        type=_seconds,
+        default=DEFAULT_MIN_RESIDENT,
+        metavar="SECONDS",
+        help="when models take turns in memory, a busy model keeps its turn at least this long, unless "
+        f"its config says (default {DEFAULT_MIN_RESIDENT:g})",
     )
     parser.add_argument(
         "--evict-pinned",
         action="store_true",
-        help="with --max-loaded-models, idle models with keep_alive -1 may be unloaded too",
+        help="with --max-loaded-models or --memory-budget, idle models with keep_alive -1 may be unloaded "
+        "too",
     )
     parser.add_argument(
         "--keep-alive",
@@ -248,6 +273,7 @@ def models_from_args(args: argparse.Namespace) -> tuple[list[ModelConfig], str]:
         "max_queue": args.max_queue,
         "cache_dir": args.cache_dir,
         "keep_alive": args.keep_alive,
+        "min_resident": args.min_resident,
     }
     if args.command == "multi-model":
         models = load_config(args.config, **limits)
@@ -257,6 +283,15 @@ def models_from_args(args: argparse.Namespace) -> tuple[list[ModelConfig], str]:
         entry["alias"] = args.alias
     models = parse_config({"model": entry}, base=Path.cwd(), source="command line", **limits)
     return models, models[0].api_id
+
+
+def residency_from_args(args: argparse.Namespace) -> Residency | None:
+    """The limits on the models in memory, when the command line sets any."""
+    if args.max_loaded_models is None and args.memory_budget is None:
+        return None
+    return Residency(
+        args.max_loaded_models, budget=args.memory_budget, wait=args.load_wait, evict_pinned=args.evict_pinned
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -281,9 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     warning = public_warning(args.host, options)
     if warning:
         logging.getLogger("llmserve").warning(warning)
-    residency = None
-    if args.max_loaded_models is not None:
-        residency = Residency(args.max_loaded_models, wait=args.load_wait, evict_pinned=args.evict_pinned)
+    residency = residency_from_args(args)
     app = create_app(models, default_id, preload=args.preload, options=options, residency=residency)
     # uvicorn drains on SIGTERM or SIGINT, then raises the signal again; exit 0 at that point.
     signal.signal(signal.SIGTERM, _exit_cleanly)

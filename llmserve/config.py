@@ -48,6 +48,8 @@ from llmserve.model_options import (
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 DEFAULT_MAX_BATCH_SIZE = 64
 DEFAULT_MAX_QUEUE = 256
+DEFAULT_MIN_RESIDENT = 10.0  # seconds a busy model keeps its turn in memory before yielding it
+UnloadMode = Literal["drop", "offload"]
 PACKAGE_PREFIX = "package:"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
@@ -97,6 +99,8 @@ class ModelEntry(_Strict):
     chat_template: str | None = None
     jinja_explicit: str | None = None
     keep_alive: KeepAliveField = None  # None: the command line's default
+    min_resident: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    unload_mode: UnloadMode = "drop"
 
     @field_validator("in_situ_quant")
     @classmethod
@@ -160,6 +164,8 @@ class ModelConfig:
     cache_dir: str | None = None  # converted GGUF copies (--cache-dir); None: the default location
     keep_alive: float = NEVER  # seconds an idle model stays loaded (NEVER: until unloaded by hand)
     pinned: bool = False  # its entry says keep_alive -1: --max-loaded-models evicts it only if allowed
+    min_resident: float = DEFAULT_MIN_RESIDENT  # a busy model yields its memory to another after this
+    unload_mode: UnloadMode = "drop"  # offload: park the weights in CPU memory (CUDA models)
 
     @property
     def quant_mode(self) -> QuantMode | None:
@@ -235,6 +241,7 @@ def parse_config(
     max_queue: int = DEFAULT_MAX_QUEUE,
     cache_dir: str | None = None,
     keep_alive: float = NEVER,
+    min_resident: float = DEFAULT_MIN_RESIDENT,
 ) -> list[ModelConfig]:
     """Validate already-parsed JSON. Every error is a `ConfigError` naming `source` and the JSON path.
     `max_batch_size` and `max_queue` apply to the entries that do not set their own."""
@@ -274,6 +281,8 @@ def parse_config(
                 cache_dir=cache_dir,
                 keep_alive=keep_alive if entry.keep_alive is None else parse_keep_alive(entry.keep_alive),
                 pinned=entry.keep_alive is not None and parse_keep_alive(entry.keep_alive) == NEVER,
+                min_resident=min_resident if entry.min_resident is None else entry.min_resident,
+                unload_mode=entry.unload_mode,
                 in_situ_quant=entry.in_situ_quant,
                 device_layers=(
                     None if entry.num_device_layers is None else parse_device_layers(entry.num_device_layers)

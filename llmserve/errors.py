@@ -85,6 +85,17 @@ class ModelLoadFailed(LLMServeError):
     code = "model_load_failed"
 
 
+class ModelTooLarge(LLMServeError):
+    """The model needs more memory on a device than the whole `--memory-budget` allows there."""
+
+    status = 400
+    type = "invalid_request_error"
+    code = "model_too_large"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, param="model")
+
+
 class InternalError(LLMServeError):
     """The model code failed while generating, or an unexpected fault in llmserve itself."""
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections.abc import AsyncIterator
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from llmserve.engine.base import ChatMessage, FinishReason, GenerationParams
@@ -118,6 +119,7 @@ class Generate:
     params: GenerationParams
     stream: EventStream
     keep_alive: float | None = None  # this request's keep_alive (seconds); None: the model's own
+    queued_at: float = field(default_factory=time.monotonic)
 
 
 @dataclass(frozen=True)
@@ -149,4 +151,11 @@ class Evict:
     done: Future[bool]
 
 
-Message = Generate | Load | Unload | Abort | Shutdown | Evict
+@dataclass(frozen=True)
+class Yield:
+    """Another model waits for room: serve the requests queued before `since`, then unload. None: cancel."""
+
+    since: float | None
+
+
+Message = Generate | Load | Unload | Abort | Shutdown | Evict | Yield

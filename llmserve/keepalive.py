@@ -70,3 +70,19 @@ class IdleTimer:
 
     def expired(self, now: float) -> bool:
         return self.deadline is not None and now >= self.deadline
+
+    def due(self, now: float, *, idle: bool) -> bool:
+        """One look per loop turn: True once when an idle model's time is up (the timer then stops)."""
+        if not idle:
+            self.busy()
+            return False
+        self.idle(now)
+        if self.expired(now):
+            self.busy()
+            return True
+        return False
+
+    def sleep(self, now: float) -> float | None:
+        """How long the loop may sleep before the time is up (capped: queue timeouts overflow)."""
+        remaining = self.remaining(now)
+        return None if remaining is None else min(remaining, 3600.0)

@@ -263,6 +263,11 @@ class ChatCompletionChunk(BaseModel):
     usage: Usage | None = None
 
 
+class LoadProgressBody(BaseModel):
+    stage: str  # waiting_for_memory, starting, tokenizer, converting_gguf, weights, saving_converted...
+    fraction: float  # of the whole load done, 0 to 1
+
+
 class ModelCard(BaseModel):
     id: str
     object: Literal["model"] = "model"
@@ -272,6 +277,7 @@ class ModelCard(BaseModel):
     quantization: str | None = None  # "bitsandbytes-int8" / "-nf4" / "-fp4" with in_situ_quant
     memory_bytes: int | None = None  # the weights' footprint, measured at the last load
     expires_at: int | None = None  # unix time when the idle model unloads (keep_alive); None: not planned
+    progress: LoadProgressBody | None = None  # while loading
 
 
 class ModelList(BaseModel):
@@ -301,3 +307,4 @@ class ModelIdRequest(_Request):
 class ModelStatusResponse(BaseModel):
     model_id: str
     status: str
+    progress: LoadProgressBody | None = None  # sent only while loading

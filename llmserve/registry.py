@@ -15,6 +15,8 @@ from llmserve.engine.base import ChatMessage, EngineFactory, GenerationParams
 from llmserve.errors import ModelNotFound, ShuttingDown
 from llmserve.events import EventBus
 from llmserve.jobs import EventStream, Generate
+from llmserve.lifecycle import Estimator
+from llmserve.progress import LoadProgress
 from llmserve.residency import Residency
 from llmserve.worker import ModelState, ModelWorker
 
@@ -39,12 +41,14 @@ class ModelRegistry:
         default_id: str,
         factory: EngineFactory,
         residency: Residency | None = None,
+        estimator: Estimator | None = None,
     ) -> None:
         self.residency = residency
         self.events = EventBus()
-        self._workers = {m.api_id: ModelWorker(m, factory, residency) for m in models}
+        self._workers = {m.api_id: ModelWorker(m, factory, residency, estimator) for m in models}
         for worker in self._workers.values():
             worker.on_state = self._state_changed
+            worker.on_progress = self._progressed
         if default_id not in self._workers:
             raise ModelNotFound(default_id, list(self._workers))
         self.default_id = default_id
@@ -102,6 +106,17 @@ class ModelRegistry:
     def _state_changed(self, worker: ModelWorker, previous: ModelState, reason: str) -> None:
         self.events.publish(state_event(worker, previous, reason))
 
+    def _progressed(self, worker: ModelWorker, progress: LoadProgress) -> None:
+        self.events.publish(
+            {"model": worker.api_id, "state": "loading", **progress.as_json(), "time": time.time()}
+        )
+
+    def check_room(self, worker: ModelWorker) -> None:
+        """A model bigger than the whole memory budget is refused before anything is queued (400)."""
+        error = worker.slot.too_big(compute=False)
+        if error is not None and worker.state is not ModelState.LOADED:
+            raise error
+
     def generate(
         self,
         model: str | None,
@@ -113,12 +128,14 @@ class ModelRegistry:
         worker = self.resolve(model)
         if self.draining:
             raise ShuttingDown()
+        self.check_room(worker)
         stream = EventStream()
         worker.submit(Generate(tuple(messages), params, stream, keep_alive))
         return worker, stream
 
     async def reload(self, model: str | None) -> ModelWorker:
         worker = self.resolve(model)
+        self.check_room(worker)
         await worker.load()
         return worker
 
@@ -139,6 +156,7 @@ def state_event(worker: ModelWorker, previous: ModelState, reason: str) -> dict[
     }
     if worker.state is ModelState.LOADED:
         event["memory_bytes"] = worker.memory_bytes
+        event["load_seconds"] = worker.slot.load_seconds
     if worker.state in (ModelState.UNLOADING, ModelState.UNLOADED, ModelState.FAILED):
         event["reason"] = reason  # unload, keep_alive, evicted, no_room, load_failed, failed, shutdown
     if worker.state is ModelState.FAILED:

@@ -1,24 +1,35 @@
-"""How many models may be in memory at once (`--max-loaded-models`), and who makes room.
+"""Which models may be in memory at once (`--max-loaded-models`, `--memory-budget`), and who makes room.
 
-A worker about to load asks `Residency.admit`. If a slot is free it takes it. Otherwise the least
-recently used loaded models are asked, one by one, to give theirs up: each decides on its own thread,
-between two steps, and declines while a request runs or waits for it (so nothing in flight is ever
-evicted); a model with `keep_alive: -1` is pinned and only asked when `evict_pinned` is set. When
-nobody can give way, loaders wait their turn, first come first served, until a slot frees or their
-`wait` runs out; then their requests get a 503 with `Retry-After`.
+A worker about to load asks `Residency.admit` with its footprint (bytes per device: the estimate from its
+files, or what its last load measured). If the model fits it takes its place. Otherwise, in order:
+1. Idle models give way, least recently used first: each decides on its own thread, between two
+   steps, and declines while a request runs or waits for it (nothing in flight is ever evicted). A
+   model counts as idle once it has done nothing for `idle_grace` seconds or has been resident for its
+   `min_resident`; `keep_alive: -1` models are pinned, asked only with `evict_pinned`.
+2. Swap-aware turn taking: a busy model resident for at least its `min_resident` seconds is asked to
+   yield. It serves the requests that were queued before the waiting load's oldest request, takes no
+   later ones, then unloads; its later requests wait in line for their own turn. So two busy models that
+   do not fit together take turns of at least `min_resident` seconds instead of swapping per request,
+   and no request is passed over for longer than a turn.
+Loaders wait in arrival order. When nobody can give way within `wait`, their requests get a 503 with
+`Retry-After`; a model bigger than a whole device's budget is refused up front (`too_big`).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
-from llmserve.errors import Overloaded
+from llmserve.errors import ModelTooLarge, Overloaded
+from llmserve.sizes import Budget, Footprint, format_size
 
+log = logging.getLogger(__name__)
 RELEASE_TIMEOUT = 120.0  # an evicted model frees its memory (gc, cache) well before this
+IDLE_GRACE = 1.0  # seconds without work before a model counts as idle (not between two requests)
 
 
 class Resident(Protocol):
@@ -31,6 +42,12 @@ class Resident(Protocol):
     def last_active(self) -> float: ...  # time.monotonic() of its last work
 
     @property
+    def loaded_at(self) -> float: ...  # time.monotonic() when its current load began
+
+    @property
+    def min_resident(self) -> float: ...
+
+    @property
     def pinned(self) -> bool: ...
 
     @property
@@ -38,27 +55,90 @@ class Resident(Protocol):
 
     def evict(self, timeout: float) -> bool:
         """Unload now if idle, decided on the worker's own thread within `timeout`; True if it agreed
-        (it then releases its slot once its memory is freed)."""
+        (it then releases its place once its memory is freed)."""
+        ...
+
+    def yield_turn(self, since: float | None) -> None:
+        """Finish the requests queued before `since` (monotonic), take no later ones, then unload.
+        None: never mind."""
         ...
 
 
 class Residency:
-    def __init__(self, max_loaded: int, *, wait: float = 60.0, evict_pinned: bool = False) -> None:
+    def __init__(
+        self,
+        max_loaded: int | None = None,
+        *,
+        budget: Budget | None = None,
+        wait: float = 60.0,
+        evict_pinned: bool = False,
+        idle_grace: float = IDLE_GRACE,
+    ) -> None:
         self.max_loaded = max_loaded
+        self.budget = budget
         self.wait = wait
         self.evict_pinned = evict_pinned
-        self.evictions = 0  # models unloaded to make room, since start
+        self.idle_grace = idle_grace
+        self.evictions = 0  # idle models unloaded to make room, since start
+        self.swaps = 0  # busy models that yielded their turn, since start
         self._cond = threading.Condition()
         self._loaded: dict[str, Resident] = {}
-        self._line: deque[str] = deque()  # loaders waiting for a slot, in arrival order
+        self._held: dict[str, Footprint] = {}
+        self._line: deque[str] = deque()  # loaders waiting for room, in arrival order
 
     def loaded(self) -> list[str]:
         with self._cond:
             return list(self._loaded)
 
-    def admit(self, model: Resident) -> bool:
-        """Blocks until `model` holds a slot (True) or its wait runs out (False)."""
+    def used(self) -> Footprint:
+        """Bytes held per device by the models in memory (measured, or estimated while loading)."""
+        with self._cond:
+            return self._used()
+
+    def _used(self) -> Footprint:
+        used: Footprint = {}
+        for held in self._held.values():
+            for device, size in held.items():
+                used[device] = used.get(device, 0) + size
+        return used
+
+    def too_big(self, api_id: str, need: Footprint) -> ModelTooLarge | None:
+        """The error for a model that cannot fit even with every other model unloaded."""
+        for device, size in need.items():
+            limit = None if self.budget is None else self.budget.limit(device)
+            if limit is not None and size > limit:
+                return ModelTooLarge(
+                    f"model '{api_id}' needs about {format_size(size)} on {device}, more than the whole "
+                    f"--memory-budget there ({format_size(limit)})"
+                )
+        return None
+
+    def _fits(self, need: Footprint) -> bool:
+        if self.max_loaded is not None and len(self._loaded) >= self.max_loaded:
+            return False
+        used = self._used()
+        for device, size in need.items():
+            limit = None if self.budget is None else self.budget.limit(device)
+            if limit is not None and used.get(device, 0) + size > limit:
+                return False
+        return True
+
+    def _helps(self, victim: Resident, need: Footprint) -> bool:
+        """Unloading `victim` frees something this load lacks (a slot, or bytes on a short device)."""
+        if self.max_loaded is not None and len(self._loaded) >= self.max_loaded:
+            return True
+        used, held = self._used(), self._held.get(victim.api_id, {})
+        for device, size in need.items():
+            limit = None if self.budget is None else self.budget.limit(device)
+            if limit is not None and used.get(device, 0) + size > limit and held.get(device, 0) > 0:
+                return True
+        return False
+
+    def admit(self, model: Resident, need: Footprint, since: float) -> bool:
+        """Blocks until `model` holds its place (True) or its wait runs out (False). `need`: its
+        footprint; `since`: when its oldest waiting request arrived (monotonic)."""
         deadline = time.monotonic() + self.wait
+        asked: list[Resident] = []
         with self._cond:
             self._line.append(model.api_id)
         try:
@@ -67,51 +147,98 @@ class Residency:
                     if model.api_id in self._loaded:
                         return True
                     first = self._line[0] == model.api_id
-                    if first and len(self._loaded) < self.max_loaded:
+                    if first and self._fits(need):
                         self._loaded[model.api_id] = model
+                        self._held[model.api_id] = dict(need)
                         return True
-                    victims = sorted(
-                        (m for m in self._loaded.values() if self.evict_pinned or not m.pinned),
+                    candidates = sorted(
+                        (
+                            m
+                            for m in self._loaded.values()
+                            if (self.evict_pinned or not m.pinned) and m not in asked and self._helps(m, need)
+                        ),
                         key=lambda m: m.last_active,
                     )
-                if first and self._make_room(victims, deadline):
+                if first and self._make_room(candidates, need, since, asked, deadline):
                     continue
                 with self._cond:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         return False
-                    self._cond.wait(min(left, 0.5))
+                    self._cond.wait(min(left, 0.25))
             return False
         finally:
+            for victim in asked:  # a turn asked for and no longer needed
+                if victim.api_id in self.loaded():
+                    victim.yield_turn(None)
             with self._cond:
                 self._line.remove(model.api_id)
                 self._cond.notify_all()
 
-    def _make_room(self, victims: list[Resident], deadline: float) -> bool:
-        for victim in victims:
+    def _make_room(
+        self,
+        candidates: list[Resident],
+        need: Footprint,
+        since: float,
+        asked: list[Resident],
+        deadline: float,
+    ) -> bool:
+        """One step towards room: evict an idle model, or ask a busy one whose time is up to yield."""
+        now = time.monotonic()
+        for victim in candidates:
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            if victim.evict(left):  # it agreed: its slot frees once its memory is returned
-                with self._cond:
+            idle_enough = now - victim.last_active >= self.idle_grace
+            if (idle_enough or now >= victim.loaded_at + victim.min_resident) and victim.evict(left):
+                with self._cond:  # it agreed: its place frees once its memory is returned
                     self.evictions += 1
                     self._cond.wait_for(self._released(victim.api_id), timeout=RELEASE_TIMEOUT)
                 return True
+        for victim in candidates:
+            if now >= victim.loaded_at + victim.min_resident:
+                log.info("asking %s to yield its turn", victim.api_id)
+                victim.yield_turn(since)
+                asked.append(victim)
+                return False
         return False
 
     def _released(self, api_id: str) -> Callable[[], bool]:
         return lambda: api_id not in self._loaded
 
     def no_room(self, api_id: str) -> Overloaded:
-        """The error of the requests whose model found no slot within the wait."""
+        """The error of the requests whose model found no room within the wait."""
+        limits = []
+        if self.max_loaded is not None:
+            limits.append(f"{self.max_loaded} model(s) loaded and busy (--max-loaded-models)")
+        if self.budget is not None:
+            limits.append(f"--memory-budget {self.budget.describe()} in use by busy models")
         return Overloaded(
-            f"no room to load model '{api_id}': {self.max_loaded} model(s) loaded and busy "
-            "(--max-loaded-models); retry shortly",
-            retry_after=1,
+            f"no room to load model '{api_id}': {'; '.join(limits)}; retry shortly", retry_after=1
         )
+
+    def measured(self, api_id: str, footprint: Footprint) -> None:
+        """The model is loaded and `footprint` is what it really holds (replaces the estimate)."""
+        with self._cond:
+            if api_id in self._held:
+                self._held[api_id] = dict(footprint)
+            over = [d for d, size in self._used().items() if self._over(d, size)]
+        if over:
+            log.warning(
+                "models in memory exceed --memory-budget on %s after loading %s", ", ".join(over), api_id
+            )
+
+    def _over(self, device: str, size: int) -> bool:
+        limit = None if self.budget is None else self.budget.limit(device)
+        return limit is not None and size > limit
+
+    def yielded(self) -> None:
+        with self._cond:
+            self.swaps += 1
 
     def release(self, api_id: str) -> None:
         """`api_id` is no longer in memory (unloaded, evicted, failed)."""
         with self._cond:
             self._loaded.pop(api_id, None)
+            self._held.pop(api_id, None)
             self._cond.notify_all()

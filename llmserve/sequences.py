@@ -1,14 +1,16 @@
 """A request admitted to a model: its prompt encoded and checked against the context, its engine
-sequence started, and the text output that turns its tokens into deltas."""
+sequence started, and the text output that turns its tokens into deltas; and one decode step of all
+the running requests of a model."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from llmserve.decoding import OutputText
 from llmserve.engine.base import Engine
 from llmserve.errors import InvalidRequest
-from llmserve.jobs import Generate
+from llmserve.jobs import Failed, Finished, Generate, TextDelta
 
 
 @dataclass
@@ -34,3 +36,32 @@ def begin(engine: Engine, job: Generate, api_id: str) -> Running:
     max_tokens = min(job.params.max_tokens or room, room)
     seq_id = engine.start(prompt, job.params)
     return Running(job, seq_id, len(prompt), OutputText(engine.decode, job.params.stop, max_tokens))
+
+
+Retire = Callable[[Generate, Finished | Failed | None], None]
+
+
+def step_all(engine: Engine, running: list[Running], retire: Retire) -> list[Running]:
+    """Drops the sequences whose client is gone, advances the others by one token, streams their text,
+    and retires the finished ones. Returns those still running."""
+    live = []
+    for run in running:
+        if run.job.stream.cancelled:
+            engine.release(run.seq_id)
+            retire(run.job, None)
+        else:
+            live.append(run)
+    if not live:
+        return live
+    tokens = engine.step([run.seq_id for run in live])
+    still: list[Running] = []
+    for run, token in zip(live, tokens, strict=True):
+        text, reason = run.output.on_token(token, engine.is_eos(token))
+        if text:
+            run.job.stream.push(TextDelta(text))
+        if reason is None:
+            still.append(run)
+            continue
+        engine.release(run.seq_id)
+        retire(run.job, Finished(reason, run.prompt_tokens, run.output.generated))
+    return still

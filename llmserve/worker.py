@@ -15,8 +15,7 @@ drops cancelled ones and finishes others, so every running sequence shares the s
 
 from __future__ import annotations
 
-import enum
-import gc
+import contextlib
 import logging
 import queue
 import threading
@@ -28,13 +27,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 
 from llmserve.config import ModelConfig
 from llmserve.engine.base import Engine, EngineFactory
-from llmserve.errors import (
-    InternalError,
-    LLMServeError,
-    ModelLoadFailed,
-    Overloaded,
-    ShuttingDown,
-)
+from llmserve.errors import InternalError, LLMServeError, Overloaded, ShuttingDown
 from llmserve.jobs import (
     Abort,
     Evict,
@@ -46,40 +39,36 @@ from llmserve.jobs import (
     Reply,
     Shutdown,
     Started,
-    TextDelta,
     Unload,
+    Yield,
 )
 from llmserve.keepalive import IdleTimer
-from llmserve.memory import trim_process_memory
+from llmserve.lifecycle import Estimator, ModelState, Slot
+from llmserve.progress import LoadProgress
 from llmserve.residency import Residency
-from llmserve.sequences import Running, begin
+from llmserve.sequences import Running, begin, step_all
 
+__all__ = ["ModelState", "ModelWorker"]
 log = logging.getLogger(__name__)
-
-
-class ModelState(enum.Enum):
-    UNLOADED = "unloaded"
-    LOADING = "loading"
-    LOADED = "loaded"
-    UNLOADING = "unloading"
-    FAILED = "failed"
 
 
 class ModelWorker:
     """Owns one model's engine and serves its queue on a dedicated thread."""
 
     def __init__(
-        self, config: ModelConfig, factory: EngineFactory, residency: Residency | None = None
+        self,
+        config: ModelConfig,
+        factory: EngineFactory,
+        residency: Residency | None = None,
+        estimator: Estimator | None = None,
     ) -> None:
         self.config = config
-        self._factory = factory
         self._residency = residency
         self.last_active = time.monotonic()
         self._queue: queue.Queue[Message] = queue.Queue()
         self._thread = threading.Thread(
             target=self._run, name=f"llmserve-worker:{config.api_id}", daemon=True
         )
-        self._engine: Engine | None = None
         self._pending: deque[Generate] = deque()
         self._running: list[Running] = []
         self._load_waiters: list[Reply[None]] = []
@@ -92,8 +81,9 @@ class ModelWorker:
         # Read from other threads; each is replaced by a single assignment.
         self._state = ModelState.UNLOADED
         self.on_state: Callable[[ModelWorker, ModelState, str], None] | None = None
-        self.last_error: str | None = None
-        self.memory_bytes: int | None = None  # measured after each load
+        self.on_progress: Callable[[ModelWorker, LoadProgress], None] | None = None
+        self.slot = Slot(config, factory, residency, estimator, self._become, self._progressed)
+        self._yield_since: float | None = None  # asked to yield: take no request queued from then on
         self.expires_at: float | None = None  # time.time() when keep_alive will unload the idle model
         self._idle = IdleTimer(config.keep_alive)
 
@@ -108,6 +98,30 @@ class ModelWorker:
     @state.setter
     def state(self, value: ModelState) -> None:
         self._become(value)
+
+    @property
+    def _engine(self) -> Engine | None:
+        return self.slot.engine
+
+    @property
+    def last_error(self) -> str | None:
+        return self.slot.last_error
+
+    @property
+    def memory_bytes(self) -> int | None:
+        return self.slot.memory_bytes
+
+    @property
+    def loaded_at(self) -> float:
+        return self.slot.loaded_at
+
+    @property
+    def min_resident(self) -> float:
+        return self.config.min_resident
+
+    def _progressed(self, progress: LoadProgress) -> None:
+        if self.on_progress is not None:
+            self.on_progress(self, progress)
 
     def _become(self, value: ModelState, reason: str = "unload") -> None:
         """Sets the state; a change is reported to `on_state` with its reason (for events)."""
@@ -171,6 +185,11 @@ class ModelWorker:
         except (ShuttingDown, FutureTimeout):
             return False
 
+    def yield_turn(self, since: float | None) -> None:
+        """Another model waits for room: serve what was queued before `since`, then unload (None: cancel)."""
+        with contextlib.suppress(ShuttingDown):
+            self._put(Yield(since))
+
     def preload(self) -> None:
         self._put(Load(None))
 
@@ -196,9 +215,10 @@ class ModelWorker:
 
     # -- the worker thread --
     def _run(self) -> None:
+        self.slot.estimate()  # early, so that a model too big for the memory budget is refused up front
         while not self._stopping:
             try:
-                self._drain(block=not self._has_work(), timeout=self._idle_wait())
+                self._drain(block=not self._has_work(), timeout=self._idle.sleep(time.monotonic()))
                 self._tick()
                 self._unload_when_idle()
             except Exception as exc:  # a fault in the model code: fail what is in flight, keep serving
@@ -214,7 +234,7 @@ class ModelWorker:
 
     def _has_work(self) -> bool:
         waiting = self._pending or self._load_waiters or self._unload_waiters
-        return bool(self._running or waiting or self._preload)
+        return bool(self._running or waiting or self._preload or self._yield_since is not None)
 
     def _drain(self, block: bool, timeout: float | None = None) -> None:
         try:
@@ -243,12 +263,15 @@ class ModelWorker:
             if idle:
                 log.info("unloading %s to make room for another model", self.api_id)
                 self._drop_engine(ModelState.UNLOADED, None, "evicted")
+        elif isinstance(message, Yield):
+            self._yield_since = message.since if self._engine is not None else None
         else:
             self._stopping = True
 
     def _tick(self) -> None:
         if self._stopping:
             return
+        self._yield_when_done()
         if self._unload_waiters and not self._running:
             self._drop_engine(ModelState.UNLOADED, None)
             for reply in self._unload_waiters:
@@ -268,29 +291,31 @@ class ModelWorker:
             self._step()
 
     def _load(self) -> bool:
-        self.state = ModelState.LOADING
-        if self._residency is not None and not self._residency.admit(self):
-            self._become(ModelState.UNLOADED, "no_room")
-            self._drain(block=False)
-            self._fail_all(self._residency.no_room(self.api_id))
-            return False
-        started = time.perf_counter()
+        since = self._pending[0].queued_at if self._pending else time.monotonic()
+        self.last_active = time.monotonic()
         try:
-            self._engine = self._factory(self.config)
-        except Exception as exc:
-            log.warning("loading %s failed: %s: %s", self.api_id, type(exc).__name__, exc)
-            self.last_error = f"{type(exc).__name__}: {exc}"
-            self._become(ModelState.FAILED, "load_failed")
-            if self._residency is not None:
-                self._residency.release(self.api_id)
+            self.slot.load(self, since)
+        except LLMServeError as exc:
             self._drain(block=False)  # everyone waiting right now shares this failure
-            self._fail_all(ModelLoadFailed(f"loading model '{self.api_id}' failed: {self.last_error}"))
+            self._fail_all(exc)
             return False
-        self.last_error = None
-        self.memory_bytes = self._engine.memory_bytes
-        self.state = ModelState.LOADED
-        log.info("model %s loaded in %.2f s", self.api_id, time.perf_counter() - started)
+        self.last_active = time.monotonic()
         return True
+
+    def _yield_when_done(self) -> None:
+        """Asked to yield: once nothing queued before the request runs or waits, unload (the requests
+        queued since wait for this model's next turn)."""
+        since = self._yield_since
+        if since is None or self._engine is None:
+            self._yield_since = None
+            return
+        if self._running or (self._pending and self._pending[0].queued_at < since):
+            return
+        self._yield_since = None
+        log.info("%s yields its turn to a waiting model", self.api_id)
+        if self._residency is not None:
+            self._residency.yielded()
+        self._drop_engine(ModelState.UNLOADED, None, "swapped")
 
     def _drop_cancelled_waiting(self) -> None:
         if any(job.stream.cancelled for job in self._pending):
@@ -299,9 +324,11 @@ class ModelWorker:
             self._pending = deque(job for job in self._pending if not job.stream.cancelled)
 
     def _has_room(self) -> bool:
-        """A waiting request may start: the model is loaded, not about to unload, and the batch not full."""
+        """The first waiting request may start: the model is loaded, not about to unload or yield its
+        turn to another model before this request's time, and the batch is not full."""
         loaded = self._engine is not None and not self._unload_waiters
-        return loaded and len(self._running) < self.config.max_batch_size
+        yielding = self._yield_since is not None and self._pending[0].queued_at >= self._yield_since
+        return loaded and not yielding and len(self._running) < self.config.max_batch_size
 
     def _admit(self, job: Generate) -> None:
         if job.stream.cancelled:
@@ -322,48 +349,16 @@ class ModelWorker:
         self._running.append(run)
 
     def _step(self) -> None:
-        engine = self._engine
-        assert engine is not None
-        live = []
-        for run in self._running:
-            if run.job.stream.cancelled:
-                engine.release(run.seq_id)
-                self._retire(run.job, None)
-            else:
-                live.append(run)
-        self._running = live
-        if not live:
-            return
+        assert self._engine is not None
         self.last_active = time.monotonic()
-        tokens = engine.step([run.seq_id for run in live])
-        still: list[Running] = []
-        for run, token in zip(live, tokens, strict=True):
-            text, reason = run.output.on_token(token, engine.is_eos(token))
-            if text:
-                run.job.stream.push(TextDelta(text))
-            if reason is None:
-                still.append(run)
-                continue
-            engine.release(run.seq_id)
-            self._retire(run.job, Finished(reason, run.prompt_tokens, run.output.generated))
-        self._running = still
-
-    def _idle_wait(self) -> float | None:
-        """How long the loop may sleep before keep_alive is due (capped: queue timeouts overflow)."""
-        remaining = self._idle.remaining(time.monotonic())
-        return None if remaining is None else min(remaining, 3600.0)
+        self._running = step_all(self._engine, self._running, self._retire)
 
     def _unload_when_idle(self) -> None:
         """keep_alive: a loaded model with nothing running or waiting unloads when its time is up."""
         now = time.monotonic()
-        if self._engine is None or self._has_work():
-            self._idle.busy()
-        else:
-            self._idle.idle(now)
-            if self._idle.expired(now):
-                log.info("unloading %s: idle for its keep_alive (%.1f s)", self.api_id, self._idle.keep_alive)
-                self._idle.busy()
-                self._drop_engine(ModelState.UNLOADED, None, "keep_alive")
+        if self._idle.due(now, idle=self._engine is not None and not self._has_work()):
+            log.info("unloading %s: idle for its keep_alive (%.1f s)", self.api_id, self._idle.keep_alive)
+            self._drop_engine(ModelState.UNLOADED, None, "keep_alive")
         remaining = self._idle.remaining(now)
         self.expires_at = None if remaining is None else time.time() + remaining
 
@@ -381,18 +376,6 @@ class ModelWorker:
         self._load_waiters.clear()
 
     def _drop_engine(self, state: ModelState, error: str | None, reason: str = "unload") -> None:
-        """Frees the model for real: the engine drops its tensors, then the process returns the pages."""
-        engine, self._engine = self._engine, None
-        if engine is not None:
-            self._become(ModelState.UNLOADING, reason)
-            try:
-                engine.close()
-            except Exception:  # the references go regardless; the thread must live on
-                log.exception("closing the engine of %s failed", self.api_id)
-            del engine
-            gc.collect()
-            trim_process_memory()
-        self.last_error = error
-        self._become(state, reason)
-        if self._residency is not None:
-            self._residency.release(self.api_id)
+        self.slot.drop(state, reason, error)
+        if reason == "shutdown":
+            self.slot.drop_parked()

@@ -16,8 +16,15 @@ EOS = 0
 
 class ScriptedEngine:
     def __init__(
-        self, pieces: Sequence[str], *, context: int = 64, step_delay: float = 0.0, fail_at_step: int = 0
+        self,
+        pieces: Sequence[str],
+        *,
+        context: int = 64,
+        step_delay: float = 0.0,
+        fail_at_step: int = 0,
+        memory: int = 1000,
     ):
+        self.memory = memory
         self.vocab = ["<eos>", *pieces]
         self.context = context
         self.step_delay = step_delay
@@ -34,7 +41,11 @@ class ScriptedEngine:
 
     @property
     def memory_bytes(self) -> int:
-        return 1000
+        return self.memory
+
+    @property
+    def memory_by_device(self) -> dict[str, int]:
+        return {"cpu": self.memory_bytes}
 
     def is_eos(self, token_id: int) -> bool:
         return token_id == EOS
@@ -68,6 +79,12 @@ class ScriptedEngine:
 
     def close(self) -> None:
         self.closed = True
+
+    def offload(self) -> bool:
+        return False
+
+    def wake(self) -> None:
+        raise AssertionError("never offloaded")
 
 
 @dataclass
@@ -112,6 +129,10 @@ class Slowed:
     def memory_bytes(self) -> int:
         return self.inner.memory_bytes
 
+    @property
+    def memory_by_device(self) -> dict[str, int]:
+        return self.inner.memory_by_device
+
     def is_eos(self, token_id: int) -> bool:
         return self.inner.is_eos(token_id)
 
@@ -135,6 +156,12 @@ class Slowed:
 
     def close(self) -> None:
         self.inner.close()
+
+    def offload(self) -> bool:
+        return self.inner.offload()
+
+    def wake(self) -> None:
+        self.inner.wake()
 
 
 def assert_cancelled(engine: Engine, max_steps: int) -> None:

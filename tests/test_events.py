@@ -14,7 +14,13 @@ from test_keep_alive import HELLO, config
 from llmserve.server import create_app
 
 
-def collect(base: str, count: int, into: list[dict[str, Any]], ready: threading.Event) -> None:
+def collect(
+    base: str,
+    count: int,
+    into: list[dict[str, Any]],
+    ready: threading.Event,
+    kind_wanted: str = "model_state",
+) -> None:
     with httpx.stream("GET", f"{base}/v1/models/events", timeout=30) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
@@ -24,17 +30,18 @@ def collect(base: str, count: int, into: list[dict[str, Any]], ready: threading.
                 ready.set()
             elif line.startswith("event: "):
                 kind = line[len("event: ") :]
-            elif line.startswith("data: "):
-                assert kind == "model_state"
+            elif line.startswith("data: ") and kind == kind_wanted:
                 into.append(json.loads(line[len("data: ") :]))
                 if len(into) == count:
                     return
 
 
-def watching(base: str, count: int) -> tuple[threading.Thread, list[dict[str, Any]]]:
+def watching(
+    base: str, count: int, kind: str = "model_state"
+) -> tuple[threading.Thread, list[dict[str, Any]]]:
     events: list[dict[str, Any]] = []
     ready = threading.Event()
-    thread = threading.Thread(target=collect, args=(base, count, events, ready), daemon=True)
+    thread = threading.Thread(target=collect, args=(base, count, events, ready, kind), daemon=True)
     thread.start()
     assert ready.wait(10)
     return thread, events

@@ -17,24 +17,52 @@ from starlette.testclient import TestClient
 from test_keep_alive import HELLO, config, status
 
 from llmserve.cli import build_parser
+from llmserve.config import ModelConfig
+from llmserve.engine.footprint import Estimate
 from llmserve.residency import Residency
 from llmserve.server import create_app
+from llmserve.sizes import Budget
 
 
 @contextmanager
 def serving(
     *names: str,
-    limit: int = 1,
+    limit: int | None = 1,
     wait: float = 5.0,
     step_delay: float = 0.0,
     evict_pinned: bool = False,
     pinned: tuple[str, ...] = (),
     engine: type[ScriptedEngine] = ScriptedEngine,
+    min_resident: float = 0.0,
+    budget: Budget | None = None,
+    sizes: dict[str, int] | None = None,
+    estimates: dict[str, int] | None = None,
+    max_batch_size: int = 64,
 ) -> Iterator[tuple[TestClient, Factory, Residency]]:
-    models = [dataclasses.replace(config(-1, n), keep_alive=float("inf"), pinned=n in pinned) for n in names]
-    factory = Factory(lambda c: engine(["a", "b", "c", "d"], step_delay=step_delay))
-    residency = Residency(limit, wait=wait, evict_pinned=evict_pinned)
-    app = create_app(models, names[0], factory=factory, preload="none", residency=residency)
+    """Scripted models `names`; `sizes`: what each one's engine measures (default 1000 bytes on the CPU),
+    `estimates`: what its files say before a load (default: its size)."""
+    sizes = sizes or {}
+    models = [
+        dataclasses.replace(
+            config(-1, n),
+            keep_alive=float("inf"),
+            pinned=n in pinned,
+            min_resident=min_resident,
+            max_batch_size=max_batch_size,
+        )
+        for n in names
+    ]
+    pieces = ["a", "b", "c", "d"]
+    factory = Factory(lambda c: engine(pieces, step_delay=step_delay, memory=sizes.get(c.api_id, 1000)))
+    guesses = {**{n: sizes.get(n, 1000) for n in names}, **(estimates or {})}
+
+    def estimator(config: ModelConfig) -> Estimate:
+        return Estimate(weights={"cpu": guesses[config.api_id]}, kv_reserve={})
+
+    residency = Residency(limit, budget=budget, wait=wait, evict_pinned=evict_pinned)
+    app = create_app(
+        models, names[0], factory=factory, preload="none", residency=residency, estimator=estimator
+    )
     with TestClient(app) as client:
         yield client, factory, residency
 
@@ -89,7 +117,7 @@ def test_a_busy_model_is_never_evicted_and_the_load_waits_its_turn() -> None:
         assert results[0][:2] == ("a", 200) and results[0][2].rstrip().endswith("data: [DONE]")
         assert '"finish_reason":"length"' in results[0][2]  # a's request ran to its end
         assert waited > 0.3
-        assert factory.loads == ["a", "b"] and residency.evictions == 1
+        assert factory.loads == ["a", "b"] and (residency.swaps, residency.evictions) == (1, 0)  # a yielded
 
 
 def test_no_room_before_the_wait_ends_is_a_503_with_retry_after() -> None:

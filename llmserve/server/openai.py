@@ -14,6 +14,7 @@ from starlette.routing import BaseRoute, Route
 from llmserve.errors import InvalidRequest
 from llmserve.protocol import (
     ChatCompletionRequest,
+    LoadProgressBody,
     ModelCard,
     ModelIdRequest,
     ModelList,
@@ -26,7 +27,7 @@ from llmserve.server.openapi import openapi_json
 from llmserve.server.options import ServerOptions
 from llmserve.server.sse import sse_response
 from llmserve.service import ChatService, RequestStats
-from llmserve.worker import ModelWorker
+from llmserve.worker import ModelState, ModelWorker
 
 T = TypeVar("T")
 CLIENT_CLOSED = 499  # nginx's "client closed request": logged, never seen by the client
@@ -102,7 +103,15 @@ def _card(model_id: str, worker: ModelWorker, created: int) -> ModelCard:
         quantization=None if mode is None else f"bitsandbytes-{mode}",
         memory_bytes=worker.memory_bytes,
         expires_at=None if worker.expires_at is None else int(worker.expires_at),
+        progress=_progress(worker),
     )
+
+
+def _progress(worker: ModelWorker) -> LoadProgressBody | None:
+    progress = worker.slot.progress
+    if progress is None or worker.state is not ModelState.LOADING:
+        return None
+    return LoadProgressBody(stage=progress.stage, fraction=round(progress.fraction, 3))
 
 
 async def get_model(request: Request) -> Response:
@@ -118,17 +127,23 @@ async def _model_id(request: Request) -> str:
 
 async def unload_model(request: Request) -> Response:
     worker = await _registry(request).unload(await _model_id(request))
-    return _json(ModelStatusResponse(model_id=worker.api_id, status="unloaded"))
+    return _status(ModelStatusResponse(model_id=worker.api_id, status="unloaded"))
 
 
 async def reload_model(request: Request) -> Response:
     worker = await _registry(request).reload(await _model_id(request))
-    return _json(ModelStatusResponse(model_id=worker.api_id, status="loaded"))
+    return _status(ModelStatusResponse(model_id=worker.api_id, status="loaded"))
 
 
 async def model_status(request: Request) -> Response:
     worker = _registry(request).resolve(await _model_id(request))
-    return _json(ModelStatusResponse(model_id=worker.api_id, status=seed_status(worker)))
+    body = ModelStatusResponse(model_id=worker.api_id, status=seed_status(worker), progress=_progress(worker))
+    return _status(body)
+
+
+def _status(body: ModelStatusResponse) -> JSONResponse:
+    """The seed's `{"model_id", "status"}`, with `progress` only while the model loads."""
+    return JSONResponse(body.model_dump(exclude_none=True))
 
 
 async def health(request: Request) -> Response:

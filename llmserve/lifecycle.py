@@ -1,0 +1,182 @@
+"""One model's engine in memory: getting it in (room, load with progress, measurement) and out again
+(free the memory for real, or park the weights in CPU memory with `unload_mode: offload`).
+
+Runs on the model's worker thread only; `state`, `progress`, `memory_bytes` are read from other threads
+and each is replaced by a single assignment.
+"""
+
+from __future__ import annotations
+
+import enum
+import gc
+import logging
+import time
+from collections.abc import Callable
+
+from llmserve.config import ModelConfig
+from llmserve.engine.base import Engine, EngineFactory
+from llmserve.engine.footprint import Estimate, add
+from llmserve.errors import LLMServeError, ModelLoadFailed, ModelTooLarge
+from llmserve.memory import trim_process_memory
+from llmserve.progress import LoadProgress, report, reporting
+from llmserve.residency import Residency, Resident
+from llmserve.sizes import Footprint
+
+log = logging.getLogger(__name__)
+_PARKABLE = frozenset({"unload", "keep_alive", "evicted", "swapped"})  # not on failure or shutdown
+Estimator = Callable[[ModelConfig], Estimate | None]
+
+
+class ModelState(enum.Enum):
+    UNLOADED = "unloaded"
+    LOADING = "loading"
+    LOADED = "loaded"
+    UNLOADING = "unloading"
+    FAILED = "failed"
+
+
+class Slot:
+    """Holds the engine of one model, and the figures of its last load."""
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        factory: EngineFactory,
+        residency: Residency | None,
+        estimator: Estimator | None,
+        become: Callable[[ModelState, str], None],
+        on_progress: Callable[[LoadProgress], None],
+    ) -> None:
+        self.config = config
+        self._factory = factory
+        self._residency = residency
+        self._estimator = estimator
+        self._become = become
+        self._on_progress = on_progress
+        self.engine: Engine | None = None
+        self.parked: Engine | None = None  # offloaded to CPU memory: wakes without a load
+        self.memory_bytes: int | None = None  # measured after each load
+        self.footprint: Footprint | None = None  # bytes per device, measured at the last load
+        self.progress: LoadProgress | None = None  # while loading
+        self.loaded_at = 0.0
+        self.load_seconds: float | None = None
+        self.last_error: str | None = None  # why the last load or the model failed
+        self._estimate: Estimate | None = None
+        self._estimated = False
+
+    def estimate(self) -> Estimate | None:
+        """The footprint from the model's files, once (only when a memory budget asks for it)."""
+        if self._estimator is None or self._residency is None or self._residency.budget is None:
+            return None
+        if not self._estimated:
+            try:
+                self._estimate = self._estimator(self.config)
+            except Exception as exc:  # unreadable headers: admitted on the count, measured after the load
+                log.warning(
+                    "cannot estimate the size of %s: %s: %s", self.config.api_id, type(exc).__name__, exc
+                )
+            self._estimated = True
+        return self._estimate
+
+    def need(self) -> Footprint:
+        if self.footprint is not None:
+            return self.footprint
+        estimate = self.estimate()
+        return {} if estimate is None else estimate.total
+
+    def too_big(self, *, compute: bool = True) -> ModelTooLarge | None:
+        """The error when the model cannot fit the budget; `compute=False`: only from figures known
+        already (no file is read: callable from the event loop)."""
+        if self._residency is None or self._residency.budget is None:
+            return None
+        if not compute and self.footprint is None and not self._estimated:
+            return None
+        return self._residency.too_big(self.config.api_id, self.need())
+
+    def _report(self, progress: LoadProgress) -> None:
+        self.progress = progress
+        self._on_progress(progress)
+
+    def load(self, owner: Resident, since: float) -> Engine:
+        """Takes room, then loads (or wakes the parked engine). Raises the error of the waiting requests."""
+        self._become(ModelState.LOADING, "load")
+        started = time.perf_counter()
+        self._report(LoadProgress("waiting_for_memory", 0.0))
+        if self._residency is not None:
+            error: LLMServeError | None = self.too_big()
+            if error is None and not self._residency.admit(owner, self.need(), since):
+                error = self._residency.no_room(self.config.api_id)
+            if error is not None:
+                self.progress = None
+                self._become(ModelState.UNLOADED, "no_room")
+                raise error
+        self.loaded_at = time.monotonic()
+        try:
+            with reporting(self._report):
+                report("starting")
+                engine = self._wake() or self._factory(self.config)
+                report("finishing")
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            log.warning("loading %s failed: %s", self.config.api_id, reason)
+            self.progress = None
+            self.last_error = reason
+            self._become(ModelState.FAILED, "load_failed")
+            self._release()
+            raise ModelLoadFailed(f"loading model '{self.config.api_id}' failed: {reason}") from None
+        self.engine = engine
+        self.memory_bytes = engine.memory_bytes
+        estimate = self.estimate()
+        self.footprint = add(engine.memory_by_device, {} if estimate is None else estimate.kv_reserve)
+        if self._residency is not None:
+            self._residency.measured(self.config.api_id, self.footprint)
+        self.load_seconds = time.perf_counter() - started
+        self.loaded_at = time.monotonic()
+        self.progress = None
+        self.last_error = None
+        self._become(ModelState.LOADED, "load")
+        log.info("model %s loaded in %.2f s", self.config.api_id, self.load_seconds)
+        return engine
+
+    def _wake(self) -> Engine | None:
+        engine, self.parked = self.parked, None
+        if engine is not None:
+            report("weights")
+            engine.wake()
+        return engine
+
+    def drop(self, state: ModelState, reason: str, error: str | None = None) -> None:
+        """Frees the model for real: the engine drops its tensors, then the process returns the pages.
+        With `unload_mode: offload` an engine that can park its weights in CPU memory does instead.
+        `error`: why, when the model failed."""
+        engine, self.engine = self.engine, None
+        if engine is not None:
+            self._become(ModelState.UNLOADING, reason)
+            try:
+                park = self.config.unload_mode == "offload" and reason in _PARKABLE
+                if not (park and engine.offload()):
+                    engine.close()
+                else:
+                    self.parked = engine
+                    log.info("offloaded %s to CPU memory", self.config.api_id)
+            except Exception:  # the references go regardless; the thread must live on
+                log.exception("unloading the engine of %s failed", self.config.api_id)
+                self.parked = None
+            del engine
+            gc.collect()
+            trim_process_memory()
+        self.last_error = error
+        self._become(state, reason)
+        self._release()
+
+    def drop_parked(self) -> None:
+        engine, self.parked = self.parked, None
+        if engine is not None:
+            engine.close()
+            del engine
+            gc.collect()
+            trim_process_memory()
+
+    def _release(self) -> None:
+        if self._residency is not None:
+            self._residency.release(self.config.api_id)
