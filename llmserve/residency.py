@@ -4,8 +4,9 @@ A worker about to load asks `Residency.admit` with its footprint (bytes per devi
 files, or what its last load measured). If the model fits it takes its place. Otherwise, in order:
 1. Idle models give way, least recently used first: each decides on its own thread, between two
    steps, and declines while a request runs or waits for it (nothing in flight is ever evicted). A
-   model counts as idle once it has done nothing for `idle_grace` seconds or has been resident for its
-   `min_resident`; `keep_alive: -1` models are pinned, asked only with `evict_pinned`.
+   model counts as idle once it has done nothing for `idle_grace` seconds (so not in the gap between
+   a client's two requests) or has been resident for its `min_resident`; `keep_alive: -1` models are
+   pinned, asked only with `evict_pinned`.
 2. Swap-aware turn taking: a busy model resident for at least its `min_resident` seconds is asked to
    yield. It serves the requests that were queued before the waiting load's oldest request, takes no
    later ones, then unloads; its later requests wait in line for their own turn. So two busy models that
@@ -29,7 +30,7 @@ from llmserve.sizes import Budget, Footprint, format_size
 
 log = logging.getLogger(__name__)
 RELEASE_TIMEOUT = 120.0  # an evicted model frees its memory (gc, cache) well before this
-IDLE_GRACE = 1.0  # seconds without work before a model counts as idle (not between two requests)
+IDLE_GRACE = 0.25  # seconds without work before a model counts as idle (not between two requests)
 
 
 class Resident(Protocol):
