@@ -33,6 +33,7 @@ from llmserve.config import (
 from llmserve.errors import ConfigError
 from llmserve.keepalive import NEVER, parse_keep_alive
 from llmserve.residency import Residency
+from llmserve.runtime import RuntimeModels
 from llmserve.server.options import ServerOptions
 from llmserve.sizes import Budget, parse_budget
 
@@ -77,6 +78,12 @@ def _seconds(text: str) -> float:
     if not 0 <= value < float("inf"):
         raise argparse.ArgumentTypeError(f"'{text}' is not a number of seconds")
     return value
+
+
+def _directory(text: str) -> Path:
+    if not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"'{text}' is not a directory")
+    return Path(text).resolve()
 
 
 def _budget(text: str) -> Budget:
@@ -260,21 +267,37 @@ def _batching_options(parser: argparse.ArgumentParser) -> None:
         "-1 never unloads (default), 0 unloads after each request",
     )
     parser.add_argument(
+        "--allow-runtime-models",
+        action="store_true",
+        help="let POST /v2/repository/models/NAME/load register a model from parameters.config",
+    )
+    parser.add_argument(
+        "--model-root",
+        type=_directory,
+        metavar="DIR",
+        help="with --allow-runtime-models, local paths of registered models must lie in DIR",
+    )
+    parser.add_argument(
         "--cache-dir",
         metavar="DIR",
         help="where converted GGUF models are kept (default $LLMSERVE_CACHE_DIR, else ~/.cache/llmserve)",
     )
 
 
-def models_from_args(args: argparse.Namespace) -> tuple[list[ModelConfig], str]:
-    """The models to serve and the default model's API id; raises `ConfigError`."""
-    limits = {
+def model_defaults(args: argparse.Namespace) -> dict[str, Any]:
+    """What the command line sets for the models whose entries do not (parse_config's defaults)."""
+    return {
         "max_batch_size": args.max_batch_size,
         "max_queue": args.max_queue,
         "cache_dir": args.cache_dir,
         "keep_alive": args.keep_alive,
         "min_resident": args.min_resident,
     }
+
+
+def models_from_args(args: argparse.Namespace) -> tuple[list[ModelConfig], str]:
+    """The models to serve and the default model's API id; raises `ConfigError`."""
+    limits = model_defaults(args)
     if args.command == "multi-model":
         models = load_config(args.config, **limits)
         return models, choose_default(models, args.default_model_id, source=args.config)
@@ -317,7 +340,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if warning:
         logging.getLogger("llmserve").warning(warning)
     residency = residency_from_args(args)
-    app = create_app(models, default_id, preload=args.preload, options=options, residency=residency)
+    runtime = RuntimeModels(args.allow_runtime_models, args.model_root, model_defaults(args))
+    app = create_app(
+        models, default_id, preload=args.preload, options=options, residency=residency, runtime=runtime
+    )
     # uvicorn drains on SIGTERM or SIGINT, then raises the signal again; exit 0 at that point.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     signal.signal(signal.SIGINT, _exit_cleanly)

@@ -101,6 +101,9 @@ class ModelEntry(_Strict):
     keep_alive: KeepAliveField = None  # None: the command line's default
     min_resident: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
     unload_mode: UnloadMode = "drop"
+    version: Annotated[str, Field(pattern=r"^[A-Za-z0-9][\w.-]*$")] | None = None
+    revision: str | None = None  # a hub branch, tag or commit of the model's files
+    default_version: bool = False
 
     @field_validator("in_situ_quant")
     @classmethod
@@ -166,6 +169,19 @@ class ModelConfig:
     pinned: bool = False  # its entry says keep_alive -1: --max-loaded-models evicts it only if allowed
     min_resident: float = DEFAULT_MIN_RESIDENT  # a busy model yields its memory to another after this
     unload_mode: UnloadMode = "drop"  # offload: park the weights in CPU memory (CUDA models)
+    version: str | None = None  # one of several versions of this API id; None: its only version
+    revision: str | None = None  # hub revision (branch, tag, commit) of the files
+    default_version: bool = False  # the version "ID" means (else the newest)
+
+    @property
+    def version_label(self) -> str:
+        """The version as the V2 API names it: the entry's `version`, else "1"."""
+        return self.version or "1"
+
+    @property
+    def unit_id(self) -> str:
+        """The name of this loadable unit: `ID@VERSION` for a versioned entry, else the API id."""
+        return self.api_id if self.version is None else f"{self.api_id}@{self.version}"
 
     @property
     def quant_mode(self) -> QuantMode | None:
@@ -263,12 +279,19 @@ def parse_config(
         except ConfigError as exc:
             raise ConfigError(f"{source}: {exc}") from None
         api_id = entry.alias or spec_model_id(entry.spec)
-        if api_id in seen:
+        unit = api_id if entry.version is None else f"{api_id}@{entry.version}"
+        if unit in seen or (entry.version is None and any(u.startswith(f"{api_id}@") for u in seen)):
+            other = seen.get(unit) or next(w for u, w in seen.items() if u.startswith(f"{api_id}@"))
             raise ConfigError(
-                f"{source}: {where}: API id '{api_id}' is already used by {seen[api_id]}; "
-                'give one of them an "alias"'
+                f"{source}: {where}: API id '{api_id}' is already used by {other}; "
+                'give one of them an "alias", or each a different "version"'
             )
-        seen[api_id] = where
+        if entry.version is not None and api_id in seen:
+            raise ConfigError(
+                f"{source}: {where}: API id '{api_id}' is already used by {seen[api_id]}, which has no "
+                '"version"; give every entry of the same model a "version"'
+            )
+        seen[unit] = where
         models.append(
             ModelConfig(
                 label,
@@ -283,6 +306,9 @@ def parse_config(
                 pinned=entry.keep_alive is not None and parse_keep_alive(entry.keep_alive) == NEVER,
                 min_resident=min_resident if entry.min_resident is None else entry.min_resident,
                 unload_mode=entry.unload_mode,
+                version=entry.version,
+                revision=entry.revision,
+                default_version=entry.default_version,
                 in_situ_quant=entry.in_situ_quant,
                 device_layers=(
                     None if entry.num_device_layers is None else parse_device_layers(entry.num_device_layers)
@@ -290,7 +316,25 @@ def parse_config(
                 chat_template=_template(entry, base, f"{source}: {where}"),
             )
         )
+    _check_default_versions(models, source)
     return models
+
+
+def _check_default_versions(models: list[ModelConfig], source: str) -> None:
+    marked: dict[str, str] = {}
+    for model in models:
+        if model.default_version:
+            if model.version is None:
+                raise ConfigError(
+                    f'{source}: {json_path((model.label, "default_version"))}: the entry has no "version"'
+                )
+            if model.api_id in marked:
+                raise ConfigError(
+                    f"{source}: {json_path((model.label, 'default_version'))}: '{model.api_id}' already has "
+                    "default "
+                    f"version '{marked[model.api_id]}'"
+                )
+            marked[model.api_id] = model.version
 
 
 def load_config(path: str | Path, **defaults: Any) -> list[ModelConfig]:

@@ -65,6 +65,14 @@ class InvalidAPIKey(LLMServeError):
     code = "invalid_api_key"
 
 
+class Forbidden(LLMServeError):
+    """The server's options do not allow this (e.g. registering models without --allow-runtime-models)."""
+
+    status = 403
+    type = "invalid_request_error"
+    code = "forbidden"
+
+
 class RequestTooLarge(LLMServeError):
     status = 413
     type = "invalid_request_error"

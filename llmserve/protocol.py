@@ -278,6 +278,7 @@ class ModelCard(BaseModel):
     memory_bytes: int | None = None  # the weights' footprint, measured at the last load
     expires_at: int | None = None  # unix time when the idle model unloads (keep_alive); None: not planned
     progress: LoadProgressBody | None = None  # while loading
+    version: str | None = None  # with several versions: the one this id serves
 
 
 class ModelList(BaseModel):
@@ -302,6 +303,18 @@ class Health(BaseModel):
 
 class ModelIdRequest(_Request):
     model_id: str
+
+
+class PromoteRequest(_Request):
+    model_id: str
+    version: str
+
+
+class PromoteResponse(BaseModel):
+    model_id: str
+    version: str
+    previous_version: str
+    status: Literal["loaded"] = "loaded"
 
 
 class ModelStatusResponse(BaseModel):

@@ -1,13 +1,17 @@
 """ModelRegistry: the router of the design card. Resolves `default` and model ids, owns the workers.
 
-An unknown model is always `ModelNotFound`; there is no fallback to the default model.
+An unknown model is always `ModelNotFound`; there is no fallback to the default model. A model may have
+several versions (config entries with the same API id and a `version` each), each its own worker:
+`ID@VERSION` names one, `ID` the default version (marked `default_version`, else the newest), which
+`promote` switches atomically once the new version is loaded.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from llmserve.config import ModelConfig
@@ -45,20 +49,57 @@ class ModelRegistry:
     ) -> None:
         self.residency = residency
         self.events = EventBus()
-        self._workers = {m.api_id: ModelWorker(m, factory, residency, estimator) for m in models}
-        for worker in self._workers.values():
-            worker.on_state = self._state_changed
-            worker.on_progress = self._progressed
-        if default_id not in self._workers:
-            raise ModelNotFound(default_id, list(self._workers))
-        self.default_id = default_id
+        # called on every state change, from the worker's thread (metrics)
+        self.observers: list[Callable[[ModelWorker, ModelState, str], None]] = []
+        self._factory, self._estimator = factory, estimator
+        self._workers: dict[str, ModelWorker] = {}
+        self._defaults: dict[str, str] = {}  # versioned API id -> unit id of its default version
+        for model in models:
+            self._add(model)
+        self.default_id = self.resolve(default_id).config.api_id
+        self._lock = threading.Lock()  # the event loop and worker threads read; changes take it
         self.created = int(time.time())
         self._started = False
         self.draining = False
 
+    def _add(self, model: ModelConfig) -> ModelWorker:
+        worker = ModelWorker(model, self._factory, self.residency, self._estimator)
+        worker.on_state = self._state_changed
+        worker.on_progress = self._progressed
+        self._workers[model.unit_id] = worker
+        if model.version is not None:
+            versions = [w.config for w in self.versions(model.api_id)]
+            marked = [c for c in versions if c.default_version]
+            chosen = marked[0] if marked else max(versions, key=lambda c: version_key(c.version or ""))
+            self._defaults[model.api_id] = chosen.unit_id
+        return worker
+
     @property
     def workers(self) -> list[ModelWorker]:
         return list(self._workers.values())
+
+    def api_ids(self) -> list[str]:
+        """Every model's API id once, in config order."""
+        return list(dict.fromkeys(w.config.api_id for w in self._workers.values()))
+
+    def versions(self, api_id: str) -> list[ModelWorker]:
+        return [w for w in self._workers.values() if w.config.api_id == api_id]
+
+    def version(self, api_id: str, version: str | None) -> ModelWorker:
+        """One version of a model (None: its default version), as the V2 API names them."""
+        if version is None:
+            return self.resolve(api_id)
+        for worker in self.versions(api_id):
+            if worker.config.version_label == version:
+                return worker
+        raise ModelNotFound(f"{api_id}@{version}", self.unit_ids())
+
+    def unit_ids(self) -> list[str]:
+        return list(self._workers)
+
+    def default_unit(self, api_id: str) -> str | None:
+        """The unit id `api_id` means now, when it has versions."""
+        return self._defaults.get(api_id)
 
     def start(self, preload: Preload = "default") -> None:
         """Starts every worker thread; `preload` loads some models in the background."""
@@ -67,7 +108,7 @@ class ModelRegistry:
         self._started = True
         for worker in self._workers.values():
             worker.start()
-        targets = {"all": self.workers, "default": [self._workers[self.default_id]], "none": []}[preload]
+        targets = {"all": self.workers, "default": [self.resolve(None)], "none": []}[preload]
         for worker in targets:
             worker.preload()
 
@@ -93,18 +134,60 @@ class ModelRegistry:
             worker.abort(ShuttingDown("the server is shutting down; this request was stopped"))
 
     def resolve(self, model: str | None) -> ModelWorker:
-        """`None` or `"default"` → the default model; an unknown id → `ModelNotFound` (404)."""
-        api_id = self.default_id if model is None or model == DEFAULT_ALIAS else model
-        worker = self._workers.get(api_id)
+        """`None` or `"default"` → the default model; `ID` → its default version; `ID@VERSION` → that
+        version; an unknown id → `ModelNotFound` (404)."""
+        name = self.default_id if model is None or model == DEFAULT_ALIAS else model
+        unit = self._defaults.get(name, name)
+        worker = self._workers.get(unit)
+        if worker is None and "@" in name:
+            api_id, _, version = name.rpartition("@")
+            found = [w for w in self.versions(api_id) if w.config.version_label == version]
+            worker = found[0] if found else None
         if worker is None:
-            raise ModelNotFound(api_id, list(self._workers))
+            raise ModelNotFound(name, self.unit_ids())
         return worker
+
+    async def promote(self, api_id: str, version: str) -> tuple[ModelWorker, str]:
+        """Loads `version` of `api_id` (if needed) while the current default keeps serving, then makes it
+        the default for new requests in one assignment; running requests finish where they are.
+        Returns the worker and the previous default unit id."""
+        worker = self.version(api_id, version)
+        self.check_room(worker)
+        await worker.load()
+        with self._lock:
+            previous = self.resolve(api_id).config.unit_id
+            self._defaults[api_id] = worker.config.unit_id
+        self.events.publish(
+            {
+                "model": api_id,
+                "state": "promoted",
+                "version": version,
+                "previous": previous,
+                "time": time.time(),
+            }
+        )
+        return worker, previous
+
+    def register(self, model: ModelConfig) -> tuple[ModelWorker, ModelWorker | None]:
+        """Adds a model at run time (or replaces the version of the same name): returns the new worker,
+        started, and the one it replaces (to be unloaded and stopped by the caller)."""
+        with self._lock:
+            old = self._workers.get(model.unit_id)
+            worker = self._add(model)
+        if self._started:
+            worker.start()
+        return worker, old
 
     def status(self, model: str | None) -> str:
         return seed_status(self.resolve(model))
 
     def _state_changed(self, worker: ModelWorker, previous: ModelState, reason: str) -> None:
         self.events.publish(state_event(worker, previous, reason))
+        for observer in self.observers:
+            observer(worker, previous, reason)
+
+    def unit(self, unit_id: str) -> ModelWorker | None:
+        return self._workers.get(unit_id)
 
     def _progressed(self, worker: ModelWorker, progress: LoadProgress) -> None:
         self.events.publish(
@@ -166,3 +249,9 @@ def state_event(worker: ModelWorker, previous: ModelState, reason: str) -> dict[
 
 def seed_status(worker: ModelWorker) -> str:
     return _SEED_STATUS[worker.state]
+
+
+def version_key(version: str) -> tuple[tuple[int, int | str], ...]:
+    """Orders versions naturally: numbers by value ("2" < "10"), then text ("v1.2" < "v1.10")."""
+    parts = re.findall(r"\d+|[^\d]+", version)
+    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in parts)

@@ -89,7 +89,8 @@ class ModelWorker:
 
     @property
     def api_id(self) -> str:
-        return self.config.api_id
+        """The unit's name: the API id, or `ID@VERSION` for one of several versions."""
+        return self.config.unit_id
 
     @property
     def state(self) -> ModelState:
@@ -141,6 +142,10 @@ class ModelWorker:
     @property
     def capacity(self) -> int:
         return self.config.max_batch_size + self.config.max_queue
+
+    @property
+    def running_count(self) -> int:
+        return len(self._running)
 
     @property
     def accepted(self) -> int:

@@ -100,7 +100,7 @@ class Factory:
     def __call__(self, config: ModelConfig) -> Engine:
         if self.load_gate is not None:
             self.load_gate.wait(10)
-        self.loads.append(config.api_id)
+        self.loads.append(config.unit_id)
         if self.fail_with is not None:
             raise self.fail_with
         engine = self.make(config)

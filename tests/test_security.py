@@ -6,6 +6,7 @@ import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import live_server, plain
@@ -54,12 +55,15 @@ HINT = "send it as 'Authorization: Bearer KEY' or 'x-api-key: KEY'"
     ],
 )
 def test_every_route_but_health_needs_a_key(client: TestClient, method: str, path: str) -> None:
+    def expected(message: str) -> dict[str, Any]:  # /v2 errors in the Open Inference Protocol's shape
+        return {"error": message} if path.startswith("/v2") else unauthorized(message)
+
     response = client.request(method, path)
     assert response.status_code == 401
-    assert response.json() == unauthorized(f"no API key was given: {HINT}")
+    assert response.json() == expected(f"no API key was given: {HINT}")
     response = client.request(method, path, headers={"Authorization": "Bearer key-three"})
     assert response.status_code == 401
-    assert response.json() == unauthorized(f"the API key is not valid: {HINT}")
+    assert response.json() == expected(f"the API key is not valid: {HINT}")
 
 
 def test_the_right_key_in_either_header_works(client: TestClient) -> None:

@@ -70,6 +70,7 @@ def test_models_list_default_first_with_status(tiny_dir: Path, tiny_dir2: Path) 
             "quantization": None,
             "expires_at": None,
             "progress": None,
+            "version": None,
         }
         loaded = {**card, "status": "loaded", "memory_bytes": footprint(tiny_dir2)}
         never = {**card, "status": "unloaded", "memory_bytes": None}

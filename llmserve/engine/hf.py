@@ -112,11 +112,12 @@ def _load_unlocked(config: ModelConfig, dtype: torch.dtype | str, device: torch.
         options = placement(config, device, {"gguf_file": spec.quantized_filename})
         tokenizer, model = load_gguf(spec, dtype, options, config.cache_dir)
     else:
+        revision = {} if config.revision is None else {"revision": config.revision}
         report("tokenizer")
-        tokenizer = AutoTokenizer.from_pretrained(spec.model_id)
+        tokenizer = AutoTokenizer.from_pretrained(spec.model_id, **revision)
         report("weights")
         model = AutoModelForCausalLM.from_pretrained(
-            spec.model_id, dtype=dtype, **placement(config, device, {})
+            spec.model_id, dtype=dtype, **revision, **placement(config, device, revision)
         )
     if config.chat_template is not None:
         tokenizer.chat_template = config.chat_template.text

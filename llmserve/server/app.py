@@ -11,6 +11,9 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from llmserve.config import ModelConfig
 from llmserve.engine import load_engine
@@ -18,9 +21,11 @@ from llmserve.engine.base import EngineFactory
 from llmserve.engine.footprint import estimate
 from llmserve.errors import LLMServeError
 from llmserve.lifecycle import Estimator
+from llmserve.metrics import CONTENT_TYPE, Metrics
 from llmserve.registry import ModelRegistry, Preload
 from llmserve.residency import Residency
-from llmserve.server import openai
+from llmserve.runtime import RuntimeModels
+from llmserve.server import openai, v2
 from llmserve.server.errors import on_error
 from llmserve.server.middleware import APIKeyMiddleware, BodyLimitMiddleware, RequestLogMiddleware
 from llmserve.server.options import ServerOptions
@@ -28,6 +33,11 @@ from llmserve.service import ChatService
 
 log = logging.getLogger(__name__)
 OPEN_PATHS = frozenset({"/health", "/v2/health/live", "/v2/health/ready"})
+
+
+async def prometheus(request: Request) -> Response:
+    metrics: Metrics = request.app.state.metrics
+    return Response(metrics.render(), media_type=CONTENT_TYPE)
 
 
 def create_app(
@@ -39,11 +49,13 @@ def create_app(
     options: ServerOptions | None = None,
     residency: Residency | None = None,
     estimator: Estimator | None = estimate,
+    runtime: RuntimeModels | None = None,
 ) -> Starlette:
     """The ASGI app. The workers start with the lifespan; `factory` loads an engine for a model;
     `residency` bounds the models in memory at once; `estimator` sizes a model before its load."""
     options = options or ServerOptions()
     registry = ModelRegistry(models, default_id, factory, residency, estimator)
+    metrics = Metrics(registry)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -53,7 +65,7 @@ def create_app(
         finally:
             await anyio.to_thread.run_sync(registry.shutdown)
 
-    middleware = [Middleware(RequestLogMiddleware)]
+    middleware = [Middleware(RequestLogMiddleware, metrics=metrics)]
     if options.cors_origins:
         middleware.insert(
             0,
@@ -70,12 +82,14 @@ def create_app(
         Middleware(APIKeyMiddleware, keys=options.api_keys, open_paths=OPEN_PATHS),
     ]
     app = Starlette(
-        routes=openai.routes(),
+        routes=[*openai.routes(), *v2.routes(), Route("/metrics", prometheus, methods=["GET"])],
         lifespan=lifespan,
         middleware=middleware,
         exception_handlers={Exception: on_error, HTTPException: on_error, LLMServeError: on_error},
     )
     app.state.registry = registry
+    app.state.metrics = metrics
+    app.state.runtime = runtime or RuntimeModels()
     app.state.options = options
     app.state.chat = ChatService(registry, allow_remote_images=options.allow_remote_images)
     return app

@@ -14,7 +14,8 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llmserve.errors import InvalidAPIKey, RequestTooLarge
-from llmserve.server.errors import error_response
+from llmserve.metrics import Metrics
+from llmserve.server.errors import error_response, is_v2
 from llmserve.service import RequestStats
 
 access_log = logging.getLogger("llmserve.access")
@@ -40,7 +41,7 @@ class APIKeyMiddleware:
         if not self._valid(given.encode()):
             why = "no API key was given" if not given else "the API key is not valid"
             message = f"{why}: send it as 'Authorization: Bearer KEY' or 'x-api-key: KEY'"
-            await error_response(InvalidAPIKey(message))(scope, receive, send)
+            await error_response(InvalidAPIKey(message), v2=is_v2(scope["path"]))(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
@@ -69,7 +70,7 @@ class BodyLimitMiddleware:
             return
         length = Headers(scope=scope).get("content-length", "")
         if length.isdigit() and int(length) > self.max_bytes:
-            await error_response(self._error())(scope, receive, send)
+            await error_response(self._error(), v2=is_v2(scope["path"]))(scope, receive, send)
             return
         received = 0
 
@@ -89,8 +90,9 @@ class RequestLogMiddleware:
     """Gives each request an id (`X-Request-Id` in, or a new one; always out) and logs one line when it
     ends: method, path, status, model, tokens, time to first token, total time."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics | None = None) -> None:
         self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -116,6 +118,12 @@ class RequestLogMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            if self.metrics is not None and stats.model is not None:
+                first = None if stats.first_token_at is None else stats.first_token_at - start
+                elapsed = time.monotonic() - start
+                self.metrics.request_done(
+                    stats.model, stats.prompt_tokens, stats.completion_tokens, first, elapsed
+                )
             ttft = f"{(stats.first_token_at - start) * 1000:.0f}" if stats.first_token_at else "-"
             access_log.info(
                 "request_id=%s method=%s path=%s status=%s model=%s prompt_tokens=%s completion_tokens=%s "

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from llmserve.errors import InvalidRequest
+from llmserve.errors import InvalidRequest, ModelNotFound
 from llmserve.protocol import (
     ChatCompletionRequest,
     LoadProgressBody,
@@ -19,6 +19,8 @@ from llmserve.protocol import (
     ModelIdRequest,
     ModelList,
     ModelStatusResponse,
+    PromoteRequest,
+    PromoteResponse,
     parse_request,
 )
 from llmserve.registry import DEFAULT_ALIAS, ModelRegistry, seed_status
@@ -90,7 +92,10 @@ async def list_models(request: Request) -> Response:
     created = registry.created
     default = registry.resolve(None)
     cards = [_card(DEFAULT_ALIAS, default, created)]
-    cards += [_card(w.api_id, w, created) for w in registry.workers]
+    for api_id in registry.api_ids():
+        if registry.default_unit(api_id) is not None:  # versions: ID (its default version), then each
+            cards.append(_card(api_id, registry.resolve(api_id), created))
+        cards += [_card(w.api_id, w, created) for w in registry.versions(api_id)]
     return _json(ModelList(data=cards))
 
 
@@ -104,6 +109,7 @@ def _card(model_id: str, worker: ModelWorker, created: int) -> ModelCard:
         memory_bytes=worker.memory_bytes,
         expires_at=None if worker.expires_at is None else int(worker.expires_at),
         progress=_progress(worker),
+        version=worker.config.version,
     )
 
 
@@ -146,6 +152,23 @@ def _status(body: ModelStatusResponse) -> JSONResponse:
     return JSONResponse(body.model_dump(exclude_none=True))
 
 
+async def promote_model(request: Request) -> Response:
+    """Loads a version while the current default keeps serving, then makes it the default atomically."""
+    body = parse_request(PromoteRequest, await read_json(request))
+    registry = _registry(request)
+    if body.model_id not in registry.api_ids():
+        raise ModelNotFound(body.model_id, registry.api_ids())
+    worker, previous = await registry.promote(body.model_id, body.version)
+    old = registry.unit(previous)
+    return _json(
+        PromoteResponse(
+            model_id=body.model_id,
+            version=worker.config.version_label,
+            previous_version=previous if old is None else old.config.version_label,
+        )
+    )
+
+
 async def health(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
@@ -159,6 +182,7 @@ def routes() -> list[BaseRoute]:
         Route("/v1/models/unload", unload_model, methods=["POST"]),
         Route("/v1/models/reload", reload_model, methods=["POST"]),
         Route("/v1/models/status", model_status, methods=["POST"]),
+        Route("/v1/models/promote", promote_model, methods=["POST"]),
         Route("/v1/models/events", model_events, methods=["GET"]),  # before {model_id:path}
         Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
     ]

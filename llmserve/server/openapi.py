@@ -1,4 +1,5 @@
-"""/openapi.json: llmserve's own API as an OpenAPI 3.1 document, generated from the pydantic wire types.
+"""/openapi.json: llmserve's own /v1 API as an OpenAPI 3.1 document, generated from the pydantic wire
+types (the V2 routes follow KServe's and Triton's documents: docs/v2.md).
 
 The parameters llmserve accepts only in their neutral form (`n`, `tools`, ...) are described by exactly
 those values, so the document says what the server accepts.
@@ -24,6 +25,8 @@ from llmserve.protocol import (
     ModelIdRequest,
     ModelList,
     ModelStatusResponse,
+    PromoteRequest,
+    PromoteResponse,
 )
 
 _REF = "#/components/schemas/{model}"
@@ -65,9 +68,18 @@ def _schemas() -> dict[str, Any]:
     pairs: list[tuple[type[BaseModel], Any]] = [
         (ChatCompletionRequest, "validation"),
         (ModelIdRequest, "validation"),
+        (PromoteRequest, "validation"),
         *(
             (m, "serialization")
-            for m in (ChatCompletion, ModelList, ModelCard, ModelStatusResponse, ErrorResponse, Health)
+            for m in (
+                ChatCompletion,
+                ModelList,
+                ModelCard,
+                ModelStatusResponse,
+                PromoteResponse,
+                ErrorResponse,
+                Health,
+            )
         ),
     ]
     _, top = models_json_schema(pairs, ref_template=_REF)
@@ -111,6 +123,12 @@ def openapi_document() -> dict[str, Any]:
             "/v1/models/unload": management,
             "/v1/models/reload": management,
             "/v1/models/status": management,
+            "/v1/models/promote": {
+                "post": {
+                    "requestBody": _body(PromoteRequest),
+                    "responses": _responses(_json(PromoteResponse), ("400", "404", "500", "503")),
+                }
+            },
         },
         "components": {"schemas": _schemas()},
     }

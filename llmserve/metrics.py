@@ -1,0 +1,113 @@
+"""`GET /metrics`: Prometheus text format, per model and version.
+
+Counters and histograms are updated as things happen (state changes from the workers' threads, finished
+requests from the access-log middleware); gauges (state, queue, running, memory) are read from the
+registry at scrape time. Each app has its own `CollectorRegistry`: no process-wide state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from llmserve.registry import ModelRegistry
+from llmserve.worker import ModelState, ModelWorker
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_LATENCY = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_LOAD = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+LABELS = ("model", "version")
+
+
+def labels(worker: ModelWorker) -> tuple[str, str]:
+    return worker.config.api_id, worker.config.version_label
+
+
+class _Live(Collector):
+    """The gauges, read when Prometheus scrapes."""
+
+    def __init__(self, registry: ModelRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        state = GaugeMetricFamily(
+            "llmserve_model_state", "1 for the state the model is in", labels=[*LABELS, "state"]
+        )
+        waiting = GaugeMetricFamily("llmserve_queue_depth", "requests waiting to start", labels=LABELS)
+        running = GaugeMetricFamily("llmserve_running_sequences", "sequences decoding", labels=LABELS)
+        memory = GaugeMetricFamily(
+            "llmserve_model_memory_bytes", "weights in memory (0 when unloaded)", labels=LABELS
+        )
+        for worker in self._registry.workers:
+            names = labels(worker)
+            for each in ModelState:
+                state.add_metric([*names, each.value], 1.0 if worker.state is each else 0.0)
+            in_flight = worker.accepted
+            decoding = worker.running_count
+            waiting.add_metric(list(names), float(max(0, in_flight - decoding)))
+            running.add_metric(list(names), float(decoding))
+            loaded = worker.state in (ModelState.LOADED, ModelState.UNLOADING)
+            memory.add_metric(list(names), float(worker.memory_bytes or 0) if loaded else 0.0)
+        yield from (state, waiting, running, memory)
+
+
+class Metrics:
+    def __init__(self, registry: ModelRegistry) -> None:
+        self.prometheus = CollectorRegistry()
+        self._registry = registry
+        r = self.prometheus
+        self.loads = Counter("llmserve_model_loads", "completed loads", LABELS, registry=r)
+        self.unloads = Counter(
+            "llmserve_model_unloads", "unloads, by reason", [*LABELS, "reason"], registry=r
+        )
+        self.load_failures = Counter("llmserve_model_load_failures", "failed loads", LABELS, registry=r)
+        self.load_seconds = Histogram(
+            "llmserve_model_load_seconds", "load time", LABELS, buckets=_LOAD, registry=r
+        )
+        self.requests = Counter("llmserve_requests", "finished generations", LABELS, registry=r)
+        self.prompt_tokens = Counter("llmserve_prompt_tokens", "prompt tokens", LABELS, registry=r)
+        self.generation_tokens = Counter("llmserve_generation_tokens", "generated tokens", LABELS, registry=r)
+        self.ttft = Histogram(
+            "llmserve_time_to_first_token_seconds",
+            "request to first token",
+            LABELS,
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.e2e = Histogram(
+            "llmserve_request_duration_seconds", "request to last byte", LABELS, buckets=_LATENCY, registry=r
+        )
+        r.register(_Live(registry))
+        registry.observers.append(self.on_state)
+
+    def on_state(self, worker: ModelWorker, previous: ModelState, reason: str) -> None:
+        names = labels(worker)
+        if worker.state is ModelState.LOADED:
+            self.loads.labels(*names).inc()
+            if worker.slot.load_seconds is not None:
+                self.load_seconds.labels(*names).observe(worker.slot.load_seconds)
+        elif worker.state is ModelState.FAILED and previous is ModelState.LOADING:
+            self.load_failures.labels(*names).inc()
+        elif worker.state is ModelState.UNLOADED and previous is ModelState.UNLOADING:
+            self.unloads.labels(*names, reason).inc()
+
+    def request_done(
+        self, unit: str, prompt: int | None, generated: int | None, ttft: float | None, total: float
+    ) -> None:
+        """A request that reached a model ended (`unit`: the worker's name)."""
+        worker = self._registry.unit(unit)
+        if worker is None:
+            return
+        names = labels(worker)
+        self.requests.labels(*names).inc()
+        self.prompt_tokens.labels(*names).inc(prompt or 0)
+        self.generation_tokens.labels(*names).inc(generated or 0)
+        if ttft is not None:
+            self.ttft.labels(*names).observe(ttft)
+        self.e2e.labels(*names).observe(total)
+
+    def render(self) -> bytes:
+        return generate_latest(self.prometheus)

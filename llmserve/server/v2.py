@@ -1,0 +1,182 @@
+"""The Open Inference Protocol (V2) routes, Triton/MLServer style: server and model metadata, health,
+the model repository extension (index, load, unload), over the same registry as /v1.
+
+Names containing `/` work URL-encoded (`org%2Fname`) or as they are. Errors are `{"error": "..."}`
+(rendered by server/errors.py). Inference (generate, generate_stream, infer) is in server/v2_infer.py.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anyio.to_thread
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from llmserve import __version__
+from llmserve.errors import Forbidden, InvalidRequest, ModelLoadFailed, ModelNotFound, Overloaded
+from llmserve.registry import ModelRegistry
+from llmserve.runtime import RuntimeModels
+from llmserve.server.v2_infer import infer_routes
+from llmserve.worker import ModelState, ModelWorker
+
+EXTENSIONS = ["model_repository", "generate", "metrics"]
+PLATFORM = "llmserve_transformers"
+TEXT_IN = {"name": "text_input", "datatype": "BYTES", "shape": [1]}
+TEXT_OUT = {"name": "text_output", "datatype": "BYTES", "shape": [1]}
+# Triton's ModelReadyStateString names
+_STATE = {
+    ModelState.LOADED: "READY",
+    ModelState.LOADING: "LOADING",
+    ModelState.UNLOADING: "UNLOADING",
+    ModelState.UNLOADED: "UNAVAILABLE",
+    ModelState.FAILED: "UNAVAILABLE",
+}
+
+
+def _registry(request: Request) -> ModelRegistry:
+    registry: ModelRegistry = request.app.state.registry
+    return registry
+
+
+def _name(request: Request) -> str:
+    return str(request.path_params["name"]).strip("/")
+
+
+def _model(request: Request) -> ModelWorker:
+    """The version in the path, else the model's default version; 404 when either is unknown."""
+    registry, name = _registry(request), _name(request)
+    if name not in registry.api_ids():
+        raise ModelNotFound(name, registry.api_ids())
+    return registry.version(name, request.path_params.get("version"))
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("the request body must be a JSON object")
+    return body
+
+
+async def server_metadata(request: Request) -> Response:
+    return JSONResponse({"name": "llmserve", "version": __version__, "extensions": EXTENSIONS})
+
+
+async def live(request: Request) -> Response:
+    return JSONResponse({"live": True})
+
+
+async def ready(request: Request) -> Response:
+    """Ready when the server takes requests: models load on demand, so unloaded ones do not count."""
+    if _registry(request).draining:
+        return JSONResponse({"ready": False}, status_code=503)
+    return JSONResponse({"ready": True})
+
+
+async def model_metadata(request: Request) -> Response:
+    worker = _model(request)
+    versions = [w.config.version_label for w in _registry(request).versions(worker.config.api_id)]
+    body: dict[str, Any] = {"name": worker.config.api_id, "versions": versions, "platform": PLATFORM}
+    body |= {"inputs": [TEXT_IN], "outputs": [TEXT_OUT]}
+    if "version" in request.path_params:
+        body["versions"] = [worker.config.version_label]
+    return JSONResponse(body)
+
+
+async def model_ready(request: Request) -> Response:
+    """200 when this version is loaded, else 400 (as Triton answers)."""
+    worker = _model(request)
+    body = {"name": worker.config.api_id, "version": worker.config.version_label}
+    ok = worker.state is ModelState.LOADED
+    return JSONResponse({**body, "ready": ok}, status_code=200 if ok else 400)
+
+
+def index_entry(worker: ModelWorker) -> dict[str, str]:
+    state = worker.state
+    reason = ""
+    if state is ModelState.UNLOADED:
+        reason = "unloaded"
+    elif state is ModelState.FAILED:
+        reason = worker.last_error or "failed"
+    config = worker.config
+    return {"name": config.api_id, "version": config.version_label, "state": _STATE[state], "reason": reason}
+
+
+async def repository_index(request: Request) -> Response:
+    body = await _body(request)
+    only_ready = body.get("ready", False)
+    if not isinstance(only_ready, bool):
+        raise InvalidRequest("'ready' must be true or false", param="ready")
+    entries = [index_entry(w) for w in _registry(request).workers]
+    return JSONResponse([e for e in entries if e["state"] == "READY" or not only_ready])
+
+
+def _parameters(body: dict[str, Any]) -> dict[str, Any]:
+    parameters = body.get("parameters", {})
+    if not isinstance(parameters, dict):
+        raise InvalidRequest("'parameters' must be a JSON object", param="parameters")
+    return parameters
+
+
+async def load(request: Request) -> Response:
+    """Loads the model's default version (a loaded one is reloaded). With `parameters.config` (a model
+    entry, as in the config file), registers or replaces the model first: `--allow-runtime-models`."""
+    registry, name = _registry(request), _name(request)
+    parameters = _parameters(await _body(request))
+    if "config" in parameters:
+        runtime: RuntimeModels = request.app.state.runtime
+        if not runtime.allowed:
+            raise Forbidden("registering models at run time needs --allow-runtime-models")
+        worker, old = registry.register(runtime.model(name, parameters["config"]))
+        if old is not None:
+            await old.unload()
+            await anyio.to_thread.run_sync(old.stop, 30.0)
+    else:
+        worker = _model(request)
+        if worker.state is ModelState.LOADED:
+            await worker.unload()
+    registry.check_room(worker)
+    try:
+        await worker.load()
+    except (ModelLoadFailed, Overloaded) as exc:
+        raise InvalidRequest(f"failed to load '{name}': {exc.message}") from None
+    return Response(status_code=200)
+
+
+async def unload(request: Request) -> Response:
+    """Unloads every version of the model (running requests finish first)."""
+    _model(request)  # 404 for an unknown name
+    parameters = _parameters(await _body(request))
+    unknown = set(parameters) - {"unload_dependents"}
+    if unknown:
+        raise InvalidRequest(f"unknown parameter(s): {', '.join(sorted(unknown))}", param="parameters")
+    for worker in _registry(request).versions(_name(request)):
+        await worker.unload()
+    return Response(status_code=200)
+
+
+def routes() -> list[BaseRoute]:
+    model = "/v2/models/{name:path}"
+    version = model + "/versions/{version}"
+    return [
+        Route("/v2", server_metadata, methods=["GET"]),
+        Route("/v2/", server_metadata, methods=["GET"]),
+        Route("/v2/health/live", live, methods=["GET"]),
+        Route("/v2/health/ready", ready, methods=["GET"]),
+        Route("/v2/repository/index", repository_index, methods=["POST"]),
+        Route("/v2/repository/models/{name:path}/load", load, methods=["POST"]),
+        Route("/v2/repository/models/{name:path}/unload", unload, methods=["POST"]),
+        Route(version + "/ready", model_ready, methods=["GET"]),
+        Route(model + "/ready", model_ready, methods=["GET"]),
+        *infer_routes(model, version),
+        Route(version, model_metadata, methods=["GET"]),
+        Route(model, model_metadata, methods=["GET"]),
+    ]

@@ -1,0 +1,191 @@
+"""V2 inference on a chat model: Triton's generate extension (`/generate`, `/generate_stream` as SSE) and
+KServe's `/infer` with a BYTES `text_input` tensor. The text is the user's message: the model answers it
+through its chat template. Generation parameters: max_tokens, temperature, top_p, top_k, seed, stop.
+An unloaded model is loaded first, as on /v1."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from sse_starlette import EventSourceResponse
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from llmserve.engine.base import ChatMessage, GenerationParams
+from llmserve.errors import InternalError, InvalidRequest, LLMServeError, ModelNotFound
+from llmserve.jobs import EventStream, Failed, Finished, Started, TextDelta
+from llmserve.registry import ModelRegistry
+from llmserve.service import RequestStats
+from llmserve.worker import ModelWorker
+
+PARAMETERS = ("max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "stream")
+
+
+def params_of(parameters: Any) -> GenerationParams:
+    if parameters is None:
+        parameters = {}
+    if not isinstance(parameters, dict):
+        raise InvalidRequest("'parameters' must be a JSON object", param="parameters")
+    unknown = sorted(set(parameters) - set(PARAMETERS))
+    if unknown:
+        raise InvalidRequest(
+            f"unknown parameter(s) {', '.join(unknown)}; accepted: {', '.join(PARAMETERS)}",
+            param="parameters",
+        )
+
+    def number(key: str, default: float, low: float, high: float) -> float:
+        value = parameters.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+            raise InvalidRequest(f"parameters.{key} must be a number from {low:g} to {high:g}", param=key)
+        return float(value)
+
+    def whole(key: str) -> int | None:
+        value = parameters.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise InvalidRequest(f"parameters.{key} must be a whole number (0 or more)", param=key)
+        return value
+
+    stop = parameters.get("stop", [])
+    stop = [stop] if isinstance(stop, str) else stop
+    if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop):
+        raise InvalidRequest("parameters.stop must be a string or a list of strings", param="stop")
+    max_tokens = whole("max_tokens")
+    return GenerationParams(
+        max_tokens=max_tokens or None,
+        temperature=number("temperature", 1.0, 0, 2),
+        top_p=number("top_p", 1.0, 0, 1),
+        top_k=whole("top_k") or 0,
+        seed=whole("seed"),
+        stop=tuple(stop),
+    )
+
+
+def _target(request: Request) -> ModelWorker:
+    registry: ModelRegistry = request.app.state.registry
+    name = str(request.path_params["name"]).strip("/")
+    if name not in registry.api_ids():
+        raise ModelNotFound(name, registry.api_ids())
+    return registry.version(name, request.path_params.get("version"))
+
+
+async def _start(request: Request, text: Any, parameters: Any) -> tuple[ModelWorker, EventStream]:
+    if not isinstance(text, str) or not text:
+        raise InvalidRequest("'text_input' must be a non-empty string", param="text_input")
+    params = params_of(parameters)
+    worker = _target(request)
+    registry: ModelRegistry = request.app.state.registry
+    _, stream = registry.generate(worker.api_id, [ChatMessage("user", text)], params)
+    stats: RequestStats = request.state.stats
+    stats.model = worker.api_id
+    try:
+        event = await stream.get()
+    except BaseException:
+        stream.cancel()
+        raise
+    stats.observe(event)
+    if isinstance(event, Failed):
+        raise event.error
+    if not isinstance(event, Started):
+        stream.cancel()
+        raise InternalError(f"unexpected first event {type(event).__name__}")
+    return worker, stream
+
+
+async def _text(stream: EventStream, stats: RequestStats) -> str:
+    parts: list[str] = []
+    try:
+        async for event in stream.until_done():
+            stats.observe(event)
+            if isinstance(event, TextDelta):
+                parts.append(event.text)
+            elif isinstance(event, Failed):
+                raise event.error
+    finally:
+        stream.cancel()
+    return "".join(parts)
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    try:
+        body = json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("the request body must be a JSON object")
+    return body
+
+
+def _names(worker: ModelWorker) -> dict[str, str]:
+    return {"model_name": worker.config.api_id, "model_version": worker.config.version_label}
+
+
+async def generate(request: Request) -> Response:
+    body = await _json_body(request)
+    worker, stream = await _start(request, body.get("text_input"), body.get("parameters"))
+    text = await _text(stream, request.state.stats)
+    return JSONResponse({**_names(worker), "text_output": text})
+
+
+async def generate_stream(request: Request) -> Response:
+    """SSE: one `data: {"model_name", "model_version", "text_output"}` per piece of text, the last with
+    `finish_reason`; an error after the start is a `data: {"error": ...}` event."""
+    body = await _json_body(request)
+    worker, stream = await _start(request, body.get("text_input"), body.get("parameters"))
+    stats: RequestStats = request.state.stats
+
+    async def events() -> AsyncIterator[dict[str, str]]:
+        try:
+            async for event in stream.until_done():
+                stats.observe(event)
+                if isinstance(event, TextDelta):
+                    yield _data({**_names(worker), "text_output": event.text})
+                elif isinstance(event, Finished):
+                    yield _data({**_names(worker), "text_output": "", "finish_reason": event.reason})
+                elif isinstance(event, Failed):
+                    yield _data({"error": event.error.message})
+        except LLMServeError as exc:
+            yield _data({"error": exc.message})
+        finally:
+            stream.cancel()
+
+    return EventSourceResponse(events(), sep="\n", headers={"Cache-Control": "no-cache"})
+
+
+def _data(payload: dict[str, Any]) -> dict[str, str]:
+    return {"data": json.dumps(payload, ensure_ascii=False, separators=(",", ":"))}
+
+
+async def infer(request: Request) -> Response:
+    """KServe V2 inference: `inputs` holds a BYTES tensor `text_input` of one string; the answer is the
+    BYTES tensor `text_output`. Generation parameters go in the request's `parameters`."""
+    body = await _json_body(request)
+    inputs = body.get("inputs")
+    if not isinstance(inputs, list):
+        raise InvalidRequest("'inputs' must be a list of tensors", param="inputs")
+    found = [i for i in inputs if isinstance(i, dict) and i.get("name") == "text_input"]
+    if len(found) != 1 or found[0].get("datatype") != "BYTES":
+        raise InvalidRequest("'inputs' needs one BYTES tensor named text_input", param="inputs")
+    data = found[0].get("data")
+    if not isinstance(data, list) or len(data) != 1:
+        raise InvalidRequest("text_input takes one string (shape [1])", param="inputs")
+    worker, stream = await _start(request, data[0], body.get("parameters"))
+    text = await _text(stream, request.state.stats)
+    output = {"name": "text_output", "datatype": "BYTES", "shape": [1], "data": [text]}
+    answer: dict[str, Any] = {**_names(worker), "outputs": [output]}
+    if isinstance(body.get("id"), str):
+        answer["id"] = body["id"]
+    return JSONResponse(answer)
+
+
+def infer_routes(model: str, version: str) -> list[BaseRoute]:
+    routes: list[BaseRoute] = []
+    for prefix in (version, model):
+        routes += [
+            Route(prefix + "/generate", generate, methods=["POST"]),
+            Route(prefix + "/generate_stream", generate_stream, methods=["POST"]),
+            Route(prefix + "/infer", infer, methods=["POST"]),
+        ]
+    return routes
