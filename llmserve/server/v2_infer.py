@@ -174,10 +174,10 @@ async def infer(request: Request) -> Response:
     worker, stream = await _start(request, data[0], body.get("parameters"))
     text = await _text(stream, request.state.stats)
     output = {"name": "text_output", "datatype": "BYTES", "shape": [1], "data": [text]}
-    answer: dict[str, Any] = {**_names(worker), "outputs": [output]}
+    answer: dict[str, Any] = _names(worker)
     if isinstance(body.get("id"), str):
         answer["id"] = body["id"]
-    return JSONResponse(answer)
+    return JSONResponse({**answer, "outputs": [output]})
 
 
 def infer_routes(model: str, version: str) -> list[BaseRoute]:
