@@ -6,7 +6,7 @@ Requests are parsed with `parse_request`, which turns every validation problem i
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -96,9 +96,6 @@ UNSUPPORTED_UNLESS: dict[str, tuple[Any, ...]] = {
     "functions": (None, []),
     "function_call": (None, "none", "auto"),
     "response_format": (None, {"type": "text"}),
-    "presence_penalty": (None, 0, 0.0),
-    "frequency_penalty": (None, 0, 0.0),
-    "logit_bias": (None, {}),
     "modalities": (None, ["text"]),
     "audio": (None,),
     "prediction": (None,),
@@ -120,6 +117,15 @@ class ChatCompletionRequest(_Request):
     top_k: int | None = Field(default=None, ge=-1)  # vLLM's extension; -1 or 0: no cut
     stop: str | list[str] | None = None
     seed: int | None = None
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = None
+    # vLLM's and mistral.rs's extensions
+    repetition_penalty: float | None = Field(default=None, gt=0, le=10)
+    min_p: float | None = Field(default=None, ge=0, le=1)
+    stop_token_ids: list[Annotated[int, Field(ge=0)]] | None = None
+    ignore_eos: bool = False
+    min_tokens: int = Field(default=0, ge=0)
     keep_alive: KeepAliveField = None  # Ollama's: how long the model stays loaded after this
 
     # Accepted, no effect on the output.
@@ -139,9 +145,6 @@ class ChatCompletionRequest(_Request):
     functions: Any = None
     function_call: Any = None
     response_format: Any = None
-    presence_penalty: Any = None
-    frequency_penalty: Any = None
-    logit_bias: Any = None
     modalities: Any = None
     audio: Any = None
     prediction: Any = None
@@ -155,6 +158,17 @@ class ChatCompletionRequest(_Request):
         if isinstance(value, list) and any(not s for s in value):
             raise ValueError("stop strings must not be empty")
         return value
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _token_ids(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        for key in value or {}:
+            if not key.isdigit():
+                raise ValueError(f"keys are token ids (whole numbers as strings), not {key!r}")
+        return value
+
+    def logit_biases(self) -> tuple[tuple[int, float], ...]:
+        return tuple((int(k), float(v)) for k, v in (self.logit_bias or {}).items())
 
     def stop_strings(self) -> tuple[str, ...]:
         if self.stop is None:

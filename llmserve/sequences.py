@@ -56,7 +56,9 @@ def step_all(engine: Engine, running: list[Running], retire: Retire) -> list[Run
     tokens = engine.step([run.seq_id for run in live])
     still: list[Running] = []
     for run, token in zip(live, tokens, strict=True):
-        text, reason = run.output.on_token(token, engine.is_eos(token))
+        params = run.job.params
+        ends = (engine.is_eos(token) and not params.ignore_eos) or token in params.stop_token_ids
+        text, reason = run.output.on_token(token, ends)
         if text:
             run.job.stream.push(TextDelta(text))
         if reason is None:

@@ -82,6 +82,14 @@ async def to_generation(
         top_k=max(request.top_k or 0, 0),
         seed=request.seed,
         stop=request.stop_strings(),
+        presence_penalty=request.presence_penalty or 0.0,
+        frequency_penalty=request.frequency_penalty or 0.0,
+        repetition_penalty=request.repetition_penalty or 1.0,
+        logit_bias=request.logit_biases(),
+        min_p=request.min_p or 0.0,
+        stop_token_ids=tuple(request.stop_token_ids or ()),
+        ignore_eos=request.ignore_eos,
+        min_tokens=request.min_tokens,
     )
     return messages, params
 

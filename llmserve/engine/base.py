@@ -38,6 +38,25 @@ class GenerationParams:
     top_k: int = 0  # 0: no top-k cut
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    presence_penalty: float = 0.0  # OpenAI: minus this for every token already generated
+    frequency_penalty: float = 0.0  # OpenAI: minus this times how often the token was generated
+    repetition_penalty: float = 1.0  # transformers/vLLM: logits of prompt and output tokens divided by it
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, added to its logit)
+    min_p: float = 0.0  # drop tokens less likely than min_p times the most likely one
+    stop_token_ids: tuple[int, ...] = ()  # more tokens that end the output (not part of it)
+    ignore_eos: bool = False  # the end-of-sequence token does not end the output
+    min_tokens: int = 0  # end-of-sequence and stop tokens are impossible before this many tokens
+
+    @property
+    def shapes_logits(self) -> bool:
+        """Whether the logits need more than temperature, top-k, top-p and min-p."""
+        return bool(
+            self.presence_penalty
+            or self.frequency_penalty
+            or self.repetition_penalty != 1.0
+            or self.logit_bias
+            or self.min_tokens
+        )
 
 
 class Engine(Protocol):

@@ -27,7 +27,7 @@ from llmserve.engine.base import ChatMessage, GenerationParams
 from llmserve.engine.batch import Batch, joinable, left_padded, prefill_groups
 from llmserve.engine.gguf import load_gguf
 from llmserve.engine.placement import model_device_map, quantization_config
-from llmserve.engine.sampling import GREEDY_BELOW, sample_rows
+from llmserve.engine.sampling import GREEDY_BELOW, History, sample_rows
 from llmserve.errors import InvalidRequest
 from llmserve.progress import report
 
@@ -144,6 +144,7 @@ class _Sequence:
     last: int = -1  # the token the next step feeds
     cache: Any = None  # its own cache, only when the model's cache cannot be batched
     extras: dict[str, Any] | None = None  # more prompt-pass inputs (a vision model's pixel values)
+    history: History | None = None  # kept only when its parameters shape the logits (penalties...)
 
 
 class PromptIds(list[int]):
@@ -154,8 +155,14 @@ class PromptIds(list[int]):
         self.inputs = inputs
 
 
-def _choose(logits: torch.Tensor, seqs: Sequence[_Sequence]) -> list[int]:
-    return sample_rows(logits, [seq.params for seq in seqs], [seq.generator for seq in seqs])
+def _choose(logits: torch.Tensor, seqs: Sequence[_Sequence], enders: frozenset[int]) -> list[int]:
+    histories = [seq.history or _NO_HISTORY for seq in seqs]
+    return sample_rows(
+        logits, [seq.params for seq in seqs], [seq.generator for seq in seqs], histories, enders
+    )
+
+
+_NO_HISTORY = History()
 
 
 class HFEngine:
@@ -243,7 +250,14 @@ class HFEngine:
                 generator.manual_seed(params.seed)
         seq_id = next(self._ids)
         extras = prompt_ids.inputs if isinstance(prompt_ids, PromptIds) else None
-        self._seqs[seq_id] = _Sequence(params, generator, list(prompt_ids), extras=extras)
+        vocab = int(self._model.get_output_embeddings().weight.shape[0])
+        for token in (*(i for i, _ in params.logit_bias), *params.stop_token_ids):
+            if not 0 <= token < vocab:
+                raise InvalidRequest(f"token id {token} is outside this model's vocabulary (0-{vocab - 1})")
+        history = None
+        if params.shapes_logits:
+            history = History(list(prompt_ids) if params.repetition_penalty != 1.0 else ())
+        self._seqs[seq_id] = _Sequence(params, generator, list(prompt_ids), extras=extras, history=history)
         return seq_id
 
     def step(self, seq_ids: Sequence[int]) -> list[int]:
@@ -263,7 +277,10 @@ class HFEngine:
                     tokens[seq_id] = self._step_alone(self._seqs[seq_id])
             self._prefill(fresh, tokens)
         for seq_id, token in tokens.items():
-            self._seqs[seq_id].last = token
+            seq = self._seqs[seq_id]
+            seq.last = token
+            if seq.history is not None:
+                seq.history.generated.append(token)
         return [tokens[i] for i in seq_ids]
 
     def _decode(self) -> dict[int, int]:
@@ -271,7 +288,7 @@ class HFEngine:
         seq_ids = list(self._batch.seq_ids)
         seqs = [self._seqs[i] for i in seq_ids]
         logits = self._batch.forward(self._model, [seq.last for seq in seqs])
-        return dict(zip(seq_ids, _choose(logits, seqs), strict=True))
+        return dict(zip(seq_ids, _choose(logits, seqs, self._eos), strict=True))
 
     def _prefill(self, seq_ids: list[int], tokens: dict[int, int]) -> None:
         """Runs the new prompts in padded groups of similar length; each group joins the batch in one copy.
@@ -293,7 +310,7 @@ class HFEngine:
                 **self._last_logits_only,
             )
             members = [seqs[i] for i in group]
-            for i, token in zip(group, _choose(out.logits[:, -1, :], members), strict=True):
+            for i, token in zip(group, _choose(out.logits[:, -1, :], members, self._eos), strict=True):
                 tokens[seq_ids[i]] = token
                 seqs[i].prompt = None
                 seqs[i].extras = None
@@ -306,7 +323,7 @@ class HFEngine:
         ids = torch.tensor([[seq.last]], dtype=torch.long, device=self._device)
         out = self._model(input_ids=ids, past_key_values=seq.cache, use_cache=True)
         seq.cache = out.past_key_values
-        return _choose(out.logits[:, -1, :], [seq])[0]
+        return _choose(out.logits[:, -1, :], [seq], self._eos)[0]
 
     def release(self, seq_id: int) -> None:
         self._seqs.pop(seq_id, None)
