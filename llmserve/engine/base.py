@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from llmserve.config import ModelConfig
 
@@ -109,6 +109,18 @@ class Engine(Protocol):
     def wake(self) -> None:
         """Move offloaded weights back to their devices."""
         ...
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """An engine that turns inputs into vectors (the `Embedding` spec)."""
+
+    @property
+    def dimensions(self) -> int: ...
+
+    def tokenize(self, text: str) -> list[int]: ...
+
+    def embed(self, inputs: Sequence[Sequence[int]]) -> list[list[float]]: ...
 
 
 EngineFactory = Callable[[ModelConfig], Engine]

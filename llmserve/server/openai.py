@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from llmserve.embeddings import EmbeddingRequest, create_embeddings
 from llmserve.errors import InvalidRequest, ModelNotFound
 from llmserve.protocol import (
     ChatCompletionRequest,
@@ -85,6 +86,16 @@ async def chat_completions(request: Request) -> Response:
         return sse_response(chunks, options.shutdown_timeout + 5)
     completion = await until_disconnect(request, chat.complete(body, stats))
     return _json(completion) if completion is not None else Response(status_code=CLIENT_CLOSED)
+
+
+async def embeddings(request: Request) -> Response:
+    body = parse_request(EmbeddingRequest, await read_json(request))
+    result = await until_disconnect(request, create_embeddings(_registry(request), body))
+    if result is None:
+        return Response(status_code=CLIENT_CLOSED)
+    stats: RequestStats = request.state.stats
+    stats.model, stats.prompt_tokens = result["model"], result["usage"]["prompt_tokens"]
+    return JSONResponse(result)
 
 
 async def list_models(request: Request) -> Response:
@@ -178,6 +189,7 @@ def routes() -> list[BaseRoute]:
         Route("/health", health, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/embeddings", embeddings, methods=["POST"]),
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/v1/models/unload", unload_model, methods=["POST"]),
         Route("/v1/models/reload", reload_model, methods=["POST"]),

@@ -1,0 +1,74 @@
+"""POST /v1/embeddings without a transport: the request's inputs → the model's worker (an `Embed`
+message, answered between two decode steps by `sequences.embed_all`) → OpenAI's response."""
+
+from __future__ import annotations
+
+import base64
+import struct
+from typing import Any, Literal
+
+from pydantic import Field
+
+from llmserve.errors import InvalidRequest
+from llmserve.jobs import Embed, Reply
+from llmserve.protocol import _Request
+from llmserve.registry import ModelRegistry
+
+MAX_INPUTS = 2048  # OpenAI's limit on inputs per request
+
+
+class EmbeddingRequest(_Request):
+    model: str | None = None
+    input: str | list[str] | list[int] | list[list[int]]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(default=None, ge=1)
+    user: str | None = None  # accepted, no effect
+
+
+def _inputs(value: str | list[str] | list[int] | list[list[int]]) -> tuple[str | tuple[int, ...], ...]:
+    if isinstance(value, str):
+        items: list[Any] = [value]
+    elif value and all(isinstance(v, int) for v in value):
+        items = [tuple(value)]  # one input given as token ids
+    else:
+        items = [v if isinstance(v, str | int) else tuple(v) for v in value]
+    if any(isinstance(i, int) for i in items):
+        raise InvalidRequest("'input' mixes token ids with other inputs", param="input")
+    if not items:
+        raise InvalidRequest("'input' must not be empty", param="input")
+    if len(items) > MAX_INPUTS:
+        raise InvalidRequest(f"'input' holds {len(items)} items; at most {MAX_INPUTS}", param="input")
+    for i, item in enumerate(items):
+        if not item:
+            raise InvalidRequest(f"input {i} is empty", param="input")
+    return tuple(items)
+
+
+def _encode(vector: list[float], encoding: str) -> list[float] | str:
+    if encoding == "float":
+        return vector
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")  # float32, as OpenAI
+
+
+async def create_embeddings(registry: ModelRegistry, request: EmbeddingRequest) -> dict[str, Any]:
+    inputs = _inputs(request.input)
+    worker = registry.resolve(request.model)
+    registry.check_room(worker)
+    reply: Reply[tuple[list[list[float]], list[int]]] = Reply()
+    worker.submit_embed(Embed(inputs, reply))
+    vectors, tokens = await reply.future
+    if request.dimensions is not None and vectors and request.dimensions != len(vectors[0]):
+        raise InvalidRequest(
+            f"model '{worker.api_id}' makes {len(vectors[0])}-dimensional embeddings and cannot shorten "
+            f"them; 'dimensions' must be {len(vectors[0])} or left out",
+            param="dimensions",
+        )
+    return {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "index": i, "embedding": _encode(v, request.encoding_format)}
+            for i, v in enumerate(vectors)
+        ],
+        "model": worker.api_id,
+        "usage": {"prompt_tokens": sum(tokens), "total_tokens": sum(tokens)},
+    }
