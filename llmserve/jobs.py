@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from llmserve.engine.base import ChatMessage, FinishReason, GenerationParams
 from llmserve.errors import LLMServeError
@@ -32,6 +32,7 @@ class Started:
 @dataclass(frozen=True)
 class TextDelta:
     text: str
+    logprobs: tuple[dict[str, Any], ...] = ()  # OpenAI-shaped entries of the tokens behind `text`
 
 
 @dataclass(frozen=True)

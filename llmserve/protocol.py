@@ -87,9 +87,6 @@ class StreamOptions(_Request):
 # Parameters OpenAI defines that llmserve does not implement yet, with the values that change nothing.
 # Any other value is a 400 naming the parameter, never a silent ignore.
 UNSUPPORTED_UNLESS: dict[str, tuple[Any, ...]] = {
-    "n": (None, 1),
-    "logprobs": (None, False),
-    "top_logprobs": (None, 0),
     "tools": (None, []),
     "tool_choice": (None, "none", "auto"),
     "parallel_tool_calls": (None, True, False),
@@ -117,6 +114,9 @@ class ChatCompletionRequest(_Request):
     top_k: int | None = Field(default=None, ge=-1)  # vLLM's extension; -1 or 0: no cut
     stop: str | list[str] | None = None
     seed: int | None = None
+    n: int | None = Field(default=None, ge=1, le=128)
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = None
@@ -136,9 +136,6 @@ class ChatCompletionRequest(_Request):
     prompt_cache_key: str | None = None
     safety_identifier: str | None = None
     # Defined by OpenAI, not implemented yet: see UNSUPPORTED_UNLESS.
-    n: Any = None
-    logprobs: Any = None
-    top_logprobs: Any = None
     tools: Any = None
     tool_choice: Any = None
     parallel_tool_calls: Any = None
@@ -180,6 +177,8 @@ class ChatCompletionRequest(_Request):
             value = getattr(self, name)
             if not any(value == ok and type(value) is type(ok) for ok in neutral):
                 raise InvalidRequest(f"'{name}' = {value!r} is not supported by llmserve yet", param=name)
+        if self.top_logprobs is not None and not self.logprobs:
+            raise InvalidRequest("'top_logprobs' needs 'logprobs': true", param="top_logprobs")
         if self.stream_options is not None and not self.stream:
             raise InvalidRequest(
                 "'stream_options' is only allowed when 'stream' is true", param="stream_options"
@@ -236,10 +235,15 @@ class ResponseMessage(BaseModel):
     refusal: None = None
 
 
+class ChoiceLogprobs(BaseModel):
+    content: list[dict[str, Any]] | None  # {"token", "logprob", "bytes", "top_logprobs": [...]} per token
+    refusal: None = None
+
+
 class Choice(BaseModel):
     index: int
     message: ResponseMessage
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
     finish_reason: FinishReasonOut
 
 
@@ -264,7 +268,7 @@ class Delta(BaseModel):
 class ChunkChoice(BaseModel):
     index: int
     delta: Delta
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
     finish_reason: FinishReasonOut | None = None
 
 

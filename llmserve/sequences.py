@@ -5,10 +5,11 @@ the running requests of a model; and the embedding requests, answered between tw
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from llmserve.decoding import OutputText
-from llmserve.engine.base import Embedder, Engine
+from llmserve.engine.base import Embedder, Engine, LogprobSource, TokenLogprob
 from llmserve.errors import InvalidRequest, LLMServeError
 from llmserve.jobs import Embed, Failed, Finished, Generate, TextDelta
 
@@ -21,6 +22,17 @@ class Running:
     seq_id: int
     prompt_tokens: int
     output: OutputText
+    logprobs: list[dict[str, Any]] = field(default_factory=list)  # of tokens whose text is held back
+
+
+def logprob_entry(engine: Engine, found: TokenLogprob) -> dict[str, Any]:
+    """OpenAI's shape of one token's log probability: token text, its UTF-8 bytes, the alternatives."""
+
+    def one(token_id: int, logprob: float) -> dict[str, Any]:
+        text = engine.decode([token_id])
+        return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
+
+    return {**one(found.token_id, found.logprob), "top_logprobs": [one(i, lp) for i, lp in found.top]}
 
 
 def begin(engine: Engine, job: Generate, api_id: str) -> Running:
@@ -33,6 +45,8 @@ def begin(engine: Engine, job: Generate, api_id: str) -> Running:
             f"{engine.context_length} tokens in all, so shorten the messages by {1 - room} or more",
             param="messages",
         )
+    if job.params.logprobs is not None and not isinstance(engine, LogprobSource):
+        raise InvalidRequest(f"model '{api_id}' cannot report log probabilities", param="logprobs")
     max_tokens = min(job.params.max_tokens or room, room)
     seq_id = engine.start(prompt, job.params)
     return Running(job, seq_id, len(prompt), OutputText(engine.decode, job.params.stop, max_tokens))
@@ -58,9 +72,14 @@ def step_all(engine: Engine, running: list[Running], retire: Retire) -> list[Run
     for run, token in zip(live, tokens, strict=True):
         params = run.job.params
         ends = (engine.is_eos(token) and not params.ignore_eos) or token in params.stop_token_ids
+        if params.logprobs is not None and isinstance(engine, LogprobSource):
+            found = engine.take_logprobs(run.seq_id)
+            if found is not None and not ends:
+                run.logprobs.append(logprob_entry(engine, found))
         text, reason = run.output.on_token(token, ends)
-        if text:
-            run.job.stream.push(TextDelta(text))
+        if text or (reason is not None and run.logprobs):
+            run.job.stream.push(TextDelta(text, tuple(run.logprobs)))
+            run.logprobs = []
         if reason is None:
             still.append(run)
             continue

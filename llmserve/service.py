@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from llmserve.engine.base import ChatMessage, GenerationParams, Role
@@ -19,6 +20,7 @@ from llmserve.protocol import (
     ChatCompletionRequest,
     ChatMessageIn,
     Choice,
+    ChoiceLogprobs,
     ChunkChoice,
     Delta,
     ResponseMessage,
@@ -76,6 +78,7 @@ async def to_generation(
     request.check_supported()
     messages = [await _message(i, m, allow_remote_images) for i, m in enumerate(request.messages)]
     params = GenerationParams(
+        logprobs=(request.top_logprobs or 0) if request.logprobs else None,
         max_tokens=request.max_completion_tokens or request.max_tokens,
         temperature=1.0 if request.temperature is None else request.temperature,
         top_p=1.0 if request.top_p is None else request.top_p,
@@ -114,44 +117,56 @@ class ChatService:
         self.registry = registry
         self.allow_remote_images = allow_remote_images
 
-    async def _start(self, request: ChatCompletionRequest, stats: RequestStats) -> tuple[str, EventStream]:
+    async def _start(
+        self, request: ChatCompletionRequest, stats: RequestStats
+    ) -> tuple[str, list[EventStream], int]:
+        """Queues the `n` choices (choice i with seed + i) and waits until each has started; returns the
+        model's name, the streams and the prompt's token count. A failure cancels every choice."""
         messages, params = await to_generation(request, allow_remote_images=self.allow_remote_images)
         keep_alive = None if request.keep_alive is None else parse_keep_alive(request.keep_alive)
-        worker, stream = self.registry.generate(request.model, messages, params, keep_alive)
-        stats.model = worker.api_id
-        stats.observe(await _first_event(stream))
-        return worker.api_id, stream
+        streams: list[EventStream] = []
+        try:
+            for i in range(request.n or 1):
+                seeded = params if params.seed is None or i == 0 else replace(params, seed=params.seed + i)
+                worker, stream = self.registry.generate(request.model, messages, seeded, keep_alive)
+                streams.append(stream)
+            stats.model = worker.api_id
+            started = [await _first_event(stream) for stream in streams]
+        except BaseException:
+            for stream in streams:
+                stream.cancel()
+            raise
+        stats.observe(started[0])
+        return worker.api_id, streams, started[0].prompt_tokens
 
     async def complete(
         self, request: ChatCompletionRequest, stats: RequestStats | None = None
     ) -> ChatCompletion:
         stats = stats or RequestStats()
-        model, stream = await self._start(request, stats)
-        parts: list[str] = []
+        model, streams, prompt_tokens = await self._start(request, stats)
         try:
-            async for event in stream.until_done():
-                stats.observe(event)
-                if isinstance(event, TextDelta):
-                    parts.append(event.text)
-                elif isinstance(event, Failed):
-                    raise event.error
-                elif isinstance(event, Finished):
-                    return ChatCompletion(
-                        id=f"chatcmpl-{uuid.uuid4().hex}",
-                        created=int(time.time()),
-                        model=model,
-                        choices=[
-                            Choice(
-                                index=0,
-                                message=ResponseMessage(content="".join(parts)),
-                                finish_reason=event.reason,
-                            )
-                        ],
-                        usage=Usage.of(event.prompt_tokens, event.completion_tokens),
-                    )
+            results = await asyncio.gather(*(_collect(stream, stats) for stream in streams))
         finally:
-            stream.cancel()
-        raise InternalError("the generation ended without a result")
+            for stream in streams:
+                stream.cancel()
+        choices = [
+            Choice(
+                index=i,
+                message=ResponseMessage(content=text),
+                logprobs=ChoiceLogprobs(content=entries) if request.logprobs else None,
+                finish_reason=finished.reason,
+            )
+            for i, (text, entries, finished) in enumerate(results)
+        ]
+        generated = sum(finished.completion_tokens for _, _, finished in results)
+        stats.completion_tokens = generated
+        return ChatCompletion(
+            id=f"chatcmpl-{uuid.uuid4().hex}",
+            created=int(time.time()),
+            model=model,
+            choices=choices,
+            usage=Usage.of(prompt_tokens, generated),
+        )
 
     async def open_stream(
         self, request: ChatCompletionRequest, stats: RequestStats | None = None
@@ -159,15 +174,61 @@ class ChatService:
         """Returns the chunks once generation has started, so that load and prompt errors are raised
         here, before any byte of the response is sent."""
         stats = stats or RequestStats()
-        model, stream = await self._start(request, stats)
+        model, streams, prompt_tokens = await self._start(request, stats)
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
-        return _chunks(model, stream, include_usage, stats)
+        return _chunks(model, streams, prompt_tokens, include_usage, bool(request.logprobs), stats)
+
+
+async def _collect(stream: EventStream, stats: RequestStats) -> tuple[str, list[dict[str, Any]], Finished]:
+    """A choice's text, its tokens' log probabilities and its end."""
+    parts: list[str] = []
+    entries: list[dict[str, Any]] = []
+    async for event in stream.until_done():
+        stats.observe(event)
+        if isinstance(event, TextDelta):
+            parts.append(event.text)
+            entries.extend(event.logprobs)
+        elif isinstance(event, Failed):
+            raise event.error
+        elif isinstance(event, Finished):
+            return "".join(parts), entries, event
+    raise InternalError("the generation ended without a result")
+
+
+async def _merged(streams: list[EventStream]) -> AsyncGenerator[tuple[int, Event], None]:
+    """The events of all choices as they come, tagged with the choice's index."""
+    if len(streams) == 1:
+        async for event in streams[0].until_done():
+            yield 0, event
+        return
+    queue: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
+
+    async def pump(index: int, stream: EventStream) -> None:
+        async for event in stream.until_done():
+            await queue.put((index, event))
+
+    tasks = [asyncio.create_task(pump(i, s)) for i, s in enumerate(streams)]
+    try:
+        done = 0
+        while done < len(streams):
+            index, event = await queue.get()
+            done += isinstance(event, Finished | Failed)
+            yield index, event
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 async def _chunks(
-    model: str, stream: EventStream, include_usage: bool, stats: RequestStats
+    model: str,
+    streams: list[EventStream],
+    prompt_tokens: int,
+    include_usage: bool,
+    with_logprobs: bool,
+    stats: RequestStats,
 ) -> AsyncGenerator[dict[str, Any], None]:
-    """role chunk → content chunks → finish chunk → (usage chunk). A failure mid-way is raised."""
+    """Per choice: role chunk → content chunks → finish chunk; then (usage chunk). A failure mid-way
+    is raised."""
     chunk_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
 
@@ -176,17 +237,23 @@ async def _chunks(
         # With include_usage every chunk carries `usage` (null until the last one), as OpenAI sends it.
         return out.model_dump(exclude=None if include_usage else {"usage"})
 
+    generated = 0
     try:
-        yield chunk([ChunkChoice(index=0, delta=Delta(role="assistant", content=""))])
-        async for event in stream.until_done():
+        for index in range(len(streams)):
+            yield chunk([ChunkChoice(index=index, delta=Delta(role="assistant", content=""))])
+        async for index, event in _merged(streams):
             stats.observe(event)
             if isinstance(event, TextDelta):
-                yield chunk([ChunkChoice(index=0, delta=Delta(content=event.text))])
+                logprobs = ChoiceLogprobs(content=list(event.logprobs)) if with_logprobs else None
+                yield chunk([ChunkChoice(index=index, delta=Delta(content=event.text), logprobs=logprobs)])
             elif isinstance(event, Failed):
                 raise event.error
             elif isinstance(event, Finished):
-                yield chunk([ChunkChoice(index=0, delta=Delta(), finish_reason=event.reason)])
-                if include_usage:
-                    yield chunk([], Usage.of(event.prompt_tokens, event.completion_tokens))
+                generated += event.completion_tokens
+                yield chunk([ChunkChoice(index=index, delta=Delta(), finish_reason=event.reason)])
+        stats.completion_tokens = generated
+        if include_usage:
+            yield chunk([], Usage.of(prompt_tokens, generated))
     finally:
-        stream.cancel()
+        for stream in streams:
+            stream.cancel()

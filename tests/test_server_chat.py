@@ -203,8 +203,14 @@ BAD_BODIES = [
         "invalid value for 'top_k': Input should be greater than or equal to -1",
     ),
     ({"messages": USER, "frobnicate": True}, "frobnicate", "unknown parameter 'frobnicate'"),
-    ({"messages": USER, "n": 2}, "n", "'n' = 2 is not supported by llmserve yet"),
-    ({"messages": USER, "logprobs": True}, "logprobs", "'logprobs' = True is not supported by llmserve yet"),
+    ({"messages": USER, "n": 0}, "n", "invalid value for 'n': Input should be greater than or equal to 1"),
+    ({"messages": USER, "n": 129}, "n", "invalid value for 'n': Input should be less than or equal to 128"),
+    ({"messages": USER, "top_logprobs": 2}, "top_logprobs", "'top_logprobs' needs 'logprobs': true"),
+    (
+        {"messages": USER, "logprobs": True, "top_logprobs": 21},
+        "top_logprobs",
+        "invalid value for 'top_logprobs': Input should be less than or equal to 20",
+    ),
     (
         {"messages": USER, "tools": [{"type": "function", "function": {"name": "f"}}]},
         "tools",

@@ -46,6 +46,7 @@ class GenerationParams:
     stop_token_ids: tuple[int, ...] = ()  # more tokens that end the output (not part of it)
     ignore_eos: bool = False  # the end-of-sequence token does not end the output
     min_tokens: int = 0  # end-of-sequence and stop tokens are impossible before this many tokens
+    logprobs: int | None = None  # report each token's log probability and this many alternatives
 
     @property
     def shapes_logits(self) -> bool:
@@ -108,6 +109,25 @@ class Engine(Protocol):
 
     def wake(self) -> None:
         """Move offloaded weights back to their devices."""
+        ...
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A generated token's log probability under the model (before sampling adjustments), with the
+    most likely tokens at that position."""
+
+    token_id: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()
+
+
+@runtime_checkable
+class LogprobSource(Protocol):
+    """An engine that can report the log probabilities of the tokens it generated."""
+
+    def take_logprobs(self, seq_id: int) -> TokenLogprob | None:
+        """The last step's log probabilities of this sequence (when its parameters asked for them)."""
         ...
 
 

@@ -23,11 +23,11 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
 from llmserve.config import Dtype, GGUFSpec, ModelConfig
-from llmserve.engine.base import ChatMessage, GenerationParams
+from llmserve.engine.base import ChatMessage, GenerationParams, TokenLogprob
 from llmserve.engine.batch import Batch, joinable, left_padded, prefill_groups
 from llmserve.engine.gguf import load_gguf
 from llmserve.engine.placement import model_device_map, quantization_config
-from llmserve.engine.sampling import GREEDY_BELOW, History, sample_rows
+from llmserve.engine.sampling import GREEDY_BELOW, History, sample_rows, token_logprob
 from llmserve.errors import InvalidRequest
 from llmserve.progress import report
 
@@ -145,6 +145,7 @@ class _Sequence:
     cache: Any = None  # its own cache, only when the model's cache cannot be batched
     extras: dict[str, Any] | None = None  # more prompt-pass inputs (a vision model's pixel values)
     history: History | None = None  # kept only when its parameters shape the logits (penalties...)
+    logprobs: TokenLogprob | None = None  # the last step's, when asked for
 
 
 class PromptIds(list[int]):
@@ -288,7 +289,22 @@ class HFEngine:
         seq_ids = list(self._batch.seq_ids)
         seqs = [self._seqs[i] for i in seq_ids]
         logits = self._batch.forward(self._model, [seq.last for seq in seqs])
-        return dict(zip(seq_ids, _choose(logits, seqs, self._eos), strict=True))
+        return dict(zip(seq_ids, self._pick(logits, seqs), strict=True))
+
+    def _pick(self, logits: torch.Tensor, seqs: Sequence[_Sequence]) -> list[int]:
+        """The next token of each row; records the log probabilities of the rows that asked."""
+        tokens = _choose(logits, seqs, self._eos)
+        for row, (seq, token) in enumerate(zip(seqs, tokens, strict=True)):
+            if seq.params.logprobs is not None:
+                seq.logprobs = token_logprob(logits[row], token, seq.params.logprobs)
+        return tokens
+
+    def take_logprobs(self, seq_id: int) -> TokenLogprob | None:
+        seq = self._seqs.get(seq_id)
+        if seq is None:
+            return None
+        found, seq.logprobs = seq.logprobs, None
+        return found
 
     def _prefill(self, seq_ids: list[int], tokens: dict[int, int]) -> None:
         """Runs the new prompts in padded groups of similar length; each group joins the batch in one copy.
@@ -310,7 +326,7 @@ class HFEngine:
                 **self._last_logits_only,
             )
             members = [seqs[i] for i in group]
-            for i, token in zip(group, _choose(out.logits[:, -1, :], members, self._eos), strict=True):
+            for i, token in zip(group, self._pick(out.logits[:, -1, :], members), strict=True):
                 tokens[seq_ids[i]] = token
                 seqs[i].prompt = None
                 seqs[i].extras = None
@@ -323,7 +339,7 @@ class HFEngine:
         ids = torch.tensor([[seq.last]], dtype=torch.long, device=self._device)
         out = self._model(input_ids=ids, past_key_values=seq.cache, use_cache=True)
         seq.cache = out.past_key_values
-        return _choose(out.logits[:, -1, :], [seq], self._eos)[0]
+        return self._pick(out.logits[:, -1, :], [seq])[0]
 
     def release(self, seq_id: int) -> None:
         self._seqs.pop(seq_id, None)

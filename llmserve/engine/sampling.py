@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from llmserve.engine.base import GenerationParams
+from llmserve.engine.base import GenerationParams, TokenLogprob
 
 GREEDY_BELOW = 1e-5  # a smaller temperature overflows the logits: it is greedy in effect
 
@@ -92,3 +92,13 @@ def sample_rows(
         if row_params.temperature >= GREEDY_BELOW:
             tokens[row] = sample(row_logits, row_params, generator)
     return tokens
+
+
+def token_logprob(logits: torch.Tensor, token: int, top: int) -> TokenLogprob:
+    """`token`'s log probability under the raw `logits` (1-D) and the `top` most likely tokens."""
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    best = torch.topk(logprobs, top) if top else None
+    alternatives = (
+        () if best is None else tuple(zip(best.indices.tolist(), best.values.tolist(), strict=True))
+    )
+    return TokenLogprob(token, float(logprobs[token]), alternatives)
