@@ -27,6 +27,7 @@ class Started:
     """The model is loaded and the prompt accepted; generation begins."""
 
     prompt_tokens: int
+    echo: str = ""  # the prompt's text, when the request asked for it back (/v1/completions `echo`)
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,8 @@ class Generate:
     stream: EventStream
     keep_alive: float | None = None  # this request's keep_alive (seconds); None: the model's own
     queued_at: float = field(default_factory=time.monotonic)
+    prompt: str | tuple[int, ...] | None = None  # a raw prompt (/v1/completions) instead of the chat
+    echo: bool = False  # send the raw prompt's text back in `Started`
 
 
 @dataclass(frozen=True)

@@ -206,14 +206,17 @@ class ModelRegistry:
         messages: Sequence[ChatMessage],
         params: GenerationParams,
         keep_alive: float | None = None,
+        prompt: str | tuple[int, ...] | None = None,
+        echo: bool = False,
     ) -> tuple[ModelWorker, EventStream]:
-        """Queues a generation (loading the model first if needed) and returns its event stream."""
+        """Queues a generation (loading the model first if needed) and returns its event stream;
+        `prompt`: a raw prompt instead of the chat `messages`."""
         worker = self.resolve(model)
         if self.draining:
             raise ShuttingDown()
         self.check_room(worker)
         stream = EventStream()
-        worker.submit(Generate(tuple(messages), params, stream, keep_alive))
+        worker.submit(Generate(tuple(messages), params, stream, keep_alive, prompt=prompt, echo=echo))
         return worker, stream
 
     async def reload(self, model: str | None) -> ModelWorker:

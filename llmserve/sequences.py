@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmserve.decoding import OutputText
-from llmserve.engine.base import Embedder, Engine, LogprobSource, TokenLogprob
+from llmserve.engine.base import Embedder, Engine, LogprobSource, TextEncoder, TokenLogprob
 from llmserve.errors import InvalidRequest, LLMServeError
 from llmserve.jobs import Embed, Failed, Finished, Generate, TextDelta
 
@@ -23,6 +23,7 @@ class Running:
     prompt_tokens: int
     output: OutputText
     logprobs: list[dict[str, Any]] = field(default_factory=list)  # of tokens whose text is held back
+    echo: str = ""  # the prompt's text, when the job asked for it
 
 
 def logprob_entry(engine: Engine, found: TokenLogprob) -> dict[str, Any]:
@@ -35,9 +36,19 @@ def logprob_entry(engine: Engine, found: TokenLogprob) -> dict[str, Any]:
     return {**one(found.token_id, found.logprob), "top_logprobs": [one(i, lp) for i, lp in found.top]}
 
 
+def _prompt_ids(engine: Engine, job: Generate) -> list[int]:
+    if job.prompt is None:
+        return engine.encode_chat(job.messages)
+    if not isinstance(engine, TextEncoder):
+        raise InvalidRequest("this model does not take raw prompts", param="prompt")
+    if isinstance(job.prompt, str):
+        return engine.encode_text(job.prompt)
+    return list(job.prompt)
+
+
 def begin(engine: Engine, job: Generate, api_id: str) -> Running:
     """Starts `job` on `engine`; raises `InvalidRequest` when the prompt leaves no room to generate."""
-    prompt = engine.encode_chat(job.messages)
+    prompt = _prompt_ids(engine, job)
     room = engine.context_length - len(prompt)
     if room < 1:
         raise InvalidRequest(
@@ -49,7 +60,10 @@ def begin(engine: Engine, job: Generate, api_id: str) -> Running:
         raise InvalidRequest(f"model '{api_id}' cannot report log probabilities", param="logprobs")
     max_tokens = min(job.params.max_tokens or room, room)
     seq_id = engine.start(prompt, job.params)
-    return Running(job, seq_id, len(prompt), OutputText(engine.decode, job.params.stop, max_tokens))
+    echo = "" if not job.echo else job.prompt if isinstance(job.prompt, str) else engine.decode(prompt)
+    return Running(
+        job, seq_id, len(prompt), OutputText(engine.decode, job.params.stop, max_tokens), echo=echo
+    )
 
 
 Retire = Callable[[Generate, Finished | Failed | None], None]

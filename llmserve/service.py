@@ -97,7 +97,7 @@ async def to_generation(
     return messages, params
 
 
-async def _first_event(stream: EventStream) -> Started:
+async def first_event(stream: EventStream) -> Started:
     """Waits until the model is loaded and the prompt accepted; raises the error if it failed."""
     try:
         event = await stream.get()
@@ -131,7 +131,7 @@ class ChatService:
                 worker, stream = self.registry.generate(request.model, messages, seeded, keep_alive)
                 streams.append(stream)
             stats.model = worker.api_id
-            started = [await _first_event(stream) for stream in streams]
+            started = [await first_event(stream) for stream in streams]
         except BaseException:
             for stream in streams:
                 stream.cancel()
@@ -195,7 +195,7 @@ async def _collect(stream: EventStream, stats: RequestStats) -> tuple[str, list[
     raise InternalError("the generation ended without a result")
 
 
-async def _merged(streams: list[EventStream]) -> AsyncGenerator[tuple[int, Event], None]:
+async def merged(streams: list[EventStream]) -> AsyncGenerator[tuple[int, Event], None]:
     """The events of all choices as they come, tagged with the choice's index."""
     if len(streams) == 1:
         async for event in streams[0].until_done():
@@ -241,7 +241,7 @@ async def _chunks(
     try:
         for index in range(len(streams)):
             yield chunk([ChunkChoice(index=index, delta=Delta(role="assistant", content=""))])
-        async for index, event in _merged(streams):
+        async for index, event in merged(streams):
             stats.observe(event)
             if isinstance(event, TextDelta):
                 logprobs = ChoiceLogprobs(content=list(event.logprobs)) if with_logprobs else None

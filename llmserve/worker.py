@@ -361,7 +361,7 @@ class ModelWorker:
             error = InternalError(f"preparing the prompt failed: {type(exc).__name__}: {exc}")
             self._retire(job, Failed(error))
             return
-        job.stream.push(Started(run.prompt_tokens))
+        job.stream.push(Started(run.prompt_tokens, run.echo))
         self._running.append(run)
 
     def _step(self) -> None:

@@ -132,6 +132,15 @@ class LogprobSource(Protocol):
 
 
 @runtime_checkable
+class TextEncoder(Protocol):
+    """An engine that takes raw prompts (/v1/completions), not only chats."""
+
+    def encode_text(self, text: str) -> list[int]:
+        """Tokenize as the model expects a raw prompt (with its beginning-of-sequence token if any)."""
+        ...
+
+
+@runtime_checkable
 class Embedder(Protocol):
     """An engine that turns inputs into vectors (the `Embedding` spec)."""
 

@@ -238,6 +238,9 @@ class HFEngine:
             raise InvalidRequest(msg, param="messages") from None
         return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    def encode_text(self, text: str) -> list[int]:
+        return list(self._tokenizer(text)["input_ids"])
+
     def decode(self, token_ids: Sequence[int]) -> str:
         return str(self._tokenizer.decode(list(token_ids), skip_special_tokens=True))
 
@@ -252,7 +255,7 @@ class HFEngine:
         seq_id = next(self._ids)
         extras = prompt_ids.inputs if isinstance(prompt_ids, PromptIds) else None
         vocab = int(self._model.get_output_embeddings().weight.shape[0])
-        for token in (*(i for i, _ in params.logit_bias), *params.stop_token_ids):
+        for token in (*(i for i, _ in params.logit_bias), *params.stop_token_ids, *prompt_ids):
             if not 0 <= token < vocab:
                 raise InvalidRequest(f"token id {token} is outside this model's vocabulary (0-{vocab - 1})")
         history = None

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from llmserve.completions import CompletionService
 from llmserve.config import ModelConfig
 from llmserve.engine import load_engine
 from llmserve.engine.base import EngineFactory
@@ -92,4 +93,5 @@ def create_app(
     app.state.runtime = runtime or RuntimeModels()
     app.state.options = options
     app.state.chat = ChatService(registry, allow_remote_images=options.allow_remote_images)
+    app.state.completions = CompletionService(registry)
     return app

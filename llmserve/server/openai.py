@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from llmserve.completions import CompletionRequest, CompletionService
 from llmserve.embeddings import EmbeddingRequest, create_embeddings
 from llmserve.errors import InvalidRequest, ModelNotFound
 from llmserve.protocol import (
@@ -86,6 +87,20 @@ async def chat_completions(request: Request) -> Response:
         return sse_response(chunks, options.shutdown_timeout + 5)
     completion = await until_disconnect(request, chat.complete(body, stats))
     return _json(completion) if completion is not None else Response(status_code=CLIENT_CLOSED)
+
+
+async def completions(request: Request) -> Response:
+    service: CompletionService = request.app.state.completions
+    body = parse_request(CompletionRequest, await read_json(request))
+    stats: RequestStats = request.state.stats
+    if body.stream:
+        chunks = await until_disconnect(request, service.open_stream(body, stats))
+        if chunks is None:
+            return Response(status_code=CLIENT_CLOSED)
+        options: ServerOptions = request.app.state.options
+        return sse_response(chunks, options.shutdown_timeout + 5)
+    result = await until_disconnect(request, service.complete(body, stats))
+    return JSONResponse(result) if result is not None else Response(status_code=CLIENT_CLOSED)
 
 
 async def embeddings(request: Request) -> Response:
@@ -189,6 +204,7 @@ def routes() -> list[BaseRoute]:
         Route("/health", health, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/completions", completions, methods=["POST"]),
         Route("/v1/embeddings", embeddings, methods=["POST"]),
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/v1/models/unload", unload_model, methods=["POST"]),
