@@ -16,6 +16,7 @@ from pydantic import (
     ValidationInfo,
     field_validator,
     model_serializer,
+    model_validator,
 )
 
 from llmserve.errors import InvalidRequest
@@ -92,7 +93,6 @@ UNSUPPORTED_UNLESS: dict[str, tuple[Any, ...]] = {
     "parallel_tool_calls": (None, True, False),
     "functions": (None, []),
     "function_call": (None, "none", "auto"),
-    "response_format": (None, {"type": "text"}),
     "modalities": (None, ["text"]),
     "audio": (None,),
     "prediction": (None,),
@@ -100,6 +100,26 @@ UNSUPPORTED_UNLESS: dict[str, tuple[Any, ...]] = {
     "web_search_options": (None,),
     "verbosity": (None,),
 }
+
+
+class JsonSchemaFormat(_Request):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+    description: str | None = None
+
+
+class ResponseFormat(_Request):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_when_needed(self) -> ResponseFormat:
+        if (self.type == "json_schema") != (self.json_schema is not None):
+            raise ValueError("'json_schema' is required with type 'json_schema', and only then")
+        return self
 
 
 class ChatCompletionRequest(_Request):
@@ -115,6 +135,7 @@ class ChatCompletionRequest(_Request):
     stop: str | list[str] | None = None
     seed: int | None = None
     n: int | None = Field(default=None, ge=1, le=128)
+    response_format: ResponseFormat | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
@@ -141,7 +162,6 @@ class ChatCompletionRequest(_Request):
     parallel_tool_calls: Any = None
     functions: Any = None
     function_call: Any = None
-    response_format: Any = None
     modalities: Any = None
     audio: Any = None
     prediction: Any = None

@@ -9,7 +9,7 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass, replace
 from typing import Any
 
-from llmserve.engine.base import ChatMessage, GenerationParams, Role
+from llmserve.engine.base import ChatMessage, Constraint, GenerationParams, Role
 from llmserve.errors import InternalError
 from llmserve.images import image_bytes
 from llmserve.jobs import Event, EventStream, Failed, Finished, Started, TextDelta
@@ -23,6 +23,7 @@ from llmserve.protocol import (
     ChoiceLogprobs,
     ChunkChoice,
     Delta,
+    ResponseFormat,
     ResponseMessage,
     Usage,
 )
@@ -72,12 +73,28 @@ async def _message(index: int, message: ChatMessageIn, allow_remote: bool) -> Ch
     return ChatMessage(_ROLES[message.role], message.text(), tuple(images), tuple(parts))
 
 
+def constraint_of(response_format: ResponseFormat | None) -> Constraint | None:
+    """The grammar `response_format` asks for; an invalid JSON schema is a 400 here, before queueing."""
+    if response_format is None or response_format.type == "text":
+        return None
+    if response_format.type == "json_object":
+        constraint = Constraint.json_object()
+    else:
+        assert response_format.json_schema is not None
+        constraint = Constraint.json_schema(response_format.json_schema.schema_ or {})
+    from llmserve.engine.grammar import grammar_of  # llguidance; no torch
+
+    grammar_of(constraint)
+    return constraint
+
+
 async def to_generation(
     request: ChatCompletionRequest, *, allow_remote_images: bool = False
 ) -> tuple[list[ChatMessage], GenerationParams]:
     request.check_supported()
     messages = [await _message(i, m, allow_remote_images) for i, m in enumerate(request.messages)]
     params = GenerationParams(
+        constraint=constraint_of(request.response_format),
         logprobs=(request.top_logprobs or 0) if request.logprobs else None,
         max_tokens=request.max_completion_tokens or request.max_tokens,
         temperature=1.0 if request.temperature is None else request.temperature,

@@ -63,3 +63,42 @@ def test_paris_streamed(client: TestClient) -> None:
     assert "Paris" in text
     assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
     assert chunks[-1]["usage"]["completion_tokens"] > 0
+
+
+CITY = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string", "maxLength": 40},
+        "country": {"type": "string", "maxLength": 40},
+        "population_millions": {"type": "number"},
+        "landmarks": {"type": "array", "items": {"type": "string", "maxLength": 40}, "maxItems": 3},
+    },
+    "required": ["city", "country", "population_millions", "landmarks"],
+    "additionalProperties": False,
+}
+
+
+def test_json_schema_output_validates_every_time(client: TestClient) -> None:
+    import jsonschema
+
+    question = [{"role": "user", "content": "Describe Paris as JSON."}]
+    response_format = {"type": "json_schema", "json_schema": {"name": "city", "schema": CITY}}
+    for seed in range(8):
+        body = {
+            "messages": question,
+            "temperature": 1.0,
+            "seed": seed,
+            "max_tokens": 300,
+            "response_format": response_format,
+        }
+        choice = client.post("/v1/chat/completions", json=body).json()["choices"][0]
+        assert choice["finish_reason"] == "stop", choice
+        jsonschema.validate(json.loads(choice["message"]["content"]), CITY)
+    free = {
+        "messages": question,
+        "temperature": 0,
+        "max_tokens": 300,
+        "response_format": {"type": "json_object"},
+    }
+    choice = client.post("/v1/chat/completions", json=free).json()["choices"][0]
+    assert choice["finish_reason"] == "stop" and isinstance(json.loads(choice["message"]["content"]), dict)

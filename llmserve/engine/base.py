@@ -7,9 +7,10 @@ sequences, so an engine that batches them (continuous batching) fits the same pr
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from llmserve.config import ModelConfig
 
@@ -26,6 +27,22 @@ class ChatMessage:
     content: str
     images: tuple[bytes, ...] = ()
     parts: tuple[str | int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """What the output must be (constrained decoding): `kind` "json_schema", `schema` its JSON text."""
+
+    kind: str
+    schema: str
+
+    @classmethod
+    def json_object(cls) -> Constraint:
+        return cls("json_schema", json.dumps({"type": "object"}))
+
+    @classmethod
+    def json_schema(cls, schema: dict[str, Any]) -> Constraint:
+        return cls("json_schema", json.dumps(schema))
 
 
 @dataclass(frozen=True)
@@ -47,6 +64,7 @@ class GenerationParams:
     ignore_eos: bool = False  # the end-of-sequence token does not end the output
     min_tokens: int = 0  # end-of-sequence and stop tokens are impossible before this many tokens
     logprobs: int | None = None  # report each token's log probability and this many alternatives
+    constraint: Constraint | None = None  # the output must follow this grammar (response_format)
 
     @property
     def shapes_logits(self) -> bool:

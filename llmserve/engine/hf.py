@@ -26,6 +26,7 @@ from llmserve.config import Dtype, GGUFSpec, ModelConfig
 from llmserve.engine.base import ChatMessage, GenerationParams, TokenLogprob
 from llmserve.engine.batch import Batch, joinable, left_padded, prefill_groups
 from llmserve.engine.gguf import load_gguf
+from llmserve.engine.grammar import Guide, Guides
 from llmserve.engine.placement import model_device_map, quantization_config
 from llmserve.engine.sampling import GREEDY_BELOW, History, sample_rows, token_logprob
 from llmserve.errors import InvalidRequest
@@ -146,6 +147,7 @@ class _Sequence:
     extras: dict[str, Any] | None = None  # more prompt-pass inputs (a vision model's pixel values)
     history: History | None = None  # kept only when its parameters shape the logits (penalties...)
     logprobs: TokenLogprob | None = None  # the last step's, when asked for
+    guide: Guide | None = None  # its grammar, with constrained decoding
 
 
 class PromptIds(list[int]):
@@ -182,6 +184,7 @@ class HFEngine:
         takes_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
         self._last_logits_only: dict[str, int] = {"logits_to_keep": 1} if takes_keep else {}
         self._ids = itertools.count()
+        self._guides = Guides(tokenizer)
 
     @classmethod
     def load(cls, config: ModelConfig) -> HFEngine:
@@ -258,10 +261,13 @@ class HFEngine:
         for token in (*(i for i, _ in params.logit_bias), *params.stop_token_ids, *prompt_ids):
             if not 0 <= token < vocab:
                 raise InvalidRequest(f"token id {token} is outside this model's vocabulary (0-{vocab - 1})")
+        guide = None if params.constraint is None else self._guides.guide(params.constraint)
         history = None
         if params.shapes_logits:
             history = History(list(prompt_ids) if params.repetition_penalty != 1.0 else ())
-        self._seqs[seq_id] = _Sequence(params, generator, list(prompt_ids), extras=extras, history=history)
+        self._seqs[seq_id] = _Sequence(
+            params, generator, list(prompt_ids), extras=extras, history=history, guide=guide
+        )
         return seq_id
 
     def step(self, seq_ids: Sequence[int]) -> list[int]:
@@ -295,11 +301,20 @@ class HFEngine:
         return dict(zip(seq_ids, self._pick(logits, seqs), strict=True))
 
     def _pick(self, logits: torch.Tensor, seqs: Sequence[_Sequence]) -> list[int]:
-        """The next token of each row; records the log probabilities of the rows that asked."""
-        tokens = _choose(logits, seqs, self._eos)
+        """The next token of each row (within its grammar, if it has one); records the log
+        probabilities of the rows that asked."""
+        allowed = logits
+        if any(seq.guide is not None for seq in seqs):
+            allowed = logits.float().clone()
+            for row, seq in enumerate(seqs):
+                if seq.guide is not None:
+                    allowed[row] = seq.guide.mask(logits[row])
+        tokens = _choose(allowed, seqs, self._eos)
         for row, (seq, token) in enumerate(zip(seqs, tokens, strict=True)):
             if seq.params.logprobs is not None:
                 seq.logprobs = token_logprob(logits[row], token, seq.params.logprobs)
+            if seq.guide is not None:
+                seq.guide.advance(token)
         return tokens
 
     def take_logprobs(self, seq_id: int) -> TokenLogprob | None:
