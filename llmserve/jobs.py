@@ -124,6 +124,7 @@ class Generate:
     queued_at: float = field(default_factory=time.monotonic)
     prompt: str | tuple[int, ...] | None = None  # a raw prompt (/v1/completions) instead of the chat
     echo: bool = False  # send the raw prompt's text back in `Started`
+    tools: tuple[dict[str, Any], ...] | None = None  # offered to the model through its chat template
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from pydantic import (
 from llmserve.errors import InvalidRequest
 from llmserve.keepalive import KeepAliveField
 
-FinishReasonOut = Literal["stop", "length"]
+FinishReasonOut = Literal["stop", "length", "tool_calls"]
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -45,10 +45,33 @@ class ImagePart(_Request):
     image_url: ImageURL
 
 
+class ToolCallIn(_Request):
+    id: str
+    type: Literal["function"]
+    function: dict[str, Any]
+
+    @field_validator("function")
+    @classmethod
+    def _named(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(value.get("name"), str) or not isinstance(value.get("arguments", ""), str):
+            raise ValueError("a tool call's function needs a 'name' and 'arguments' (a JSON string)")
+        return value
+
+
 class ChatMessageIn(_Request):
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = None
     name: str | None = None
+    tool_calls: list[ToolCallIn] | None = None  # an assistant's earlier calls
+    tool_call_id: str | None = None  # a tool message: the call it answers
+
+    @model_validator(mode="after")
+    def _tool_fields(self) -> ChatMessageIn:
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a 'tool' message needs 'tool_call_id'")
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("only 'assistant' messages carry 'tool_calls'")
+        return self
 
     @field_validator("content")
     @classmethod
@@ -88,9 +111,6 @@ class StreamOptions(_Request):
 # Parameters OpenAI defines that llmserve does not implement yet, with the values that change nothing.
 # Any other value is a 400 naming the parameter, never a silent ignore.
 UNSUPPORTED_UNLESS: dict[str, tuple[Any, ...]] = {
-    "tools": (None, []),
-    "tool_choice": (None, "none", "auto"),
-    "parallel_tool_calls": (None, True, False),
     "functions": (None, []),
     "function_call": (None, "none", "auto"),
     "modalities": (None, ["text"]),
@@ -156,10 +176,10 @@ class ChatCompletionRequest(_Request):
     service_tier: str | None = None
     prompt_cache_key: str | None = None
     safety_identifier: str | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
     # Defined by OpenAI, not implemented yet: see UNSUPPORTED_UNLESS.
-    tools: Any = None
-    tool_choice: Any = None
-    parallel_tool_calls: Any = None
     functions: Any = None
     function_call: Any = None
     modalities: Any = None
@@ -253,6 +273,14 @@ class ResponseMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None
     refusal: None = None
+    tool_calls: list[dict[str, Any]] | None = None  # sent only when the model called tools
+
+    @model_serializer
+    def _without_empty_calls(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"role": self.role, "content": self.content, "refusal": self.refusal}
+        if self.tool_calls:
+            out["tool_calls"] = self.tool_calls
+        return out
 
 
 class ChoiceLogprobs(BaseModel):
@@ -279,10 +307,12 @@ class ChatCompletion(BaseModel):
 class Delta(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None  # {"index", "id", "type", "function"} per call
 
     @model_serializer
     def _only_set(self) -> dict[str, Any]:
-        return {k: v for k, v in (("role", self.role), ("content", self.content)) if v is not None}
+        pairs = (("role", self.role), ("content", self.content), ("tool_calls", self.tool_calls))
+        return {k: v for k, v in pairs if v is not None}
 
 
 class ChunkChoice(BaseModel):

@@ -208,6 +208,7 @@ class ModelRegistry:
         keep_alive: float | None = None,
         prompt: str | tuple[int, ...] | None = None,
         echo: bool = False,
+        tools: tuple[dict[str, Any], ...] | None = None,
     ) -> tuple[ModelWorker, EventStream]:
         """Queues a generation (loading the model first if needed) and returns its event stream;
         `prompt`: a raw prompt instead of the chat `messages`."""
@@ -216,7 +217,8 @@ class ModelRegistry:
             raise ShuttingDown()
         self.check_room(worker)
         stream = EventStream()
-        worker.submit(Generate(tuple(messages), params, stream, keep_alive, prompt=prompt, echo=echo))
+        job = Generate(tuple(messages), params, stream, keep_alive, prompt=prompt, echo=echo, tools=tools)
+        worker.submit(job)
         return worker, stream
 
     async def reload(self, model: str | None) -> ModelWorker:

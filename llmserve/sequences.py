@@ -38,7 +38,7 @@ def logprob_entry(engine: Engine, found: TokenLogprob) -> dict[str, Any]:
 
 def _prompt_ids(engine: Engine, job: Generate) -> list[int]:
     if job.prompt is None:
-        return engine.encode_chat(job.messages)
+        return engine.encode_chat(job.messages, job.tools) if job.tools else engine.encode_chat(job.messages)
     if not isinstance(engine, TextEncoder):
         raise InvalidRequest("this model does not take raw prompts", param="prompt")
     if isinstance(job.prompt, str):

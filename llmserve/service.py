@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from llmserve.engine.base import ChatMessage, Constraint, GenerationParams, Role
-from llmserve.errors import InternalError
+from llmserve.errors import InternalError, InvalidRequest
 from llmserve.images import image_bytes
 from llmserve.jobs import Event, EventStream, Failed, Finished, Started, TextDelta
 from llmserve.keepalive import parse_keep_alive
@@ -23,17 +23,20 @@ from llmserve.protocol import (
     ChoiceLogprobs,
     ChunkChoice,
     Delta,
+    FinishReasonOut,
     ResponseFormat,
     ResponseMessage,
     Usage,
 )
 from llmserve.registry import ModelRegistry
+from llmserve.tools import ToolPlan, forcing, parse_calls, plan
 
 _ROLES: dict[str, Role] = {
     "system": "system",
     "developer": "system",
     "user": "user",
     "assistant": "assistant",
+    "tool": "tool",
 }
 
 
@@ -59,7 +62,10 @@ async def _message(index: int, message: ChatMessageIn, allow_remote: bool) -> Ch
     """The engine's message; images are fetched or base64-decoded here (decoded by the engine)."""
     urls = dict(message.image_urls())
     if not urls:
-        return ChatMessage(_ROLES[message.role], message.text())
+        calls = tuple(call.model_dump() for call in message.tool_calls or ())
+        return ChatMessage(
+            _ROLES[message.role], message.text(), tool_calls=calls, tool_call_id=message.tool_call_id
+        )
     assert isinstance(message.content, list)
     images: list[bytes] = []
     parts: list[str | int] = []
@@ -90,11 +96,22 @@ def constraint_of(response_format: ResponseFormat | None) -> Constraint | None:
 
 async def to_generation(
     request: ChatCompletionRequest, *, allow_remote_images: bool = False
-) -> tuple[list[ChatMessage], GenerationParams]:
+) -> tuple[list[ChatMessage], GenerationParams, ToolPlan | None]:
     request.check_supported()
+    tool_plan = plan(request.tools, request.tool_choice, request.parallel_tool_calls)
+    constraint = constraint_of(request.response_format)
+    if tool_plan is not None and tool_plan.forced:
+        if constraint is not None:
+            raise InvalidRequest(
+                "a forced tool call and 'response_format' exclude each other", param="tool_choice"
+            )
+        constraint = forcing(tool_plan)
+        from llmserve.engine.grammar import grammar_of
+
+        grammar_of(constraint)  # the functions' parameter schemas
     messages = [await _message(i, m, allow_remote_images) for i, m in enumerate(request.messages)]
     params = GenerationParams(
-        constraint=constraint_of(request.response_format),
+        constraint=constraint,
         logprobs=(request.top_logprobs or 0) if request.logprobs else None,
         max_tokens=request.max_completion_tokens or request.max_tokens,
         temperature=1.0 if request.temperature is None else request.temperature,
@@ -111,7 +128,7 @@ async def to_generation(
         ignore_eos=request.ignore_eos,
         min_tokens=request.min_tokens,
     )
-    return messages, params
+    return messages, params, tool_plan
 
 
 async def first_event(stream: EventStream) -> Started:
@@ -136,16 +153,21 @@ class ChatService:
 
     async def _start(
         self, request: ChatCompletionRequest, stats: RequestStats
-    ) -> tuple[str, list[EventStream], int]:
+    ) -> tuple[str, list[EventStream], int, ToolPlan | None]:
         """Queues the `n` choices (choice i with seed + i) and waits until each has started; returns the
         model's name, the streams and the prompt's token count. A failure cancels every choice."""
-        messages, params = await to_generation(request, allow_remote_images=self.allow_remote_images)
+        messages, params, tool_plan = await to_generation(
+            request, allow_remote_images=self.allow_remote_images
+        )
+        tools = None if tool_plan is None else tool_plan.tools
         keep_alive = None if request.keep_alive is None else parse_keep_alive(request.keep_alive)
         streams: list[EventStream] = []
         try:
             for i in range(request.n or 1):
                 seeded = params if params.seed is None or i == 0 else replace(params, seed=params.seed + i)
-                worker, stream = self.registry.generate(request.model, messages, seeded, keep_alive)
+                worker, stream = self.registry.generate(
+                    request.model, messages, seeded, keep_alive, tools=tools
+                )
                 streams.append(stream)
             stats.model = worker.api_id
             started = [await first_event(stream) for stream in streams]
@@ -154,27 +176,29 @@ class ChatService:
                 stream.cancel()
             raise
         stats.observe(started[0])
-        return worker.api_id, streams, started[0].prompt_tokens
+        return worker.api_id, streams, started[0].prompt_tokens, tool_plan
 
     async def complete(
         self, request: ChatCompletionRequest, stats: RequestStats | None = None
     ) -> ChatCompletion:
         stats = stats or RequestStats()
-        model, streams, prompt_tokens = await self._start(request, stats)
+        model, streams, prompt_tokens, tool_plan = await self._start(request, stats)
         try:
             results = await asyncio.gather(*(_collect(stream, stats) for stream in streams))
         finally:
             for stream in streams:
                 stream.cancel()
-        choices = [
-            Choice(
-                index=i,
-                message=ResponseMessage(content=text),
-                logprobs=ChoiceLogprobs(content=entries) if request.logprobs else None,
-                finish_reason=finished.reason,
+        choices = []
+        for i, (text, entries, finished) in enumerate(results):
+            content, calls = (text, []) if tool_plan is None else parse_calls(text, tool_plan)
+            choices.append(
+                Choice(
+                    index=i,
+                    message=ResponseMessage(content=content, tool_calls=calls or None),
+                    logprobs=ChoiceLogprobs(content=entries) if request.logprobs else None,
+                    finish_reason="tool_calls" if calls else finished.reason,
+                )
             )
-            for i, (text, entries, finished) in enumerate(results)
-        ]
         generated = sum(finished.completion_tokens for _, _, finished in results)
         stats.completion_tokens = generated
         return ChatCompletion(
@@ -191,9 +215,9 @@ class ChatService:
         """Returns the chunks once generation has started, so that load and prompt errors are raised
         here, before any byte of the response is sent."""
         stats = stats or RequestStats()
-        model, streams, prompt_tokens = await self._start(request, stats)
+        model, streams, prompt_tokens, tool_plan = await self._start(request, stats)
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
-        return _chunks(model, streams, prompt_tokens, include_usage, bool(request.logprobs), stats)
+        return _chunks(model, streams, prompt_tokens, include_usage, bool(request.logprobs), stats, tool_plan)
 
 
 async def _collect(stream: EventStream, stats: RequestStats) -> tuple[str, list[dict[str, Any]], Finished]:
@@ -243,9 +267,12 @@ async def _chunks(
     include_usage: bool,
     with_logprobs: bool,
     stats: RequestStats,
+    tool_plan: ToolPlan | None = None,
 ) -> AsyncGenerator[dict[str, Any], None]:
     """Per choice: role chunk → content chunks → finish chunk; then (usage chunk). A failure mid-way
-    is raised."""
+    is raised. With tools offered, a choice's text is held until its end, then sent as content and/or
+    `tool_calls`."""
+    held: dict[int, list[str]] = {i: [] for i in range(len(streams))}
     chunk_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
 
@@ -260,14 +287,25 @@ async def _chunks(
             yield chunk([ChunkChoice(index=index, delta=Delta(role="assistant", content=""))])
         async for index, event in merged(streams):
             stats.observe(event)
-            if isinstance(event, TextDelta):
+            if isinstance(event, TextDelta) and tool_plan is not None:
+                held[index].append(event.text)
+            elif isinstance(event, TextDelta):
                 logprobs = ChoiceLogprobs(content=list(event.logprobs)) if with_logprobs else None
                 yield chunk([ChunkChoice(index=index, delta=Delta(content=event.text), logprobs=logprobs)])
             elif isinstance(event, Failed):
                 raise event.error
             elif isinstance(event, Finished):
                 generated += event.completion_tokens
-                yield chunk([ChunkChoice(index=index, delta=Delta(), finish_reason=event.reason)])
+                reason: FinishReasonOut = event.reason
+                if tool_plan is not None:
+                    content, calls = parse_calls("".join(held[index]), tool_plan)
+                    if content:
+                        yield chunk([ChunkChoice(index=index, delta=Delta(content=content))])
+                    if calls:
+                        reason = "tool_calls"
+                        indexed = [{"index": k, **call} for k, call in enumerate(calls)]
+                        yield chunk([ChunkChoice(index=index, delta=Delta(tool_calls=indexed))])
+                yield chunk([ChunkChoice(index=index, delta=Delta(), finish_reason=reason)])
         stats.completion_tokens = generated
         if include_usage:
             yield chunk([], Usage.of(prompt_tokens, generated))

@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from llmserve.config import ModelConfig
 from llmserve.engine.base import ChatMessage, Engine, GenerationParams
@@ -50,7 +51,9 @@ class ScriptedEngine:
     def is_eos(self, token_id: int) -> bool:
         return token_id == EOS
 
-    def encode_chat(self, messages: Sequence[ChatMessage]) -> list[int]:
+    def encode_chat(
+        self, messages: Sequence[ChatMessage], tools: Sequence[dict[str, Any]] | None = None
+    ) -> list[int]:
         return [1] * sum(len(m.content.split()) + 1 for m in messages)
 
     def decode(self, token_ids: Sequence[int]) -> str:
@@ -136,8 +139,10 @@ class Slowed:
     def is_eos(self, token_id: int) -> bool:
         return self.inner.is_eos(token_id)
 
-    def encode_chat(self, messages: Sequence[ChatMessage]) -> list[int]:
-        return self.inner.encode_chat(messages)
+    def encode_chat(
+        self, messages: Sequence[ChatMessage], tools: Sequence[dict[str, Any]] | None = None
+    ) -> list[int]:
+        return self.inner.encode_chat(messages, tools)
 
     def decode(self, token_ids: Sequence[int]) -> str:
         return self.inner.decode(token_ids)

@@ -212,14 +212,15 @@ BAD_BODIES = [
         "invalid value for 'top_logprobs': Input should be less than or equal to 20",
     ),
     (
-        {"messages": USER, "tools": [{"type": "function", "function": {"name": "f"}}]},
-        "tools",
-        "'tools' = [{'type': 'function', 'function': {'name': 'f'}}] is not supported by llmserve yet",
+        {"messages": USER, "tools": [{"type": "function", "function": {"name": "bad name"}}]},
+        "tools[0]",
+        "tools[0] must be {'type': 'function', 'function': {'name': ...}} with a name of letters, digits, "
+        "_ or - (64 at most)",
     ),
     (
-        {"messages": USER, "response_format": {"type": "json_object"}},
-        "response_format",
-        "'response_format' = {'type': 'json_object'} is not supported by llmserve yet",
+        {"messages": USER, "functions": [{"name": "f"}]},
+        "functions",
+        "'functions' = [{'name': 'f'}] is not supported by llmserve yet",
     ),
     (
         {"messages": USER, "stream_options": {"include_usage": True}},
@@ -234,7 +235,7 @@ BAD_BODIES = [
     (
         {"messages": [{"role": "wizard", "content": "hi"}]},
         "messages[0].role",
-        "invalid value for 'messages[0].role': Input should be 'system', 'developer', 'user' or 'assistant'",
+        "invalid value for 'messages[0].role': Input should be 'system', 'developer', 'user', 'assistant' or 'tool'",
     ),
     (
         {"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "x"}}]}]},

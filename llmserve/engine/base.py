@@ -15,7 +15,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from llmserve.config import ModelConfig
 
 FinishReason = Literal["stop", "length"]
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "tool"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,8 @@ class ChatMessage:
     content: str
     images: tuple[bytes, ...] = ()
     parts: tuple[str | int, ...] = ()
+    tool_calls: tuple[dict[str, Any], ...] = ()  # an assistant's calls, as OpenAI sends them
+    tool_call_id: str | None = None  # a tool message: the call it answers
 
 
 @dataclass(frozen=True)
@@ -96,8 +98,11 @@ class Engine(Protocol):
 
     def is_eos(self, token_id: int) -> bool: ...
 
-    def encode_chat(self, messages: Sequence[ChatMessage]) -> list[int]:
-        """Render the chat template and tokenize. Raises `InvalidRequest` if the model has no template."""
+    def encode_chat(
+        self, messages: Sequence[ChatMessage], tools: Sequence[dict[str, Any]] | None = None
+    ) -> list[int]:
+        """Render the chat template (offering `tools`) and tokenize. Raises `InvalidRequest` if the model
+        has no template."""
         ...
 
     def decode(self, token_ids: Sequence[int]) -> str:

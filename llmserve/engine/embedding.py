@@ -146,7 +146,9 @@ class EmbeddingEngine:
     def is_eos(self, token_id: int) -> bool:
         return False
 
-    def encode_chat(self, messages: Sequence[ChatMessage]) -> list[int]:
+    def encode_chat(
+        self, messages: Sequence[ChatMessage], tools: Sequence[dict[str, Any]] | None = None
+    ) -> list[int]:
         raise InvalidRequest(
             "this is an embedding model: it does not chat; use POST /v1/embeddings", param="model"
         )

@@ -31,6 +31,7 @@ from llmserve.engine.placement import model_device_map, quantization_config
 from llmserve.engine.sampling import GREEDY_BELOW, History, sample_rows, token_logprob
 from llmserve.errors import InvalidRequest
 from llmserve.progress import report
+from llmserve.tools import plain_messages, template_messages
 
 log = logging.getLogger(__name__)
 
@@ -226,16 +227,26 @@ class HFEngine:
     def is_eos(self, token_id: int) -> bool:
         return token_id in self._eos
 
-    def encode_chat(self, messages: Sequence[ChatMessage]) -> list[int]:
+    def encode_chat(
+        self, messages: Sequence[ChatMessage], tools: Sequence[dict[str, Any]] | None = None
+    ) -> list[int]:
         if any(m.images for m in messages):
             raise InvalidRequest(
                 "this model does not take images (it is not a VisionPlain model)", param="messages"
             )
-        if not self._tokenizer.chat_template:
+        template = self._tokenizer.chat_template
+        if not template:
             raise InvalidRequest("this model has no chat template, so it cannot serve chat completions")
-        rendered = [{"role": m.role, "content": m.content} for m in messages]
+        offered = tuple(tools or ())
+        with_tools = offered or any(m.role == "tool" or m.tool_calls for m in messages)
+        if with_tools and "tools" not in str(template):  # the template knows no tools: Hermes format
+            rendered, extra = plain_messages(list(messages), offered), {}
+        else:
+            rendered, extra = template_messages(list(messages)), ({"tools": list(offered)} if offered else {})
         try:
-            text = self._tokenizer.apply_chat_template(rendered, add_generation_prompt=True, tokenize=False)
+            text = self._tokenizer.apply_chat_template(
+                rendered, add_generation_prompt=True, tokenize=False, **extra
+            )
         except jinja2.TemplateError as exc:
             msg = f"the model's chat template rejected the messages: {exc}"
             raise InvalidRequest(msg, param="messages") from None

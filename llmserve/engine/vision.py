@@ -51,7 +51,11 @@ class VisionEngine(HFEngine):
         log.info("loaded %s on %s (%s)", config.api_id, first, model.dtype)
         return cls(model, processor, first)
 
-    def encode_chat(self, messages: Sequence[ChatMessage]) -> list[int]:
+    def encode_chat(
+        self, messages: Sequence[ChatMessage], tools: Sequence[dict[str, Any]] | None = None
+    ) -> list[int]:
+        if tools or any(m.role == "tool" or m.tool_calls for m in messages):
+            raise InvalidRequest("VisionPlain models do not take tools yet", param="tools")
         template = getattr(self._processor, "chat_template", None) or self._tokenizer.chat_template
         if not template:
             raise InvalidRequest("this model has no chat template, so it cannot serve chat completions")
