@@ -99,3 +99,52 @@ def test_embeddings_through_the_sdk(tiny_dir: Path) -> None:
         assert chat_model.value.param == "model"
         with pytest.raises(openai.NotFoundError):
             client.embeddings.create(model="nope", input="x")
+
+
+def test_tools_and_response_format_through_the_sdk(tiny_dir: Path, tmp_path: Path) -> None:
+    import json
+
+    import jsonschema
+    from test_tools import WEATHER, long_context_copy
+
+    roomy = long_context_copy(tiny_dir, tmp_path / "roomy")
+    with live_server(create_app([plain(roomy, "tiny")], "tiny", preload="none")) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        called = client.chat.completions.create(
+            model="tiny",
+            messages=USER,
+            tools=[WEATHER],
+            tool_choice="required",
+            max_tokens=80,
+            temperature=0,  # type: ignore[list-item]
+        )
+        assert_schema("CreateChatCompletionResponse", called.model_dump(mode="json", exclude_unset=True))
+        assert called.choices[0].finish_reason == "tool_calls"
+        call = called.choices[0].message.tool_calls[0]  # type: ignore[index]
+        assert call.function.name == "get_weather"  # type: ignore[union-attr]
+        jsonschema.validate(json.loads(call.function.arguments), WEATHER["function"]["parameters"])  # type: ignore[union-attr,index]
+        schema = {
+            "type": "object",
+            "properties": {"ok": {"type": "boolean"}},
+            "required": ["ok"],
+            "additionalProperties": False,
+        }
+        formatted = client.chat.completions.create(
+            model="tiny",
+            messages=USER,
+            max_tokens=20,
+            temperature=0,
+            response_format={"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}},
+        )
+        assert_schema("CreateChatCompletionResponse", formatted.model_dump(mode="json", exclude_unset=True))
+        jsonschema.validate(json.loads(formatted.choices[0].message.content or ""), schema)
+        with pytest.raises(openai.BadRequestError) as bad:
+            client.chat.completions.create(
+                model="tiny",
+                messages=USER,
+                response_format={
+                    "type": "json_schema",
+                    "json_schema": {"name": "x", "schema": {"type": "objekt"}},
+                },
+            )
+        assert bad.value.param == "response_format"
