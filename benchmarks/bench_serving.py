@@ -71,7 +71,7 @@ def raw_points(concurrency: list[int], lengths: list[int], repeat: int) -> list[
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from llmserve.engine.hf import resolve_dtype
+    from llmserve.engine.devices import resolve_dtype
 
     path = gguf_file()
     tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)

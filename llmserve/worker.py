@@ -98,10 +98,6 @@ class ModelWorker:
     def state(self) -> ModelState:
         return self._state
 
-    @state.setter
-    def state(self, value: ModelState) -> None:
-        self._become(value)
-
     @property
     def _engine(self) -> Engine | None:
         return self.slot.engine

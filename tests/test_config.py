@@ -83,7 +83,7 @@ BAD = [
     ({}, "$: expected a non-empty JSON object mapping labels to model entries"),
     (
         {"m": {"Plain": {"model_id": "a/b"}, "quant": 4}},
-        "$.m.quant: unknown key; valid keys: Plain, GGUF, VisionPlain, alias, dtype, device, max_batch_size, max_queue, in_situ_quant, num_device_layers, chat_template, jinja_explicit, keep_alive",
+        "$.m.quant: unknown key; valid keys: Plain, GGUF, VisionPlain, Embedding, alias, dtype, device, max_batch_size, max_queue, in_situ_quant, num_device_layers, chat_template, jinja_explicit, keep_alive, min_resident, unload_mode, version, revision, default_version",
     ),
     (
         {"m": {"Plain": {"model_id": "a/b", "revision": "x"}}},
@@ -94,7 +94,7 @@ BAD = [
         "$.m.GGUF.quantized_filename: missing required field",
     ),
     ({"m": {"Plain": {"model_id": 7}}}, "$.m.Plain.model_id: expected a string, got a number"),
-    ({"m": {}}, "$.m: needs exactly one model spec (Plain, GGUF, VisionPlain), found none"),
+    ({"m": {}}, "$.m: needs exactly one model spec (Plain, GGUF, VisionPlain, Embedding), found none"),
     (
         {
             "m": {
@@ -102,7 +102,7 @@ BAD = [
                 "GGUF": {"tok_model_id": "a/b", "quantized_model_id": "a/b", "quantized_filename": "f.gguf"},
             }
         },
-        "$.m: needs exactly one model spec (Plain, GGUF, VisionPlain), found Plain, GGUF",
+        "$.m: needs exactly one model spec (Plain, GGUF, VisionPlain, Embedding), found Plain, GGUF",
     ),
     (
         {"m": {"Plain": {"model_id": "a/b"}, "dtype": "int3"}},

@@ -7,7 +7,8 @@ import torch
 
 from llmserve.config import ModelConfig, PlainSpec
 from llmserve.engine.base import ChatMessage, GenerationParams
-from llmserve.engine.hf import HFEngine, cpu_has_native_bf16, resolve_device, resolve_dtype
+from llmserve.engine.devices import cpu_has_native_bf16, resolve_device, resolve_dtype
+from llmserve.engine.hf import HFEngine
 from llmserve.engine.sampling import sample
 from llmserve.errors import InvalidRequest
 

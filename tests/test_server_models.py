@@ -49,7 +49,7 @@ def footprint(directory: Path) -> int:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from llmserve.engine.hf import resolve_dtype
+    from llmserve.engine.devices import resolve_dtype
 
     dtype = resolve_dtype("auto", torch.device("cpu"))
     return int(AutoModelForCausalLM.from_pretrained(directory, dtype=dtype).get_memory_footprint())

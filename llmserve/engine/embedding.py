@@ -19,13 +19,13 @@ from transformers import AutoModel, AutoTokenizer
 
 from llmserve.config import ModelConfig
 from llmserve.engine.base import ChatMessage, GenerationParams
-from llmserve.engine.hf import LOAD_LOCK, resolve_device
+from llmserve.engine.devices import DTYPES, resolve_device
+from llmserve.engine.hf import LOAD_LOCK
 from llmserve.errors import InvalidRequest
 from llmserve.progress import report
 
 log = logging.getLogger(__name__)
 _POOLING = ("cls_token", "max_tokens", "mean_sqrt_len_tokens", "mean_tokens")
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def read_layout(directory: Path) -> tuple[str, bool, int | None]:
@@ -86,7 +86,7 @@ class EmbeddingEngine:
     def load(cls, config: ModelConfig) -> EmbeddingEngine:
         directory = Path(getattr(config.spec, "model_id", ""))
         device = resolve_device(config.device)
-        dtype = torch.float32 if config.dtype == "auto" else _DTYPES[config.dtype]  # exact vectors by default
+        dtype = torch.float32 if config.dtype == "auto" else DTYPES[config.dtype]  # exact vectors by default
         revision = {} if config.revision is None else {"revision": config.revision}
         with LOAD_LOCK:
             report("tokenizer")

@@ -64,7 +64,7 @@ class Tensor:
 
 def estimate(config: ModelConfig) -> Estimate | None:
     """None when the model's files are not on this disk (a hub model not downloaded yet)."""
-    from llmserve.engine.hf import resolve_device, resolve_dtype
+    from llmserve.engine.devices import resolve_device, resolve_dtype
 
     found = _tensors_and_config(config)
     if found is None:

@@ -7,7 +7,6 @@ random generator, so a seed gives the same text batched or alone.
 
 from __future__ import annotations
 
-import functools
 import gc
 import inspect
 import itertools
@@ -15,16 +14,16 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import jinja2
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
-from llmserve.config import Dtype, GGUFSpec, ModelConfig
+from llmserve.config import GGUFSpec, ModelConfig
 from llmserve.engine.base import ChatMessage, GenerationParams, TokenLogprob
 from llmserve.engine.batch import Batch, joinable, left_padded, prefill_groups
+from llmserve.engine.devices import resolve_device, resolve_dtype
 from llmserve.engine.gguf import load_gguf
 from llmserve.engine.grammar import Guide, Guides
 from llmserve.engine.placement import model_device_map, quantization_config
@@ -34,53 +33,6 @@ from llmserve.progress import report
 from llmserve.tools import plain_messages, template_messages
 
 log = logging.getLogger(__name__)
-
-_DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "float16": torch.float16,
-}
-
-
-def resolve_device(device: str) -> torch.device:
-    """`auto` is CUDA when there is one, else the CPU; an absent CUDA device is an error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
-    if resolved.type == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError(f"device '{device}' asked for, but this machine has no CUDA device")
-        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
-            raise RuntimeError(
-                f"device '{device}' asked for, but only {torch.cuda.device_count()} CUDA devices"
-            )
-    return resolved
-
-
-@functools.cache
-def cpu_has_native_bf16() -> bool:
-    """True when the CPU computes bfloat16 natively (x86 AVX512-BF16 or AMX, Arm BF16). Elsewhere torch
-    emulates it, slower than float32."""
-    try:
-        info = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return False
-    flags = set()
-    for line in info.splitlines():
-        if line.startswith(("flags", "Features")):
-            flags.update(line.partition(":")[2].split())
-    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
-
-
-def resolve_dtype(dtype: Dtype, device: torch.device) -> torch.dtype | str:
-    """`auto`: the checkpoint's own dtype on CUDA; on the CPU bfloat16 where the CPU has it natively
-    (measured on SmolLM2: 1.6x float32 for 1 stream, 2.2x for 16), else float32."""
-    if dtype != "auto":
-        return _DTYPES[dtype]
-    if device.type == "cuda":
-        return "auto"
-    return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
-
 
 # transformers sets torch's process-wide default dtype while it builds a model, so two loads at once on two
 # workers would build parts of each model in the other's dtype: loads take turns.

@@ -18,7 +18,8 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from llmserve.config import ModelConfig
 from llmserve.engine.base import ChatMessage
-from llmserve.engine.hf import LOAD_LOCK, HFEngine, PromptIds, placement, resolve_device, resolve_dtype
+from llmserve.engine.devices import resolve_device, resolve_dtype
+from llmserve.engine.hf import LOAD_LOCK, HFEngine, PromptIds, placement
 from llmserve.errors import InvalidRequest
 from llmserve.images import decode_image
 from llmserve.progress import report
