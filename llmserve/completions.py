@@ -21,7 +21,7 @@ from llmserve.errors import InvalidRequest
 from llmserve.jobs import EventStream, Failed, Finished, TextDelta
 from llmserve.protocol import StreamOptions, Usage, _Request
 from llmserve.registry import ModelRegistry
-from llmserve.service import RequestStats, first_event, merged
+from llmserve.service import RequestStats, collect, first_event, merged
 
 Prompt = str | tuple[int, ...]
 MAX_CHOICES = 128
@@ -156,7 +156,7 @@ class CompletionService:
     async def complete(self, request: CompletionRequest, stats: RequestStats) -> dict[str, Any]:
         model, streams, prompt_tokens = await self.start(request, stats)
         try:
-            results = await asyncio.gather(*(_collect(stream) for _, stream in streams))
+            results = await asyncio.gather(*(collect(stream) for _, stream in streams))
         finally:
             for _, stream in streams:
                 stream.cancel()
@@ -182,20 +182,6 @@ class CompletionService:
     ) -> AsyncGenerator[dict[str, Any], None]:
         model, streams, prompt_tokens = await self.start(request, stats)
         return _chunks(request, model, streams, prompt_tokens, stats)
-
-
-async def _collect(stream: EventStream) -> tuple[str, list[dict[str, Any]], Finished]:
-    parts: list[str] = []
-    entries: list[dict[str, Any]] = []
-    async for event in stream.until_done():
-        if isinstance(event, TextDelta):
-            parts.append(event.text)
-            entries.extend(event.logprobs)
-        elif isinstance(event, Failed):
-            raise event.error
-        elif isinstance(event, Finished):
-            return "".join(parts), entries, event
-    raise InvalidRequest("the generation ended without a result")
 
 
 async def _chunks(

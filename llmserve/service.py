@@ -184,7 +184,7 @@ class ChatService:
         stats = stats or RequestStats()
         model, streams, prompt_tokens, tool_plan = await self._start(request, stats)
         try:
-            results = await asyncio.gather(*(_collect(stream, stats) for stream in streams))
+            results = await asyncio.gather(*(collect(stream, stats) for stream in streams))
         finally:
             for stream in streams:
                 stream.cancel()
@@ -220,12 +220,15 @@ class ChatService:
         return _chunks(model, streams, prompt_tokens, include_usage, bool(request.logprobs), stats, tool_plan)
 
 
-async def _collect(stream: EventStream, stats: RequestStats) -> tuple[str, list[dict[str, Any]], Finished]:
+async def collect(
+    stream: EventStream, stats: RequestStats | None = None
+) -> tuple[str, list[dict[str, Any]], Finished]:
     """A choice's text, its tokens' log probabilities and its end."""
     parts: list[str] = []
     entries: list[dict[str, Any]] = []
     async for event in stream.until_done():
-        stats.observe(event)
+        if stats is not None:
+            stats.observe(event)
         if isinstance(event, TextDelta):
             parts.append(event.text)
             entries.extend(event.logprobs)

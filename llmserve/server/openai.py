@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable
-from typing import Any, TypeVar
+from collections.abc import AsyncGenerator, Awaitable
+from typing import Any, Protocol, TypeVar
 
+from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from llmserve.completions import CompletionRequest, CompletionService
+from llmserve.completions import CompletionRequest
 from llmserve.embeddings import EmbeddingRequest, create_embeddings
 from llmserve.errors import InvalidRequest, ModelNotFound
 from llmserve.protocol import (
@@ -30,10 +31,11 @@ from llmserve.server.events import model_events
 from llmserve.server.openapi import openapi_json
 from llmserve.server.options import ServerOptions
 from llmserve.server.sse import sse_response
-from llmserve.service import ChatService, RequestStats
+from llmserve.service import RequestStats
 from llmserve.worker import ModelState, ModelWorker
 
 T = TypeVar("T")
+B = TypeVar("B", contravariant=True)
 CLIENT_CLOSED = 499  # nginx's "client closed request": logged, never seen by the client
 
 
@@ -75,32 +77,36 @@ async def until_disconnect(request: Request, work: Awaitable[T]) -> T | None:
         watcher.cancel()
 
 
-async def chat_completions(request: Request) -> Response:
-    chat: ChatService = request.app.state.chat
-    body = parse_request(ChatCompletionRequest, await read_json(request))
+class _Answering(Protocol[B]):
+    """A service that answers a body whole or as a stream of chunks (chat, completions)."""
+
+    async def open_stream(self, body: B, stats: RequestStats) -> AsyncGenerator[dict[str, Any], None]: ...
+
+    async def complete(self, body: B, stats: RequestStats) -> Any: ...
+
+
+async def _answer(request: Request, service: _Answering[B], body: B, stream: bool) -> Response:
     stats: RequestStats = request.state.stats  # set by RequestLogMiddleware, which every app has
-    if body.stream:
-        chunks = await until_disconnect(request, chat.open_stream(body, stats))
-        if chunks is None:
-            return Response(status_code=CLIENT_CLOSED)
-        options: ServerOptions = request.app.state.options
-        return sse_response(chunks, options.shutdown_timeout + 5)
-    completion = await until_disconnect(request, chat.complete(body, stats))
-    return _json(completion) if completion is not None else Response(status_code=CLIENT_CLOSED)
-
-
-async def completions(request: Request) -> Response:
-    service: CompletionService = request.app.state.completions
-    body = parse_request(CompletionRequest, await read_json(request))
-    stats: RequestStats = request.state.stats
-    if body.stream:
+    if stream:
         chunks = await until_disconnect(request, service.open_stream(body, stats))
         if chunks is None:
             return Response(status_code=CLIENT_CLOSED)
         options: ServerOptions = request.app.state.options
         return sse_response(chunks, options.shutdown_timeout + 5)
     result = await until_disconnect(request, service.complete(body, stats))
-    return JSONResponse(result) if result is not None else Response(status_code=CLIENT_CLOSED)
+    if result is None:
+        return Response(status_code=CLIENT_CLOSED)
+    return _json(result) if isinstance(result, BaseModel) else JSONResponse(result)
+
+
+async def chat_completions(request: Request) -> Response:
+    body = parse_request(ChatCompletionRequest, await read_json(request))
+    return await _answer(request, request.app.state.chat, body, body.stream)
+
+
+async def completions(request: Request) -> Response:
+    body = parse_request(CompletionRequest, await read_json(request))
+    return await _answer(request, request.app.state.completions, body, body.stream)
 
 
 async def embeddings(request: Request) -> Response:
