@@ -56,7 +56,8 @@ class ModelRegistry:
         self._defaults: dict[str, str] = {}  # versioned API id -> unit id of its default version
         for model in models:
             self._add(model)
-        self.default_id = self.resolve(default_id).config.api_id
+        self.resolve(default_id)  # unknown: ModelNotFound
+        self.default_id = default_id  # an API id follows its default version (promote); ID@V stays
         self._lock = threading.Lock()  # the event loop and worker threads read; changes take it
         self.created = int(time.time())
         self._started = False
