@@ -11,7 +11,6 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncGenerator
-from dataclasses import replace
 from typing import Any
 
 from pydantic import Field, field_validator
@@ -21,7 +20,7 @@ from llmserve.errors import InvalidRequest
 from llmserve.jobs import EventStream, Failed, Finished, TextDelta
 from llmserve.protocol import StreamOptions, Usage, _Request
 from llmserve.registry import ModelRegistry
-from llmserve.service import RequestStats, collect, first_event, merged
+from llmserve.service import RequestStats, collect, merged, seeded, start_streams
 
 Prompt = str | tuple[int, ...]
 MAX_CHOICES = 128
@@ -128,27 +127,21 @@ class CompletionService:
         prompts, params = request.prompts(), request.params()
         if len(prompts) * request.n > MAX_CHOICES:
             raise InvalidRequest(f"at most {MAX_CHOICES} choices (prompts times n) per request", param="n")
-        streams: list[EventStream] = []
-        try:
-            for prompt in prompts:
-                for i in range(request.n):
-                    seeded = (
-                        params if params.seed is None or i == 0 else replace(params, seed=params.seed + i)
-                    )
-                    worker, stream = self.registry.generate(
-                        request.model, (), seeded, prompt=prompt, echo=request.echo
-                    )
-                    streams.append(stream)
-            stats.model = worker.api_id
-            started = [await first_event(stream) for stream in streams]
-        except BaseException:
-            for stream in streams:
-                stream.cancel()
-            raise
+        model, streams, started = await start_streams(
+            len(prompts) * request.n,
+            lambda k: self.registry.generate(
+                request.model,
+                (),
+                seeded(params, k % request.n),
+                prompt=prompts[k // request.n],
+                echo=request.echo,
+            ),
+        )
+        stats.model = model
         prompt_tokens = sum(s.prompt_tokens for s in started[:: request.n])  # each prompt once
         stats.prompt_tokens = prompt_tokens
         return (
-            worker.api_id,
+            model,
             [(s.echo, stream) for s, stream in zip(started, streams, strict=True)],
             prompt_tokens,
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -30,6 +30,7 @@ from llmserve.protocol import (
 )
 from llmserve.registry import ModelRegistry
 from llmserve.tools import ToolPlan, forcing, parse_calls, plan
+from llmserve.worker import ModelWorker
 
 _ROLES: dict[str, Role] = {
     "system": "system",
@@ -131,6 +132,31 @@ async def to_generation(
     return messages, params, tool_plan
 
 
+def seeded(params: GenerationParams, index: int) -> GenerationParams:
+    """Choice `index` of several samples with seed + index (the first with the seed itself)."""
+    return params if params.seed is None or index == 0 else replace(params, seed=params.seed + index)
+
+
+async def start_streams(
+    count: int, submit: Callable[[int], tuple[ModelWorker, EventStream]]
+) -> tuple[str, list[EventStream], list[Started]]:
+    """Submits `count` generations and waits until each has started: (the model's name, the streams,
+    their `Started` events). A failure cancels every one of them, then is raised."""
+    streams: list[EventStream] = []
+    model = ""
+    try:
+        for index in range(count):
+            worker, stream = submit(index)
+            model = worker.api_id
+            streams.append(stream)
+        started = [await first_event(stream) for stream in streams]
+    except BaseException:
+        for stream in streams:
+            stream.cancel()
+        raise
+    return model, streams, started
+
+
 async def first_event(stream: EventStream) -> Started:
     """Waits until the model is loaded and the prompt accepted; raises the error if it failed."""
     try:
@@ -161,22 +187,15 @@ class ChatService:
         )
         tools = None if tool_plan is None else tool_plan.tools
         keep_alive = None if request.keep_alive is None else parse_keep_alive(request.keep_alive)
-        streams: list[EventStream] = []
-        try:
-            for i in range(request.n or 1):
-                seeded = params if params.seed is None or i == 0 else replace(params, seed=params.seed + i)
-                worker, stream = self.registry.generate(
-                    request.model, messages, seeded, keep_alive, tools=tools
-                )
-                streams.append(stream)
-            stats.model = worker.api_id
-            started = [await first_event(stream) for stream in streams]
-        except BaseException:
-            for stream in streams:
-                stream.cancel()
-            raise
+        model, streams, started = await start_streams(
+            request.n or 1,
+            lambda i: self.registry.generate(
+                request.model, messages, seeded(params, i), keep_alive, tools=tools
+            ),
+        )
+        stats.model = model
         stats.observe(started[0])
-        return worker.api_id, streams, started[0].prompt_tokens, tool_plan
+        return model, streams, started[0].prompt_tokens, tool_plan
 
     async def complete(
         self, request: ChatCompletionRequest, stats: RequestStats | None = None
