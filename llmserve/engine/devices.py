@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import functools
+import gc
+import itertools
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -54,3 +57,25 @@ def resolve_dtype(dtype: Dtype, device: torch.device) -> torch.dtype | str:
     if device.type == "cuda":
         return "auto"
     return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+
+
+def device_name(device: torch.device) -> str:
+    """The device's name in footprints and budgets: "cpu", "cuda:N" ("cuda" alone is "cuda:0")."""
+    return f"cuda:{device.index or 0}" if device.type == "cuda" else str(device)
+
+
+def bytes_by_device(model: Any) -> dict[str, int]:
+    """Bytes of a torch module's parameters and buffers on each device (tied weights count once)."""
+    out: dict[str, int] = {}
+    tensors = itertools.chain(model.parameters(), model.buffers())
+    for tensor in {t.data_ptr(): t for t in tensors}.values():
+        name = device_name(tensor.device)
+        out[name] = out.get(name, 0) + tensor.numel() * tensor.element_size()
+    return out
+
+
+def free_memory(device: torch.device) -> None:
+    """After an engine dropped its tensors: collect them, and give CUDA's cached blocks back."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()

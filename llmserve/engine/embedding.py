@@ -7,7 +7,6 @@ gives the longest input (`max_seq_length`); a longer input is a 400, never silen
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 from collections.abc import Sequence
@@ -19,7 +18,7 @@ from transformers import AutoModel, AutoTokenizer
 
 from llmserve.config import ModelConfig
 from llmserve.engine.base import ChatMessage, GenerationParams
-from llmserve.engine.devices import DTYPES, resolve_device
+from llmserve.engine.devices import DTYPES, bytes_by_device, free_memory, resolve_device
 from llmserve.engine.hf import LOAD_LOCK
 from llmserve.errors import InvalidRequest
 from llmserve.progress import report
@@ -111,11 +110,7 @@ class EmbeddingEngine:
 
     @property
     def memory_by_device(self) -> dict[str, int]:
-        return {
-            str(self._device)
-            if self._device.type != "cuda"
-            else f"cuda:{self._device.index or 0}": self.memory_bytes
-        }
+        return bytes_by_device(self._model)
 
     def tokenize(self, text: str) -> list[int]:
         return list(self._tokenizer(text)["input_ids"])  # with the model's special tokens ([CLS] ... [SEP])
@@ -174,6 +169,4 @@ class EmbeddingEngine:
     def close(self) -> None:
         self._model = None
         self._tokenizer = None
-        gc.collect()
-        if self._device.type == "cuda":
-            torch.cuda.empty_cache()
+        free_memory(self._device)

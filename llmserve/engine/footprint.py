@@ -64,7 +64,7 @@ class Tensor:
 
 def estimate(config: ModelConfig) -> Estimate | None:
     """None when the model's files are not on this disk (a hub model not downloaded yet)."""
-    from llmserve.engine.devices import resolve_device, resolve_dtype
+    from llmserve.engine.devices import device_name, resolve_device, resolve_dtype
 
     found = _tensors_and_config(config)
     if found is None:
@@ -83,7 +83,7 @@ def estimate(config: ModelConfig) -> Estimate | None:
     kv = _kv_bytes_per_token(text_config, target or 2) * min(
         KV_RESERVE_TOKENS, int(text_config.get("max_position_embeddings") or KV_RESERVE_TOKENS)
     )
-    name = "cuda:0" if device.type == "cuda" and device.index is None else str(device)
+    name = device_name(device)
     return Estimate(_spread(int(total), name, config, text_config), _spread(kv, name, config, text_config))
 
 

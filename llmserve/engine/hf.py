@@ -7,7 +7,6 @@ random generator, so a seed gives the same text batched or alone.
 
 from __future__ import annotations
 
-import gc
 import inspect
 import itertools
 import logging
@@ -23,7 +22,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 from llmserve.config import GGUFSpec, ModelConfig
 from llmserve.engine.base import ChatMessage, GenerationParams, TokenLogprob
 from llmserve.engine.batch import Batch, joinable, left_padded, prefill_groups
-from llmserve.engine.devices import resolve_device, resolve_dtype
+from llmserve.engine.devices import bytes_by_device, free_memory, resolve_device, resolve_dtype
 from llmserve.engine.gguf import load_gguf
 from llmserve.engine.grammar import Guide, Guides
 from llmserve.engine.placement import model_device_map, quantization_config
@@ -161,16 +160,7 @@ class HFEngine:
     @property
     def memory_by_device(self) -> dict[str, int]:
         """Bytes of the weights and buffers on each device."""
-        out: dict[str, int] = {}
-        tensors = itertools.chain(self._model.parameters(), self._model.buffers())
-        for tensor in {t.data_ptr(): t for t in tensors}.values():  # tied weights count once
-            name = (
-                "cuda:0"
-                if tensor.device.type == "cuda" and tensor.device.index is None
-                else str(tensor.device)
-            )
-            out[name] = out.get(name, 0) + tensor.numel() * tensor.element_size()
-        return out
+        return bytes_by_device(self._model)
 
     @property
     def model(self) -> Any:
@@ -346,6 +336,4 @@ class HFEngine:
         self._batch.clear()
         self._model = None
         self._tokenizer = None
-        gc.collect()
-        if self._device.type == "cuda":
-            torch.cuda.empty_cache()
+        free_memory(self._device)
