@@ -87,7 +87,10 @@ class ModelRegistry:
         return [w for w in self._workers.values() if w.config.api_id == api_id]
 
     def version(self, api_id: str, version: str | None) -> ModelWorker:
-        """One version of a model (None: its default version), as the V2 API names them."""
+        """One version of the model `api_id` (None: its default version), as the V2 API and promote
+        name them; an unknown API id or version → `ModelNotFound`."""
+        if api_id not in self.api_ids():
+            raise ModelNotFound(api_id, self.api_ids())
         if version is None:
             return self.resolve(api_id)
         for worker in self.versions(api_id):
@@ -138,15 +141,14 @@ class ModelRegistry:
         """`None` or `"default"` → the default model; `ID` → its default version; `ID@VERSION` → that
         version; an unknown id → `ModelNotFound` (404)."""
         name = self.default_id if model is None or model == DEFAULT_ALIAS else model
-        unit = self._defaults.get(name, name)
-        worker = self._workers.get(unit)
-        if worker is None and "@" in name:
+        worker = self._workers.get(self._defaults.get(name, name))
+        if worker is not None:
+            return worker
+        if "@" in name:  # ID@VERSION of a model whose only version is the implicit "1"
             api_id, _, version = name.rpartition("@")
-            found = [w for w in self.versions(api_id) if w.config.version_label == version]
-            worker = found[0] if found else None
-        if worker is None:
-            raise ModelNotFound(name, self.unit_ids())
-        return worker
+            if api_id in self.api_ids():
+                return self.version(api_id, version)
+        raise ModelNotFound(name, self.unit_ids())
 
     async def promote(self, api_id: str, version: str) -> tuple[ModelWorker, str]:
         """Loads `version` of `api_id` (if needed) while the current default keeps serving, then makes it

@@ -14,7 +14,7 @@ from starlette.routing import BaseRoute, Route
 
 from llmserve.completions import CompletionRequest
 from llmserve.embeddings import EmbeddingRequest, create_embeddings
-from llmserve.errors import InvalidRequest, ModelNotFound
+from llmserve.errors import InvalidRequest
 from llmserve.protocol import (
     ChatCompletionRequest,
     LoadProgressBody,
@@ -188,8 +188,6 @@ async def promote_model(request: Request) -> Response:
     """Loads a version while the current default keeps serving, then makes it the default atomically."""
     body = parse_request(PromoteRequest, await read_json(request))
     registry = _registry(request)
-    if body.model_id not in registry.api_ids():
-        raise ModelNotFound(body.model_id, registry.api_ids())
     worker, previous = await registry.promote(body.model_id, body.version)
     old = registry.unit(previous)
     return _json(

@@ -7,7 +7,6 @@ Names containing `/` work URL-encoded (`org%2Fname`) or as they are. Errors are 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import anyio.to_thread
@@ -16,10 +15,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from llmserve import __version__
-from llmserve.errors import Forbidden, InvalidRequest, ModelLoadFailed, ModelNotFound, Overloaded
+from llmserve.errors import Forbidden, InvalidRequest, ModelLoadFailed, Overloaded
 from llmserve.registry import ModelRegistry
 from llmserve.runtime import RuntimeModels
-from llmserve.server.v2_infer import infer_routes
+from llmserve.server.v2_infer import infer_routes, json_object, model_of
 from llmserve.worker import ModelState, ModelWorker
 
 EXTENSIONS = ["model_repository", "generate", "metrics"]
@@ -41,31 +40,6 @@ def _registry(request: Request) -> ModelRegistry:
     return registry
 
 
-def _name(request: Request) -> str:
-    return str(request.path_params["name"]).strip("/")
-
-
-def _model(request: Request) -> ModelWorker:
-    """The version in the path, else the model's default version; 404 when either is unknown."""
-    registry, name = _registry(request), _name(request)
-    if name not in registry.api_ids():
-        raise ModelNotFound(name, registry.api_ids())
-    return registry.version(name, request.path_params.get("version"))
-
-
-async def _body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"the request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("the request body must be a JSON object")
-    return body
-
-
 async def server_metadata(request: Request) -> Response:
     return JSONResponse({"name": "llmserve", "version": __version__, "extensions": EXTENSIONS})
 
@@ -82,7 +56,7 @@ async def ready(request: Request) -> Response:
 
 
 async def model_metadata(request: Request) -> Response:
-    worker = _model(request)
+    worker = model_of(request)
     versions = [w.config.version_label for w in _registry(request).versions(worker.config.api_id)]
     body: dict[str, Any] = {"name": worker.config.api_id, "versions": versions, "platform": PLATFORM}
     body |= {"inputs": [TEXT_IN], "outputs": [TEXT_OUT]}
@@ -93,7 +67,7 @@ async def model_metadata(request: Request) -> Response:
 
 async def model_ready(request: Request) -> Response:
     """200 when this version is loaded, else 400 (as Triton answers)."""
-    worker = _model(request)
+    worker = model_of(request)
     body = {"name": worker.config.api_id, "version": worker.config.version_label}
     ok = worker.state is ModelState.LOADED
     return JSONResponse({**body, "ready": ok}, status_code=200 if ok else 400)
@@ -111,7 +85,7 @@ def index_entry(worker: ModelWorker) -> dict[str, str]:
 
 
 async def repository_index(request: Request) -> Response:
-    body = await _body(request)
+    body = await json_object(request, empty_ok=True)
     only_ready = body.get("ready", False)
     if not isinstance(only_ready, bool):
         raise InvalidRequest("'ready' must be true or false", param="ready")
@@ -129,8 +103,8 @@ def _parameters(body: dict[str, Any]) -> dict[str, Any]:
 async def load(request: Request) -> Response:
     """Loads the model's default version (a loaded one is reloaded). With `parameters.config` (a model
     entry, as in the config file), registers or replaces the model first: `--allow-runtime-models`."""
-    registry, name = _registry(request), _name(request)
-    parameters = _parameters(await _body(request))
+    registry, name = _registry(request), str(request.path_params["name"]).strip("/")
+    parameters = _parameters(await json_object(request, empty_ok=True))
     if "config" in parameters:
         runtime: RuntimeModels = request.app.state.runtime
         if not runtime.allowed:
@@ -140,7 +114,7 @@ async def load(request: Request) -> Response:
             await old.unload()
             await anyio.to_thread.run_sync(old.stop, 30.0)
     else:
-        worker = _model(request)
+        worker = model_of(request)
         if worker.state is ModelState.LOADED:
             await worker.unload()
     registry.check_room(worker)
@@ -153,12 +127,12 @@ async def load(request: Request) -> Response:
 
 async def unload(request: Request) -> Response:
     """Unloads every version of the model (running requests finish first)."""
-    _model(request)  # 404 for an unknown name
-    parameters = _parameters(await _body(request))
+    api_id = model_of(request).config.api_id  # 404 for an unknown name
+    parameters = _parameters(await json_object(request, empty_ok=True))
     unknown = set(parameters) - {"unload_dependents"}
     if unknown:
         raise InvalidRequest(f"unknown parameter(s): {', '.join(sorted(unknown))}", param="parameters")
-    for worker in _registry(request).versions(_name(request)):
+    for worker in _registry(request).versions(api_id):
         await worker.unload()
     return Response(status_code=200)
 

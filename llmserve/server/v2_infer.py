@@ -15,9 +15,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from llmserve.engine.base import ChatMessage, GenerationParams
-from llmserve.errors import InternalError, InvalidRequest, LLMServeError, ModelNotFound
+from llmserve.errors import InternalError, InvalidRequest, LLMServeError
 from llmserve.jobs import EventStream, Failed, Finished, Started, TextDelta
 from llmserve.registry import ModelRegistry
+from llmserve.server.openai import read_json
 from llmserve.service import RequestStats
 from llmserve.worker import ModelWorker
 
@@ -63,19 +64,18 @@ def params_of(parameters: Any) -> GenerationParams:
     )
 
 
-def _target(request: Request) -> ModelWorker:
+def model_of(request: Request) -> ModelWorker:
+    """The model named in the path, at the path's version, else its default version; 404 when either
+    is unknown."""
     registry: ModelRegistry = request.app.state.registry
-    name = str(request.path_params["name"]).strip("/")
-    if name not in registry.api_ids():
-        raise ModelNotFound(name, registry.api_ids())
-    return registry.version(name, request.path_params.get("version"))
+    return registry.version(str(request.path_params["name"]).strip("/"), request.path_params.get("version"))
 
 
 async def _start(request: Request, text: Any, parameters: Any) -> tuple[ModelWorker, EventStream]:
     if not isinstance(text, str) or not text:
         raise InvalidRequest("'text_input' must be a non-empty string", param="text_input")
     params = params_of(parameters)
-    worker = _target(request)
+    worker = model_of(request)
     registry: ModelRegistry = request.app.state.registry
     _, stream = registry.generate(worker.api_id, [ChatMessage("user", text)], params)
     stats: RequestStats = request.state.stats
@@ -108,11 +108,11 @@ async def _text(stream: EventStream, stats: RequestStats) -> str:
     return "".join(parts)
 
 
-async def _json_body(request: Request) -> dict[str, Any]:
-    try:
-        body = json.loads(await request.body())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"the request body is not valid JSON: {exc}") from None
+async def json_object(request: Request, *, empty_ok: bool = False) -> dict[str, Any]:
+    """The body as a JSON object (`empty_ok`: an empty body is `{}`)."""
+    if empty_ok and not (await request.body()).strip():
+        return {}
+    body = await read_json(request)
     if not isinstance(body, dict):
         raise InvalidRequest("the request body must be a JSON object")
     return body
@@ -123,7 +123,7 @@ def _names(worker: ModelWorker) -> dict[str, str]:
 
 
 async def generate(request: Request) -> Response:
-    body = await _json_body(request)
+    body = await json_object(request)
     worker, stream = await _start(request, body.get("text_input"), body.get("parameters"))
     text = await _text(stream, request.state.stats)
     return JSONResponse({**_names(worker), "text_output": text})
@@ -132,7 +132,7 @@ async def generate(request: Request) -> Response:
 async def generate_stream(request: Request) -> Response:
     """SSE: one `data: {"model_name", "model_version", "text_output"}` per piece of text, the last with
     `finish_reason`; an error after the start is a `data: {"error": ...}` event."""
-    body = await _json_body(request)
+    body = await json_object(request)
     worker, stream = await _start(request, body.get("text_input"), body.get("parameters"))
     stats: RequestStats = request.state.stats
 
@@ -161,7 +161,7 @@ def _data(payload: dict[str, Any]) -> dict[str, str]:
 async def infer(request: Request) -> Response:
     """KServe V2 inference: `inputs` holds a BYTES tensor `text_input` of one string; the answer is the
     BYTES tensor `text_output`. Generation parameters go in the request's `parameters`."""
-    body = await _json_body(request)
+    body = await json_object(request)
     inputs = body.get("inputs")
     if not isinstance(inputs, list):
         raise InvalidRequest("'inputs' must be a list of tensors", param="inputs")
