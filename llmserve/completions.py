@@ -11,14 +11,15 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncGenerator
+from dataclasses import replace
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from llmserve.engine.base import GenerationParams
 from llmserve.errors import InvalidRequest
 from llmserve.jobs import EventStream, Failed, Finished, TextDelta
-from llmserve.protocol import StreamOptions, Usage, _Request
+from llmserve.protocol import SamplingRequest, Usage
 from llmserve.registry import ModelRegistry
 from llmserve.service import RequestStats, collect, merged, seeded, start_streams
 
@@ -26,33 +27,15 @@ Prompt = str | tuple[int, ...]
 MAX_CHOICES = 128
 
 
-class CompletionRequest(_Request):
-    model: str | None = None
+class CompletionRequest(SamplingRequest):
     prompt: str | list[str] | list[int] | list[list[int]]
     max_tokens: int | None = Field(default=16, ge=0)  # OpenAI's default for this endpoint
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, gt=0, le=1)
     n: int = Field(default=1, ge=1, le=128)
-    stream: bool = False
-    stream_options: StreamOptions | None = None
     logprobs: int | None = Field(default=None, ge=0, le=5)
     echo: bool = False
-    stop: str | list[str] | None = None
-    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
-    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
-    logit_bias: dict[str, float] | None = None
-    seed: int | None = None
     best_of: int | None = Field(default=None, ge=1)
     suffix: str | None = None
     user: str | None = None  # accepted, no effect
-    top_k: int | None = Field(default=None, ge=-1)  # vLLM's extension
-
-    @field_validator("stop")
-    @classmethod
-    def _stops(cls, value: str | list[str] | None) -> str | list[str] | None:
-        if isinstance(value, list) and any(not s for s in value):
-            raise ValueError("stop strings must not be empty")
-        return value
 
     def prompts(self) -> list[Prompt]:
         value = self.prompt
@@ -79,26 +62,8 @@ class CompletionRequest(_Request):
             raise InvalidRequest(
                 "'echo' with 'logprobs' (prompt log probabilities) is not supported", param="echo"
             )
-        if self.stream_options is not None and not self.stream:
-            raise InvalidRequest(
-                "'stream_options' is only allowed when 'stream' is true", param="stream_options"
-            )
-        biases = tuple((int(k), float(v)) for k, v in (self.logit_bias or {}).items() if k.isdigit())
-        if len(biases) != len(self.logit_bias or {}):
-            raise InvalidRequest("'logit_bias' keys are token ids", param="logit_bias")
-        stops = () if self.stop is None else (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
-        return GenerationParams(
-            max_tokens=self.max_tokens or None,
-            temperature=1.0 if self.temperature is None else self.temperature,
-            top_p=1.0 if self.top_p is None else self.top_p,
-            top_k=max(self.top_k or 0, 0),
-            seed=self.seed,
-            stop=stops,
-            presence_penalty=self.presence_penalty or 0.0,
-            frequency_penalty=self.frequency_penalty or 0.0,
-            logit_bias=biases,
-            logprobs=self.logprobs,
-        )
+        self.check_stream_options()
+        return replace(self.sampling(), max_tokens=self.max_tokens or None, logprobs=self.logprobs)
 
 
 def legacy_logprobs(entries: list[dict[str, Any]], offset: int) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from llmserve.engine.base import GenerationParams
 from llmserve.errors import InvalidRequest
 from llmserve.keepalive import KeepAliveField
 
@@ -142,25 +143,72 @@ class ResponseFormat(_Request):
         return self
 
 
-class ChatCompletionRequest(_Request):
+class SamplingRequest(_Request):
+    """What chat and (legacy) completions requests share: the model, streaming and sampling."""
+
     model: str | None = None
-    messages: list[ChatMessageIn] = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
     top_k: int | None = Field(default=None, ge=-1)  # vLLM's extension; -1 or 0: no cut
     stop: str | list[str] | None = None
     seed: int | None = None
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_strings(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list) and any(not s for s in value):
+            raise ValueError("stop strings must not be empty")
+        return value
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _token_ids(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        for key in value or {}:
+            if not key.isdigit():
+                raise ValueError(f"keys are token ids (whole numbers as strings), not {key!r}")
+        return value
+
+    def logit_biases(self) -> tuple[tuple[int, float], ...]:
+        return tuple((int(k), float(v)) for k, v in (self.logit_bias or {}).items())
+
+    def stop_strings(self) -> tuple[str, ...]:
+        if self.stop is None:
+            return ()
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+
+    def sampling(self) -> GenerationParams:
+        """The generation parameters these fields set (the endpoints add their own with `replace`)."""
+        return GenerationParams(
+            temperature=1.0 if self.temperature is None else self.temperature,
+            top_p=1.0 if self.top_p is None else self.top_p,
+            top_k=max(self.top_k or 0, 0),
+            seed=self.seed,
+            stop=self.stop_strings(),
+            presence_penalty=self.presence_penalty or 0.0,
+            frequency_penalty=self.frequency_penalty or 0.0,
+            logit_bias=self.logit_biases(),
+        )
+
+    def check_stream_options(self) -> None:
+        if self.stream_options is not None and not self.stream:
+            raise InvalidRequest(
+                "'stream_options' is only allowed when 'stream' is true", param="stream_options"
+            )
+
+
+class ChatCompletionRequest(SamplingRequest):
+    messages: list[ChatMessageIn] = Field(min_length=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
     n: int | None = Field(default=None, ge=1, le=128)
     response_format: ResponseFormat | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
-    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
-    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
-    logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = None
     # vLLM's and mistral.rs's extensions
     repetition_penalty: float | None = Field(default=None, gt=0, le=10)
     min_p: float | None = Field(default=None, ge=0, le=1)
@@ -189,29 +237,6 @@ class ChatCompletionRequest(_Request):
     web_search_options: Any = None
     verbosity: Any = None
 
-    @field_validator("stop")
-    @classmethod
-    def _stop_strings(cls, value: str | list[str] | None) -> str | list[str] | None:
-        if isinstance(value, list) and any(not s for s in value):
-            raise ValueError("stop strings must not be empty")
-        return value
-
-    @field_validator("logit_bias")
-    @classmethod
-    def _token_ids(cls, value: dict[str, float] | None) -> dict[str, float] | None:
-        for key in value or {}:
-            if not key.isdigit():
-                raise ValueError(f"keys are token ids (whole numbers as strings), not {key!r}")
-        return value
-
-    def logit_biases(self) -> tuple[tuple[int, float], ...]:
-        return tuple((int(k), float(v)) for k, v in (self.logit_bias or {}).items())
-
-    def stop_strings(self) -> tuple[str, ...]:
-        if self.stop is None:
-            return ()
-        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
-
     def check_supported(self) -> None:
         for name, neutral in UNSUPPORTED_UNLESS.items():
             value = getattr(self, name)
@@ -219,10 +244,7 @@ class ChatCompletionRequest(_Request):
                 raise InvalidRequest(f"'{name}' = {value!r} is not supported by llmserve yet", param=name)
         if self.top_logprobs is not None and not self.logprobs:
             raise InvalidRequest("'top_logprobs' needs 'logprobs': true", param="top_logprobs")
-        if self.stream_options is not None and not self.stream:
-            raise InvalidRequest(
-                "'stream_options' is only allowed when 'stream' is true", param="stream_options"
-            )
+        self.check_stream_options()
 
 
 def _param(loc: tuple[int | str, ...]) -> str:
@@ -329,63 +351,3 @@ class ChatCompletionChunk(BaseModel):
     model: str
     choices: list[ChunkChoice]
     usage: Usage | None = None
-
-
-class LoadProgressBody(BaseModel):
-    stage: str  # waiting_for_memory, starting, tokenizer, converting_gguf, weights, saving_converted...
-    fraction: float  # of the whole load done, 0 to 1
-
-
-class ModelCard(BaseModel):
-    id: str
-    object: Literal["model"] = "model"
-    created: int
-    owned_by: str = "llmserve"
-    status: str
-    quantization: str | None = None  # "bitsandbytes-int8" / "-nf4" / "-fp4" with in_situ_quant
-    memory_bytes: int | None = None  # the weights' footprint, measured at the last load
-    expires_at: int | None = None  # unix time when the idle model unloads (keep_alive); None: not planned
-    progress: LoadProgressBody | None = None  # while loading
-    version: str | None = None  # with several versions: the one this id serves
-
-
-class ModelList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[ModelCard]
-
-
-class ErrorBody(BaseModel):
-    message: str
-    type: str
-    param: str | None
-    code: str | None
-
-
-class ErrorResponse(BaseModel):
-    error: ErrorBody
-
-
-class Health(BaseModel):
-    status: Literal["ok"] = "ok"
-
-
-class ModelIdRequest(_Request):
-    model_id: str
-
-
-class PromoteRequest(_Request):
-    model_id: str
-    version: str
-
-
-class PromoteResponse(BaseModel):
-    model_id: str
-    version: str
-    previous_version: str
-    status: Literal["loaded"] = "loaded"
-
-
-class ModelStatusResponse(BaseModel):
-    model_id: str
-    status: str
-    progress: LoadProgressBody | None = None  # sent only while loading

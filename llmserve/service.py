@@ -111,19 +111,12 @@ async def to_generation(
 
         grammar_of(constraint)  # the functions' parameter schemas
     messages = [await _message(i, m, allow_remote_images) for i, m in enumerate(request.messages)]
-    params = GenerationParams(
+    params = replace(
+        request.sampling(),
         constraint=constraint,
         logprobs=(request.top_logprobs or 0) if request.logprobs else None,
         max_tokens=request.max_completion_tokens or request.max_tokens,
-        temperature=1.0 if request.temperature is None else request.temperature,
-        top_p=1.0 if request.top_p is None else request.top_p,
-        top_k=max(request.top_k or 0, 0),
-        seed=request.seed,
-        stop=request.stop_strings(),
-        presence_penalty=request.presence_penalty or 0.0,
-        frequency_penalty=request.frequency_penalty or 0.0,
         repetition_penalty=request.repetition_penalty or 1.0,
-        logit_bias=request.logit_biases(),
         min_p=request.min_p or 0.0,
         stop_token_ids=tuple(request.stop_token_ids or ()),
         ignore_eos=request.ignore_eos,

@@ -15,8 +15,8 @@ from starlette.routing import BaseRoute, Route
 from llmserve.completions import CompletionRequest
 from llmserve.embeddings import EmbeddingRequest, create_embeddings
 from llmserve.errors import InvalidRequest
-from llmserve.protocol import (
-    ChatCompletionRequest,
+from llmserve.protocol import ChatCompletionRequest, parse_request
+from llmserve.protocol_models import (
     LoadProgressBody,
     ModelCard,
     ModelIdRequest,
@@ -24,7 +24,6 @@ from llmserve.protocol import (
     ModelStatusResponse,
     PromoteRequest,
     PromoteResponse,
-    parse_request,
 )
 from llmserve.registry import DEFAULT_ALIAS, ModelRegistry, seed_status
 from llmserve.server.events import model_events

@@ -15,10 +15,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from llmserve import __version__
-from llmserve.protocol import (
-    UNSUPPORTED_UNLESS,
-    ChatCompletion,
-    ChatCompletionRequest,
+from llmserve.protocol import UNSUPPORTED_UNLESS, ChatCompletion, ChatCompletionRequest
+from llmserve.protocol_models import (
     ErrorResponse,
     Health,
     ModelCard,

@@ -1,0 +1,70 @@
+"""Wire types of model management (/v1/models and its actions), health and errors. Imports nothing heavy;
+requests parse with `protocol.parse_request`."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel
+
+from llmserve.protocol import _Request
+
+
+class LoadProgressBody(BaseModel):
+    stage: str  # waiting_for_memory, starting, tokenizer, converting_gguf, weights, saving_converted...
+    fraction: float  # of the whole load done, 0 to 1
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "llmserve"
+    status: str
+    quantization: str | None = None  # "bitsandbytes-int8" / "-nf4" / "-fp4" with in_situ_quant
+    memory_bytes: int | None = None  # the weights' footprint, measured at the last load
+    expires_at: int | None = None  # unix time when the idle model unloads (keep_alive); None: not planned
+    progress: LoadProgressBody | None = None  # while loading
+    version: str | None = None  # with several versions: the one this id serves
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class ErrorBody(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class ModelIdRequest(_Request):
+    model_id: str
+
+
+class PromoteRequest(_Request):
+    model_id: str
+    version: str
+
+
+class PromoteResponse(BaseModel):
+    model_id: str
+    version: str
+    previous_version: str
+    status: Literal["loaded"] = "loaded"
+
+
+class ModelStatusResponse(BaseModel):
+    model_id: str
+    status: str
+    progress: LoadProgressBody | None = None  # sent only while loading
