@@ -154,20 +154,12 @@ async def _chunks(
     include_usage = bool(request.stream_options and request.stream_options.include_usage)
     offsets = [len(e) for e in echoes]
 
-    def chunk(
-        index: int, text: str, reason: str | None, logprobs: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
+    head = {"id": chunk_id, "object": "text_completion", "created": created, "model": model}
+    usage = {"usage": None} if include_usage else {}
+
+    def chunk(index: int, text: str, reason: str | None, logprobs: Any = None) -> dict[str, Any]:
         choice = {"text": text, "index": index, "logprobs": logprobs, "finish_reason": reason}
-        out: dict[str, Any] = {
-            "id": chunk_id,
-            "object": "text_completion",
-            "created": created,
-            "model": model,
-        }
-        out["choices"] = [choice]
-        if include_usage:
-            out["usage"] = None
-        return out
+        return {**head, "choices": [choice], **usage}
 
     generated = 0
     try:
@@ -189,14 +181,7 @@ async def _chunks(
                 yield chunk(index, "", event.reason)
         stats.completion_tokens = generated
         if include_usage:
-            last = {
-                "id": chunk_id,
-                "object": "text_completion",
-                "created": created,
-                "model": model,
-                "choices": [],
-            }
-            yield {**last, "usage": Usage.of(prompt_tokens, generated).model_dump()}
+            yield {**head, "choices": [], "usage": Usage.of(prompt_tokens, generated).model_dump()}
     finally:
         for _, stream in streams:
             stream.cancel()
