@@ -67,3 +67,36 @@ def test_device_and_dtype_resolution() -> None:
         assert resolve_device("auto") == cpu
         with pytest.raises(RuntimeError, match="this machine has no CUDA device"):
             resolve_device("cuda:0")
+
+
+def _greedy_batch(engine: HFEngine) -> list[list[int]]:
+    prompts = [engine.encode_chat([ChatMessage("user", text)]) for text in ("hi", "a longer question here")]
+    seqs = [engine.start(prompt, GenerationParams(temperature=0)) for prompt in prompts]
+    out = [engine.step(seqs) for _ in range(6)]
+    for seq in seqs:
+        engine.release(seq)
+    return out
+
+
+@pytest.mark.filterwarnings("ignore:.*past_key_values.*:FutureWarning")
+def test_both_cache_argument_generations_give_the_same_tokens(
+    tiny_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """transformers >= 5.24 takes `cache=`, older 5.x `past_key_values=`: the engine speaks whichever the
+    installed model class has (the new one without any warning, since filterwarnings is `error`), and the
+    old one, forced here, decodes the same tokens."""
+    from llmserve.engine import kvcache
+
+    engine = HFEngine.load(ModelConfig("t", "t", PlainSpec(model_id=str(tiny_dir))))
+    assert engine.model is not None
+    native = kvcache.cache_name(engine.model)
+    import inspect
+
+    assert native in inspect.signature(engine.model.forward).parameters
+    current = _greedy_batch(engine)
+    other = kvcache.OLD if native == kvcache.NEW else kvcache.NEW
+    if other == kvcache.NEW:
+        pytest.skip("installed transformers predates the cache= argument; the old path ran above")
+    monkeypatch.setitem(kvcache._names, type(engine.model), other)
+    assert _greedy_batch(engine) == current
+    engine.close()

@@ -20,6 +20,8 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
+from llmserve.engine.kvcache import returned_cache, with_cache
+
 
 def joinable(cache: Any) -> bool:
     """True when `cache` is a `DynamicCache` of plain dynamic layers (left padding is then exact)."""
@@ -96,16 +98,16 @@ class Batch:
         input_ids = torch.tensor(last_tokens, dtype=torch.long, device=self._device).view(rows, 1)
         positions = torch.tensor(self.lengths, dtype=torch.long, device=self._device).view(rows, 1)
         if bool(self._mask[:, 0].all()):  # no row is padded (always so for one row): the model's fast path
-            out = model(input_ids=input_ids, past_key_values=self._cache, use_cache=True)
+            out = model(input_ids=input_ids, **with_cache(model, self._cache), use_cache=True)
         else:
             out = model(
                 input_ids=input_ids,
                 attention_mask=self._mask,
                 position_ids=positions,
-                past_key_values=self._cache,
+                **with_cache(model, self._cache),
                 use_cache=True,
             )
-        self._cache = out.past_key_values
+        self._cache = returned_cache(model, out)
         self.lengths = [length + 1 for length in self.lengths]
         logits: torch.Tensor = out.logits[:, -1, :]
         return logits

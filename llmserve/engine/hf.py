@@ -25,6 +25,7 @@ from llmserve.engine.batch import Batch, joinable, left_padded, prefill_groups
 from llmserve.engine.devices import bytes_by_device, free_memory, resolve_device, resolve_dtype
 from llmserve.engine.gguf import load_gguf
 from llmserve.engine.grammar import Guide, Guides
+from llmserve.engine.kvcache import returned_cache, with_cache
 from llmserve.engine.placement import model_device_map, quantization_config
 from llmserve.engine.sampling import GREEDY_BELOW, History, sample_rows, token_logprob
 from llmserve.errors import InvalidRequest
@@ -293,7 +294,7 @@ class HFEngine:
                 input_ids=ids,
                 attention_mask=mask,
                 position_ids=positions,
-                past_key_values=DynamicCache(config=self._model.config),
+                **with_cache(self._model, DynamicCache(config=self._model.config)),
                 **self._last_logits_only,
             )
             members = [seqs[i] for i in group]
@@ -302,14 +303,14 @@ class HFEngine:
                 seqs[i].prompt = None
                 seqs[i].extras = None
             if self._joinable:
-                self._batch.join([seq_ids[i] for i in group], out.past_key_values, mask)
+                self._batch.join([seq_ids[i] for i in group], returned_cache(self._model, out), mask)
             else:
-                members[0].cache = out.past_key_values
+                members[0].cache = returned_cache(self._model, out)
 
     def _step_alone(self, seq: _Sequence) -> int:
         ids = torch.tensor([[seq.last]], dtype=torch.long, device=self._device)
-        out = self._model(input_ids=ids, past_key_values=seq.cache, use_cache=True)
-        seq.cache = out.past_key_values
+        out = self._model(input_ids=ids, **with_cache(self._model, seq.cache), use_cache=True)
+        seq.cache = returned_cache(self._model, out)
         return self._pick(out.logits[:, -1, :], [seq])[0]
 
     def release(self, seq_id: int) -> None:
