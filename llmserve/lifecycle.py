@@ -91,7 +91,7 @@ class Slot:
             return None
         if not compute and self.footprint is None and not self._estimated:
             return None
-        return self._residency.too_big(self.config.api_id, self.need())
+        return self._residency.too_big(self.config.unit_id, self.need())
 
     def _report(self, progress: LoadProgress) -> None:
         self.progress = progress
@@ -105,7 +105,7 @@ class Slot:
         if self._residency is not None:
             error: LLMServeError | None = self.too_big()
             if error is None and not self._residency.admit(owner, self.need(), since):
-                error = self._residency.no_room(self.config.api_id)
+                error = self._residency.no_room(self.config.unit_id)
             if error is not None:
                 self.progress = None
                 self._become(ModelState.UNLOADED, "no_room")
@@ -129,7 +129,7 @@ class Slot:
         estimate = self.estimate()
         self.footprint = add(engine.memory_by_device, {} if estimate is None else estimate.kv_reserve)
         if self._residency is not None:
-            self._residency.measured(self.config.api_id, self.footprint)
+            self._residency.measured(self.config.unit_id, self.footprint)
         self.load_seconds = time.perf_counter() - started
         self.loaded_at = time.monotonic()
         self.progress = None
@@ -179,4 +179,4 @@ class Slot:
 
     def _release(self) -> None:
         if self._residency is not None:
-            self._residency.release(self.config.api_id)
+            self._residency.release(self.config.unit_id)

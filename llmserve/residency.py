@@ -37,7 +37,7 @@ class Resident(Protocol):
     """What residency needs from a model worker."""
 
     @property
-    def api_id(self) -> str: ...
+    def api_id(self) -> str: ...  # the unit id (`ID@VERSION` of a version): what it is held under
 
     @property
     def last_active(self) -> float: ...  # time.monotonic() of its last work

@@ -173,3 +173,27 @@ def test_command_line() -> None:
     assert (args.max_loaded_models, args.load_wait, args.evict_pinned) == (2, 5.0, True)
     args = build_parser().parse_args(["plain", "-m", "a/b"])
     assert (args.max_loaded_models, args.load_wait, args.evict_pinned) == (None, 60.0, False)
+
+
+def test_a_versioned_model_leaves_the_accounting_when_it_unloads() -> None:
+    """Found from outside: residency admitted a version under `ID@VERSION` but released it under `ID`, so
+    an unloaded version kept its place and the next model found no room."""
+    models = [
+        dataclasses.replace(config(-1, "m"), version="1", keep_alive=float("inf")),
+        dataclasses.replace(config(-1, "m"), version="2", keep_alive=float("inf")),
+        dataclasses.replace(config(-1, "other"), keep_alive=float("inf")),
+    ]
+    factory = Factory(lambda c: ScriptedEngine(["a", "b"]))
+    residency = Residency(1, wait=1.0)
+    app = create_app(models, "m", factory=factory, preload="none", residency=residency)
+    with TestClient(app) as client:
+        assert ask(client, "m@2").status_code == 200
+        assert residency.loaded() == ["m@2"]
+        unloaded = client.post("/v1/models/unload", json={"model_id": "m@2"})
+        assert unloaded.json() == {"model_id": "m@2", "status": "unloaded"}
+        assert residency.loaded() == []
+        assert ask(client, "m@1").status_code == 200
+        assert residency.loaded() == ["m@1"]
+        assert ask(client, "other").status_code == 200
+        assert residency.loaded() == ["other"]
+        assert (status(client, "m@1"), status(client, "other")) == ("unloaded", "loaded")
