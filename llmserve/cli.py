@@ -18,27 +18,19 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
 from llmserve import __version__
+from llmserve.build import Setup, build_registry, setup_from_args
 from llmserve.config import (
     DEFAULT_MAX_BATCH_SIZE,
     DEFAULT_MAX_QUEUE,
     DEFAULT_MIN_RESIDENT,
-    ModelConfig,
-    choose_default,
-    load_config,
-    parse_config,
 )
 from llmserve.errors import ConfigError
 from llmserve.keepalive import NEVER, parse_keep_alive
-from llmserve.residency import Residency
-from llmserve.runtime import RuntimeModels
 from llmserve.server.options import ServerOptions
 from llmserve.sizes import Budget, parse_budget
-
-if TYPE_CHECKING:
-    from llmserve.registry import Preload
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
@@ -284,50 +276,17 @@ def _batching_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def model_defaults(args: argparse.Namespace) -> dict[str, Any]:
-    """What the command line sets for the models whose entries do not (parse_config's defaults)."""
-    return {
-        "max_batch_size": args.max_batch_size,
-        "max_queue": args.max_queue,
-        "cache_dir": args.cache_dir,
-        "keep_alive": args.keep_alive,
-        "min_resident": args.min_resident,
-    }
-
-
-def models_from_args(args: argparse.Namespace) -> tuple[list[ModelConfig], str]:
-    """The models to serve and the default model's API id; raises `ConfigError`."""
-    limits = model_defaults(args)
-    if args.command == "multi-model":
-        models = load_config(args.config, **limits)
-        return models, choose_default(models, args.default_model_id, source=args.config)
-    entry: dict[str, Any] = {"Plain": {"model_id": args.model_id}, "dtype": args.dtype, "device": args.device}
-    if args.alias is not None:
-        entry["alias"] = args.alias
-    models = parse_config({"model": entry}, base=Path.cwd(), source="command line", **limits)
-    return models, models[0].api_id
-
-
-def residency_from_args(args: argparse.Namespace) -> Residency | None:
-    """The limits on the models in memory, when the command line sets any."""
-    if args.max_loaded_models is None and args.memory_budget is None:
-        return None
-    return Residency(
-        args.max_loaded_models, budget=args.memory_budget, wait=args.load_wait, evict_pinned=args.evict_pinned
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "chat":
         return _chat_over_http(args)
     try:
-        models, default_id = models_from_args(args)
+        setup = setup_from_args(args)
     except ConfigError as exc:
         print(f"llmserve: error: {exc}", file=sys.stderr)
         return 2
     if args.interactive:
-        return _chat_in_process(models, default_id, args.preload)
+        return _chat_in_process(setup)
     logging.basicConfig(
         level=logging.DEBUG if args.log_level == "trace" else args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -339,10 +298,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     warning = public_warning(args.host, options)
     if warning:
         logging.getLogger("llmserve").warning(warning)
-    residency = residency_from_args(args)
-    runtime = RuntimeModels(args.allow_runtime_models, args.model_root, model_defaults(args))
     app = create_app(
-        models, default_id, preload=args.preload, options=options, residency=residency, runtime=runtime
+        setup.models,
+        setup.default_id,
+        preload=setup.preload,
+        options=options,
+        residency=setup.residency,
+        runtime=setup.runtime,
     )
     # uvicorn drains on SIGTERM or SIGINT, then raises the signal again; exit 0 at that point.
     signal.signal(signal.SIGTERM, _exit_cleanly)
@@ -361,18 +323,17 @@ def _chat_over_http(args: argparse.Namespace) -> int:
     return run_chat(HTTPBackend(args.url, args.api_key), model=args.model)
 
 
-def _chat_in_process(models: list[ModelConfig], default_id: str, preload: Preload) -> int:
-    """No HTTP server: the chat talks to the registry directly. Logs and progress bars stay quiet."""
+def _chat_in_process(setup: Setup) -> int:
+    """No HTTP server: the chat talks to the registry directly (built from the same `Setup` as the
+    server's, memory limits included). Logs and progress bars stay quiet."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF loader uses tqdm directly
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     from llmserve.chat.backends import InProcessBackend
     from llmserve.chat.repl import run_chat
-    from llmserve.engine import load_engine
-    from llmserve.registry import ModelRegistry
 
-    registry = ModelRegistry(models, default_id, load_engine)
-    registry.start(preload)
+    registry = build_registry(setup)
+    registry.start(setup.preload)
     return run_chat(InProcessBackend(registry), on_exit=registry.shutdown)
 
 

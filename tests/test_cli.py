@@ -10,7 +10,8 @@ import httpx
 import pytest
 from conftest import llmserve_process, write_config
 
-from llmserve.cli import build_parser, models_from_args, server_options
+from llmserve.build import setup_from_args
+from llmserve.cli import build_parser, server_options
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -87,7 +88,8 @@ def test_server_options_before_or_after_the_subcommand() -> None:
     assert (args.host, args.port, args.log_level) == ("0.0.0.0", 9001, "info")
     args = parser.parse_args(["plain", "-m", "a/b", "--alias", "nice", "--dtype", "bfloat16"])
     assert (args.host, args.port) == ("127.0.0.1", 1234)
-    [model], default = models_from_args(args)
+    setup = setup_from_args(args)
+    [model], default = setup.models, setup.default_id
     assert (model.api_id, model.dtype, default) == ("nice", "bfloat16", "nice")
     assert server_options(args).allow_remote_images is False
     args = parser.parse_args(["plain", "-m", "a/b", "--allow-remote-images"])

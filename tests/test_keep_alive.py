@@ -15,7 +15,8 @@ from fakes import Factory, ScriptedEngine
 from starlette.testclient import TestClient
 from test_cli import one_line_error, run_cli
 
-from llmserve.cli import build_parser, models_from_args
+from llmserve.build import setup_from_args
+from llmserve.cli import build_parser
 from llmserve.config import ModelConfig, PlainSpec, parse_config
 from llmserve.errors import ConfigError
 from llmserve.keepalive import NEVER, parse_keep_alive
@@ -62,7 +63,7 @@ def test_config_and_command_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"config: \$.a.keep_alive: keep_alive 'soon' is not seconds"):
         parse_config({"a": {**entry, "keep_alive": "soon"}}, base=tmp_path)
     args = build_parser().parse_args(["plain", "-m", str(tmp_path), "--keep-alive", "5m"])
-    assert models_from_args(args)[0][0].keep_alive == 300.0
+    assert setup_from_args(args).models[0].keep_alive == 300.0
     line = one_line_error(run_cli("plain", "-m", str(tmp_path), "--keep-alive", "later"))
     assert line.startswith("llmserve plain: error: argument --keep-alive: keep_alive 'later' is not seconds")
 

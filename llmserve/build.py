@@ -1,0 +1,95 @@
+"""The one place that turns the command line into the objects that serve: the models of the config with
+the command line's defaults, the residency limits, runtime registration, and the registry over them. The
+HTTP server and the in-process terminal chat are built from the same `Setup`, so a flag means the same
+in both (`--max-loaded-models`, `--memory-budget`, `--keep-alive`, ...)."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from llmserve.config import ModelConfig, choose_default, load_config, parse_config
+from llmserve.residency import Residency
+from llmserve.runtime import RuntimeModels
+
+if TYPE_CHECKING:
+    from llmserve.registry import ModelRegistry, Preload
+
+
+@dataclass(frozen=True)
+class ModelDefaults:
+    """What the command line sets for the models whose config entries do not."""
+
+    max_batch_size: int
+    max_queue: int
+    cache_dir: str | None
+    keep_alive: float
+    min_resident: float
+
+    def as_kwargs(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Setup:
+    models: list[ModelConfig]
+    default_id: str
+    preload: Preload
+    residency: Residency | None
+    runtime: RuntimeModels
+
+
+def model_defaults(args: argparse.Namespace) -> ModelDefaults:
+    return ModelDefaults(
+        max_batch_size=args.max_batch_size,
+        max_queue=args.max_queue,
+        cache_dir=args.cache_dir,
+        keep_alive=args.keep_alive,
+        min_resident=args.min_resident,
+    )
+
+
+def models_from_args(args: argparse.Namespace, defaults: ModelDefaults) -> tuple[list[ModelConfig], str]:
+    """The models to serve and the default model's API id; raises `ConfigError`."""
+    if args.command == "multi-model":
+        models = load_config(args.config, **defaults.as_kwargs())
+        return models, choose_default(models, args.default_model_id, source=args.config)
+    entry: dict[str, Any] = {"Plain": {"model_id": args.model_id}, "dtype": args.dtype, "device": args.device}
+    if args.alias is not None:
+        entry["alias"] = args.alias
+    models = parse_config({"model": entry}, base=Path.cwd(), source="command line", **defaults.as_kwargs())
+    return models, models[0].api_id
+
+
+def residency_from_args(args: argparse.Namespace) -> Residency | None:
+    """The limits on the models in memory, when the command line sets any."""
+    if args.max_loaded_models is None and args.memory_budget is None:
+        return None
+    return Residency(
+        args.max_loaded_models, budget=args.memory_budget, wait=args.load_wait, evict_pinned=args.evict_pinned
+    )
+
+
+def setup_from_args(args: argparse.Namespace) -> Setup:
+    """Everything `serve` and `-i` build on; raises `ConfigError`."""
+    defaults = model_defaults(args)
+    models, default_id = models_from_args(args, defaults)
+    return Setup(
+        models=models,
+        default_id=default_id,
+        preload=args.preload,
+        residency=residency_from_args(args),
+        runtime=RuntimeModels(args.allow_runtime_models, args.model_root, defaults.as_kwargs()),
+    )
+
+
+def build_registry(setup: Setup) -> ModelRegistry:
+    """The registry of `setup` with the real engines and footprint estimates (what the in-process chat
+    talks to; the HTTP app builds the same one in `create_app`)."""
+    from llmserve.engine import load_engine
+    from llmserve.engine.footprint import estimate
+    from llmserve.registry import ModelRegistry
+
+    return ModelRegistry(setup.models, setup.default_id, load_engine, setup.residency, estimate)
