@@ -173,7 +173,9 @@ def test_smollm2_answers_paris_in_the_terminal() -> None:
     assert child.exitstatus == 0
 
 
-def test_the_in_process_chat_honours_the_memory_flags(tiny_dir: Path, tiny_dir2: Path, tmp_path: Path) -> None:
+def test_the_in_process_chat_honours_the_memory_flags(
+    tiny_dir: Path, tiny_dir2: Path, tmp_path: Path
+) -> None:
     """Found from outside: `-i` built its own registry without residency, so `--max-loaded-models 1` was
     accepted and ignored. The chat and the server are now built from one setup."""
     config = str(write_config(tmp_path, {"tiny": tiny_dir, "tiny2": tiny_dir2}))
