@@ -204,3 +204,128 @@ def test_a_lone_surrogate_is_named_where_it_sits() -> None:
     param = "messages[0].content[0].text"
     assert refused.value.param == param
     assert refused.value.message == f"'{param}' holds a lone surrogate (\\udc00), which is not a character"
+
+
+CHAT = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+COMPLETION = {"model": "tiny", "prompt": "hi", "max_tokens": 2}
+GENERATE = TEXT_IN("hi")
+LAX_INVALID = "invalid value for '{param}': Input should be a valid {kind}"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "param", "kind"),
+    [
+        ("/v1/chat/completions", {**CHAT, "stream": "yes"}, "stream", "boolean"),
+        ("/v1/chat/completions", {**CHAT, "stream": 1}, "stream", "boolean"),
+        ("/v1/chat/completions", {**CHAT, "n": "2"}, "n", "integer"),
+        ("/v1/chat/completions", {**CHAT, "n": 2.0}, "n", "integer"),
+        ("/v1/chat/completions", {**CHAT, "n": True}, "n", "integer"),
+        ("/v1/chat/completions", {**CHAT, "temperature": "0.5"}, "temperature", "number"),
+        ("/v1/chat/completions", {**CHAT, "temperature": False}, "temperature", "number"),
+        ("/v1/chat/completions", {**CHAT, "max_tokens": "2"}, "max_tokens", "integer"),
+        ("/v1/chat/completions", {**CHAT, "seed": "7"}, "seed", "integer"),
+        ("/v1/chat/completions", {**CHAT, "logprobs": "true"}, "logprobs", "boolean"),
+        ("/v1/chat/completions", {**CHAT, "ignore_eos": 0}, "ignore_eos", "boolean"),
+        ("/v1/chat/completions", {**CHAT, "logit_bias": {"5": "1"}}, "logit_bias.5", "number"),
+        ("/v1/chat/completions", {**CHAT, "stop": 5}, "stop", "string"),
+        (
+            "/v1/chat/completions",
+            {**CHAT, "stream": True, "stream_options": {"include_usage": "true"}},
+            "stream_options.include_usage",
+            "boolean",
+        ),
+        ("/v1/chat/completions", {**CHAT, "messages": [{"role": "user", "content": 5}]}, USER, "string"),
+        ("/v1/completions", {**COMPLETION, "echo": "true"}, "echo", "boolean"),
+        ("/v1/completions", {**COMPLETION, "logprobs": True}, "logprobs", "integer"),
+        ("/v1/completions", {**COMPLETION, "top_p": "1"}, "top_p", "number"),
+        ("/v1/embeddings", {"model": "minilm", "input": "x", "dimensions": "384"}, "dimensions", "integer"),
+        ("/v1/models/status", {"model_id": 5}, "model_id", "string"),
+        ("/v1/models/promote", {"model_id": "tiny", "version": 1}, "version", "string"),
+    ],
+)
+def test_lax_types_are_400s_naming_the_field(
+    server: str, path: str, body: dict[str, Any], param: str, kind: str
+) -> None:
+    response = post(server, path, json.dumps(body).encode())
+    message = LAX_INVALID.format(param=param, kind=kind)
+    assert (response.status_code, response.json()) == (400, error(path, message, param))
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "message"),
+    [
+        (
+            "/v2/models/tiny/generate",
+            {**GENERATE, "parameters": {"temperature": "0.5"}},
+            "parameters.temperature must be a number from 0 to 2",
+        ),
+        (
+            "/v2/models/tiny/generate",
+            {**GENERATE, "parameters": {"max_tokens": 2.0}},
+            "parameters.max_tokens must be a whole number (0 or more)",
+        ),
+        (
+            "/v2/models/tiny/generate",
+            {**GENERATE, "parameters": {"seed": True}},
+            "parameters.seed must be a whole number (0 or more)",
+        ),
+        (
+            "/v2/models/tiny/generate",
+            {**GENERATE, "parameters": {"stream": "yes"}},
+            "parameters.stream must be true or false",
+        ),
+        (
+            "/v2/models/tiny/infer",
+            {**INFER("hi"), "parameters": {"top_k": "2"}},
+            "parameters.top_k must be a whole number (0 or more)",
+        ),
+        ("/v2/repository/index", {"ready": "true"}, "'ready' must be true or false"),
+        (
+            "/v2/repository/models/tiny/unload",
+            {"parameters": {"unload_dependents": "yes"}},
+            "'unload_dependents' must be true or false",
+        ),
+    ],
+)
+def test_lax_types_are_400s_on_v2(server: str, path: str, body: dict[str, Any], message: str) -> None:
+    response = post(server, path, json.dumps(body).encode())
+    assert (response.status_code, response.json()) == (400, {"error": message})
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/chat/completions", {**CHAT, "temperature": 1, "top_p": 1, "presence_penalty": 0}),
+        ("/v1/chat/completions", {**CHAT, "logit_bias": {"5": 2}, "repetition_penalty": 1}),
+        ("/v1/completions", {**COMPLETION, "temperature": 0, "frequency_penalty": -1}),
+        (
+            "/v2/models/tiny/generate",
+            {**GENERATE, "parameters": {"temperature": 1, "top_p": 1, "stream": False}},
+        ),
+    ],
+)
+def test_an_integer_where_a_number_is_expected_is_taken(server: str, path: str, body: dict[str, Any]) -> None:
+    assert post(server, path, json.dumps(body).encode()).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "message"),
+    [
+        (
+            "/v2/repository/models/tiny/load",
+            {"paramters": {}},
+            "unknown field(s) paramters; accepted: parameters",
+        ),
+        (
+            "/v2/repository/models/tiny/unload",
+            {"model": "tiny"},
+            "unknown field(s) model; accepted: parameters",
+        ),
+        ("/v2/repository/index", {"ready": True, "all": 1}, "unknown field(s) all; accepted: ready"),
+    ],
+)
+def test_a_misspelt_repository_field_is_a_400_not_ignored(
+    server: str, path: str, body: dict[str, Any], message: str
+) -> None:
+    response = post(server, path, json.dumps(body).encode())
+    assert (response.status_code, response.json()) == (400, {"error": message})

@@ -53,6 +53,9 @@ def params_of(parameters: Any) -> GenerationParams:
             raise InvalidRequest(message, param=key)
         return value
 
+    if not isinstance(parameters.get("stream", False), bool):
+        raise InvalidRequest("parameters.stream must be true or false", param="stream")
+
     stop = parameters.get("stop", [])
     stop = [stop] if isinstance(stop, str) else stop
     if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop):
