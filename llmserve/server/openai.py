@@ -13,6 +13,7 @@ from starlette.routing import BaseRoute, Route
 
 from llmserve.completions import CompletionRequest
 from llmserve.embeddings import EmbeddingRequest, create_embeddings
+from llmserve.errors import ModelNotFound, StatusOfUnknownModel
 from llmserve.protocol import ChatCompletionRequest, parse_request
 from llmserve.protocol_models import (
     LoadProgressBody,
@@ -164,7 +165,11 @@ async def reload_model(request: Request) -> Response:
 
 
 async def model_status(request: Request) -> Response:
-    worker = _registry(request).resolve(await _model_id(request))
+    model_id = await _model_id(request)
+    try:
+        worker = _registry(request).resolve(model_id)
+    except ModelNotFound as exc:
+        raise StatusOfUnknownModel(model_id, exc) from None
     body = ModelStatusResponse(model_id=worker.api_id, status=seed_status(worker), progress=_progress(worker))
     return _status(body)
 
