@@ -52,8 +52,7 @@ def _encode(vector: list[float], encoding: str) -> list[float] | str:
 
 async def create_embeddings(registry: ModelRegistry, request: EmbeddingRequest) -> dict[str, Any]:
     inputs = _inputs(request.input)
-    worker = registry.resolve(request.model)
-    registry.check_room(worker)
+    worker = registry.admit(request.model)
     reply: Reply[tuple[list[list[float]], list[int]]] = Reply()
     worker.submit_embed(Embed(inputs, reply))
     vectors, tokens = await reply.future

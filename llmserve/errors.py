@@ -49,6 +49,18 @@ class ModelNotFound(LLMServeError):
         self.model_id = model_id
 
 
+class StatusOfUnknownModel(ModelNotFound):
+    """`POST /v1/models/status` of an unknown id: the 404 `model_not_found` error, with the seed's own
+    answer (`"model_id"`, `"status": "not_found"`) beside it, so that both kinds of client read it."""
+
+    def __init__(self, model_id: str, missing: ModelNotFound) -> None:
+        LLMServeError.__init__(self, missing.message, param=missing.param)
+        self.model_id = model_id
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model_id": self.model_id, "status": "not_found", **super().to_dict()}
+
+
 class RouteNotFound(LLMServeError):
     """No endpoint at this path (or not with this method)."""
 

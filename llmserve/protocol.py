@@ -1,11 +1,14 @@
 """OpenAI wire types (pydantic v2), shaped after OpenAI's openapi.yaml. Imports nothing heavy.
 
 Requests are parsed with `parse_request`, which turns every validation problem into one
-`InvalidRequest` whose `param` names the field (`messages[0].content`).
+`InvalidRequest` whose `param` names the field (`messages[0].content`). Request types are strict, as
+OpenAI is: `"stream": "yes"`, `"n": "2"` or `"temperature": "0.5"` is a 400, never coerced; only a JSON
+integer where a number is expected is taken (`"temperature": 1`).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
@@ -27,8 +30,16 @@ FinishReasonOut = Literal["stop", "length", "tool_calls"]
 M = TypeVar("M", bound=BaseModel)
 
 
+# A 64-bit signed integer (OpenAI's bounds for `seed`): more would overflow the engine's generator.
+INT64_MAX = 2**63 - 1
+Int64 = Annotated[int, Field(ge=-INT64_MAX - 1, le=INT64_MAX)]
+
+
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Base of every request body type: unknown keys and lax types (a string for a bool or a number, a
+    number for a bool) are errors. Subclasses that set `model_config` keep both (pydantic merges it)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class TextPart(_Request):
@@ -153,7 +164,7 @@ class SamplingRequest(_Request):
     top_p: float | None = Field(default=None, gt=0, le=1)
     top_k: int | None = Field(default=None, ge=-1)  # vLLM's extension; -1 or 0: no cut
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: Int64 | None = None
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = None
@@ -247,9 +258,18 @@ class ChatCompletionRequest(SamplingRequest):
         self.check_stream_options()
 
 
-def _param(loc: tuple[int | str, ...]) -> str:
+# The tags pydantic adds to an error's location for each member of a union (`stop.str`,
+# `input.list[int]`, `content.TextPart`) and for validators (`function-after[...]`): not fields.
+_TAG = re.compile(r"^(str|int|float|bool|none|bytes|[A-Z]\w*)$|[\[-]")
+
+
+def _param(loc: tuple[int | str, ...], *, key_last: bool = False) -> str:
+    """The field at `loc` as `messages[0].content`; `key_last`: the last part is a key of the body's
+    (an unknown parameter), whatever it looks like."""
     out = ""
-    for part in loc:
+    for i, part in enumerate(loc):
+        if isinstance(part, str) and _TAG.search(part) and not (key_last and i == len(loc) - 1):
+            continue
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
 
@@ -262,10 +282,7 @@ def parse_request(model: type[M], body: Any) -> M:
         return model.model_validate(body)
     except ValidationError as exc:
         error = exc.errors()[0]
-        loc = tuple(
-            p for p in error["loc"] if not (isinstance(p, str) and p.startswith(("function-", "list[")))
-        )
-        param = _param(loc) or None
+        param = _param(error["loc"], key_last=error["type"] == "extra_forbidden") or None
         if error["type"] == "extra_forbidden":
             raise InvalidRequest(f"unknown parameter '{param}'", param=param) from None
         if error["type"] == "missing":

