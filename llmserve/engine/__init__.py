@@ -1,13 +1,20 @@
-"""Engines. `load_engine` is the default `EngineFactory`; torch is imported only when it is called."""
+"""Engines. `load_engine` is the default `EngineFactory`; torch is imported only when it is called.
+
+Importing the package routes the dependencies' warnings to the debug log, and each load sets their
+loggers' levels (`quiet.py`): nothing of theirs reaches the terminal at the default log level."""
 
 from __future__ import annotations
 
 from llmserve.config import ModelConfig
+from llmserve.engine import quiet
 from llmserve.engine.base import Engine
+
+quiet.install()
 
 
 def load_engine(config: ModelConfig) -> Engine:
     """Load `config` with the transformers/torch engine (on the calling thread)."""
+    quiet.quiet_libraries()
     if config.kind == "Embedding":
         from llmserve.engine.embedding import EmbeddingEngine
 

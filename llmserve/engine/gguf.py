@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -178,6 +179,21 @@ def one_parse(path: Path | None) -> Iterator[None]:
         module.GGUFReader = original
 
 
+def dequantized(options: dict[str, Any]) -> dict[str, Any]:
+    """`options` asking transformers to de-quantize the whole file, as the converted copy needs. transformers
+    5.24+ (`GgufConfig(dequantize=...)`) otherwise keeps weights packed where it has a kernel for them (a
+    copy of those could not be saved), and warns about packed weights in any dtype but float32 even for the
+    architectures it de-quantizes anyway. Older versions always de-quantize and take no such option."""
+    import transformers
+
+    config_class = getattr(transformers, "GgufConfig", None)
+    if config_class is None or "quantization_config" in options:
+        return options
+    if "dequantize" not in inspect.signature(config_class).parameters:
+        return options
+    return {**options, "quantization_config": config_class(dequantize=True)}
+
+
 def load_gguf(spec: GGUFSpec, dtype: Any, options: dict[str, Any], cache_dir: str | None) -> tuple[Any, Any]:
     """(tokenizer, model) of a GGUF spec: from the converted copy when there is one, else from the file
     (then saved as the converted copy). `options`: more from_pretrained arguments (device_map...)."""
@@ -202,7 +218,7 @@ def load_gguf(spec: GGUFSpec, dtype: Any, options: dict[str, Any], cache_dir: st
         else:
             tokenizer = AutoTokenizer.from_pretrained(spec.tok_model_id)
         model = AutoModelForCausalLM.from_pretrained(
-            spec.quantized_model_id, dtype=dtype, **source, **options
+            spec.quantized_model_id, dtype=dtype, **source, **dequantized(options)
         )
     if target is not None and gguf_file is not None:
         report("saving_converted")

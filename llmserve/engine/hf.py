@@ -142,7 +142,7 @@ class HFEngine:
     @classmethod
     def load(cls, config: ModelConfig) -> HFEngine:
         device = resolve_device(config.device)
-        dtype = resolve_dtype(config.dtype, device)
+        dtype = resolve_dtype(config.dtype, device, label=config.api_id)
         tokenizer, model = _load_pretrained(config, dtype, device)
         model.eval()
         first = model.get_input_embeddings().weight.device  # where inputs go (num_device_layers may split)

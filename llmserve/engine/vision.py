@@ -35,7 +35,7 @@ class VisionEngine(HFEngine):
     @classmethod
     def load(cls, config: ModelConfig) -> VisionEngine:
         device = resolve_device(config.device)
-        dtype = resolve_dtype(config.dtype, device)
+        dtype = resolve_dtype(config.dtype, device, label=config.api_id)
         model_id = getattr(config.spec, "model_id", None)
         assert model_id is not None, "VisionEngine loads VisionPlain specs"
         with LOAD_LOCK:
