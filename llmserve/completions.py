@@ -63,7 +63,14 @@ class CompletionRequest(SamplingRequest):
                 "'echo' with 'logprobs' (prompt log probabilities) is not supported", param="echo"
             )
         self.check_stream_options()
-        return replace(self.sampling(), max_tokens=self.max_tokens or None, logprobs=self.logprobs)
+        sampling = self.sampling()
+        left_out = "max_tokens" not in self.model_fields_set  # OpenAI's 16, unless the model sets its own
+        return replace(
+            sampling,
+            max_tokens=self.max_tokens or None,
+            logprobs=self.logprobs,
+            omitted=sampling.omitted | ({"max_tokens"} if left_out else set()),
+        )
 
 
 def legacy_logprobs(entries: list[dict[str, Any]], offset: int) -> dict[str, Any]:

@@ -44,6 +44,7 @@ from llmserve.model_options import (
     parse_device_layers,
     read_template,
 )
+from llmserve.sampling_defaults import Sampling
 
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 DEFAULT_MAX_BATCH_SIZE = 64
@@ -111,6 +112,7 @@ class ModelEntry(_Strict):
     version: Annotated[str, Field(pattern=r"^[A-Za-z0-9][\w.-]*$")] | None = None
     revision: str | None = None  # a hub branch, tag or commit of the model's files
     default_version: bool = False
+    sampling: Sampling | None = None  # defaults for the sampling fields a request leaves out
 
     @field_validator("in_situ_quant")
     @classmethod
@@ -150,6 +152,8 @@ class ModelEntry(_Strict):
             raise ValueError("in_situ_quant applies to unquantized checkpoints, not to a GGUF file")
         if self.num_device_layers is not None and self.device == "cpu":
             raise ValueError("num_device_layers places layers on GPUs; it contradicts device 'cpu'")
+        if self.sampling is not None and self.Embedding is not None:
+            raise ValueError("sampling applies to models that generate text, not to an Embedding model")
         return self
 
     @property
@@ -179,6 +183,7 @@ class ModelConfig:
     version: str | None = None  # one of several versions of this API id; None: its only version
     revision: str | None = None  # hub revision (branch, tag, commit) of the files
     default_version: bool = False  # the version "ID" means (else the newest)
+    sampling: Sampling | None = None  # defaults of the sampling fields a request leaves out
 
     @property
     def version_label(self) -> str:
@@ -319,6 +324,7 @@ def parse_config(
                 version=entry.version,
                 revision=entry.revision,
                 default_version=entry.default_version,
+                sampling=entry.sampling,
                 in_situ_quant=entry.in_situ_quant,
                 device_layers=(
                     None if entry.num_device_layers is None else parse_device_layers(entry.num_device_layers)

@@ -11,6 +11,7 @@ _JSON_TYPES = {
     "dict_type": "a JSON object",
     "string_type": "a string",
     "int_type": "an integer",
+    "float_type": "a number",
     "bool_type": "true or false",
 }
 

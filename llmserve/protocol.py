@@ -154,6 +154,9 @@ class ResponseFormat(_Request):
         return self
 
 
+_DEFAULTED = ("temperature", "top_p", "top_k", "repetition_penalty", "min_p")  # the model may set these
+
+
 class SamplingRequest(_Request):
     """What chat and (legacy) completions requests share: the model, streaming and sampling."""
 
@@ -163,6 +166,9 @@ class SamplingRequest(_Request):
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
     top_k: int | None = Field(default=None, ge=-1)  # vLLM's extension; -1 or 0: no cut
+    # vLLM's and mistral.rs's extensions
+    repetition_penalty: float | None = Field(default=None, gt=0, le=10)
+    min_p: float | None = Field(default=None, ge=0, le=1)
     stop: str | list[str] | None = None
     seed: Int64 | None = None
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
@@ -193,16 +199,21 @@ class SamplingRequest(_Request):
         return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
 
     def sampling(self) -> GenerationParams:
-        """The generation parameters these fields set (the endpoints add their own with `replace`)."""
+        """The generation parameters these fields set (the endpoints add their own with `replace`). A
+        field left out (or null) gets the API's default here and is marked `omitted`, so that the model's
+        own default replaces it (sampling_defaults.py)."""
         return GenerationParams(
             temperature=1.0 if self.temperature is None else self.temperature,
             top_p=1.0 if self.top_p is None else self.top_p,
             top_k=max(self.top_k or 0, 0),
+            repetition_penalty=1.0 if self.repetition_penalty is None else self.repetition_penalty,
+            min_p=0.0 if self.min_p is None else self.min_p,
             seed=self.seed,
             stop=self.stop_strings(),
             presence_penalty=self.presence_penalty or 0.0,
             frequency_penalty=self.frequency_penalty or 0.0,
             logit_bias=self.logit_biases(),
+            omitted=frozenset(name for name in _DEFAULTED if getattr(self, name) is None),
         )
 
     def check_stream_options(self) -> None:
@@ -221,8 +232,6 @@ class ChatCompletionRequest(SamplingRequest):
     logprobs: bool | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     # vLLM's and mistral.rs's extensions
-    repetition_penalty: float | None = Field(default=None, gt=0, le=10)
-    min_p: float | None = Field(default=None, ge=0, le=1)
     stop_token_ids: list[Annotated[int, Field(ge=0)]] | None = None
     ignore_eos: bool = False
     min_tokens: int = Field(default=0, ge=0)

@@ -26,6 +26,10 @@ class ModelCard(BaseModel):
     expires_at: int | None = None  # unix time when the idle model unloads (keep_alive); None: not planned
     progress: LoadProgressBody | None = None  # while loading
     version: str | None = None  # with several versions: the one this id serves
+    # What a request gets for the sampling fields it leaves out, and where each value comes from
+    # ("config", "generation_config" or "api"); None for an Embedding model.
+    sampling_defaults: dict[str, float | int | None] | None = None
+    sampling_sources: dict[str, str] | None = None
 
 
 class ModelList(BaseModel):

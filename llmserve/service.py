@@ -111,13 +111,14 @@ async def to_generation(
 
         grammar_of(constraint)  # the functions' parameter schemas
     messages = [await _message(i, m, allow_remote_images) for i, m in enumerate(request.messages)]
+    sampling = request.sampling()
+    max_tokens = request.max_completion_tokens or request.max_tokens
     params = replace(
-        request.sampling(),
+        sampling,
         constraint=constraint,
         logprobs=(request.top_logprobs or 0) if request.logprobs else None,
-        max_tokens=request.max_completion_tokens or request.max_tokens,
-        repetition_penalty=request.repetition_penalty or 1.0,
-        min_p=request.min_p or 0.0,
+        max_tokens=max_tokens,
+        omitted=sampling.omitted | ({"max_tokens"} if max_tokens is None else set()),
         stop_token_ids=tuple(request.stop_token_ids or ()),
         ignore_eos=request.ignore_eos,
         min_tokens=request.min_tokens,

@@ -24,9 +24,10 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import replace
 
 from llmserve.config import ModelConfig
-from llmserve.engine.base import Engine, EngineFactory
+from llmserve.engine.base import Engine, EngineFactory, GenerationConfigSource
 from llmserve.errors import InternalError, LLMServeError, Overloaded, ShuttingDown
 from llmserve.jobs import (
     Abort,
@@ -47,6 +48,7 @@ from llmserve.keepalive import IdleTimer
 from llmserve.lifecycle import Estimator, ModelState, Slot
 from llmserve.progress import LoadProgress
 from llmserve.residency import Residency
+from llmserve.sampling_defaults import SamplingDefaults, Value, from_generation_config
 from llmserve.sequences import Running, begin, embed_all, step_all
 
 __all__ = ["ModelState", "ModelWorker"]
@@ -88,6 +90,7 @@ class ModelWorker:
         self._yield_since: float | None = None  # asked to yield: take no request queued from then on
         self.expires_at: float | None = None  # time.time() when keep_alive will unload the idle model
         self._idle = IdleTimer(config.keep_alive)
+        self._generation: dict[str, Value] = {}  # the model's generation config, read at each load
 
     @property
     def api_id(self) -> str:
@@ -117,6 +120,12 @@ class ModelWorker:
     @property
     def min_resident(self) -> float:
         return self.config.min_resident
+
+    @property
+    def sampling_defaults(self) -> SamplingDefaults:
+        """What a request gets for the sampling fields it leaves out. The model's generation config is
+        known once it has loaded (it stays known after an unload)."""
+        return SamplingDefaults.of(self.config.sampling, self._generation)
 
     def _progressed(self, progress: LoadProgress) -> None:
         if self.on_progress is not None:
@@ -306,11 +315,13 @@ class ModelWorker:
         since = self._pending[0].queued_at if self._pending else time.monotonic()
         self.last_active = time.monotonic()
         try:
-            self.slot.load(self, since)
+            engine = self.slot.load(self, since)
         except LLMServeError as exc:
             self._drain(block=False)  # everyone waiting right now shares this failure
             self._fail_all(exc)
             return False
+        if isinstance(engine, GenerationConfigSource):
+            self._generation = from_generation_config(engine.generation_sampling, self.api_id)
         self.last_active = time.monotonic()
         return True
 
@@ -347,6 +358,8 @@ class ModelWorker:
             self._retire(job, None)
             return
         assert self._engine is not None
+        if job.params.omitted:
+            job = replace(job, params=self.sampling_defaults.fill(job.params))
         try:
             run = begin(self._engine, job, self.api_id)
         except LLMServeError as exc:

@@ -34,6 +34,7 @@ class ScriptedEngine:
         self.released: list[int] = []
         self.steps = 0
         self.closed = False
+        self.params: list[GenerationParams] = []  # what each started sequence was given
         self._next = 0
 
     @property
@@ -60,6 +61,7 @@ class ScriptedEngine:
         return "".join(self.vocab[i] for i in token_ids if i != EOS)
 
     def start(self, prompt_ids: Sequence[int], params: GenerationParams) -> int:
+        self.params.append(params)
         self._next += 1
         self.sequences[self._next] = 0
         return self._next
@@ -88,6 +90,21 @@ class ScriptedEngine:
 
     def wake(self) -> None:
         raise AssertionError("never offloaded")
+
+
+class ConfiguredEngine(ScriptedEngine):
+    """A scripted engine whose model has a generation config (transformers' generation_config.json)."""
+
+    def __init__(self, pieces: Sequence[str], generation: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(pieces, **kwargs)
+        self.generation = generation
+
+    @property
+    def generation_sampling(self) -> dict[str, Any]:
+        return dict(self.generation)
+
+    def encode_text(self, text: str) -> list[int]:
+        return [1] * (len(text.split()) + 1)
 
 
 @dataclass

@@ -73,6 +73,17 @@ def test_models_list_default_first_with_status(tiny_dir: Path, tiny_dir2: Path) 
             "expires_at": None,
             "progress": None,
             "version": None,
+            "sampling_defaults": {
+                "temperature": 1.0,
+                "top_p": 1.0,
+                "top_k": 0,
+                "min_p": 0.0,
+                "repetition_penalty": 1.0,
+                "max_tokens": None,
+            },
+            "sampling_sources": dict.fromkeys(
+                ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "max_tokens"), "api"
+            ),
         }
         loaded = {**card, "status": "loaded", "memory_bytes": footprint(tiny_dir2)}
         never = {**card, "status": "unloaded", "memory_bytes": None}

@@ -67,6 +67,9 @@ class GenerationParams:
     min_tokens: int = 0  # end-of-sequence and stop tokens are impossible before this many tokens
     logprobs: int | None = None  # report each token's log probability and this many alternatives
     constraint: Constraint | None = None  # the output must follow this grammar (response_format)
+    # Sampling fields the request left out (their values here are the API's defaults): the model's
+    # worker fills them from the model's defaults when it admits the request (sampling_defaults.py).
+    omitted: frozenset[str] = frozenset()
 
     @property
     def shapes_logits(self) -> bool:
@@ -151,6 +154,16 @@ class LogprobSource(Protocol):
 
     def take_logprobs(self, seq_id: int) -> TokenLogprob | None:
         """The last step's log probabilities of this sequence (when its parameters asked for them)."""
+        ...
+
+
+@runtime_checkable
+class GenerationConfigSource(Protocol):
+    """An engine whose model has its own generation config (transformers' `generation_config.json`)."""
+
+    @property
+    def generation_sampling(self) -> dict[str, Any]:
+        """The sampling values it sets (temperature, top_p, top_k, min_p, repetition_penalty), as read."""
         ...
 
 

@@ -167,6 +167,14 @@ class HFEngine:
     def model(self) -> Any:
         return self._model
 
+    @property
+    def generation_sampling(self) -> dict[str, Any]:
+        """The sampling values the model's generation config sets (its generation_config.json; a GGUF
+        file has none), unchecked: the worker validates them."""
+        config = self._model.generation_config
+        names = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
+        return {name: getattr(config, name) for name in names if getattr(config, name, None) is not None}
+
     def is_eos(self, token_id: int) -> bool:
         return token_id in self._eos
 

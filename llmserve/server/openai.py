@@ -124,6 +124,7 @@ async def list_models(request: Request) -> Response:
 
 def _card(model_id: str, worker: ModelWorker, created: int) -> ModelCard:
     mode = worker.config.quant_mode
+    sampling = None if worker.config.kind == "Embedding" else worker.sampling_defaults
     return ModelCard(
         id=model_id,
         created=created,
@@ -133,6 +134,8 @@ def _card(model_id: str, worker: ModelWorker, created: int) -> ModelCard:
         expires_at=None if worker.expires_at is None else int(worker.expires_at),
         progress=_progress(worker),
         version=worker.config.version,
+        sampling_defaults=None if sampling is None else dict(sampling.values),
+        sampling_sources=None if sampling is None else dict(sampling.sources),
     )
 
 

@@ -1,7 +1,7 @@
 """V2 inference on a chat model: Triton's generate extension (`/generate`, `/generate_stream` as SSE) and
 KServe's `/infer` with a BYTES `text_input` tensor. The text is the user's message: the model answers it
-through its chat template. Generation parameters: max_tokens, temperature, top_p, top_k, seed, stop.
-An unloaded model is loaded first, as on /v1."""
+through its chat template. Generation parameters: max_tokens, temperature, top_p, top_k, seed, stop;
+those left out get the model's sampling defaults, as on /v1. An unloaded model is loaded first, as on /v1."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from llmserve.service import RequestStats
 from llmserve.worker import ModelWorker
 
 PARAMETERS = ("max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "stream")
+_DEFAULTED = ("max_tokens", "temperature", "top_p", "top_k", "min_p", "repetition_penalty")
 
 
 def params_of(parameters: Any) -> GenerationParams:
@@ -68,6 +69,8 @@ def params_of(parameters: Any) -> GenerationParams:
         top_k=whole("top_k") or 0,
         seed=whole("seed"),
         stop=tuple(stop),
+        # what the request leaves out gets the model's default (min_p and repetition_penalty always)
+        omitted=frozenset(name for name in _DEFAULTED if name not in parameters),
     )
 
 
