@@ -17,14 +17,25 @@ from llmserve.config import ModelConfig
 from llmserve.engine.base import Engine, EngineFactory
 from llmserve.engine.footprint import Estimate, add
 from llmserve.errors import LLMServeError, ModelLoadFailed, ModelTooLarge
-from llmserve.memory import trim_process_memory
+from llmserve.memory import last_load_growth, trim_process_memory
 from llmserve.progress import LoadProgress, report, reporting
 from llmserve.residency import Residency, Resident
-from llmserve.sizes import Footprint
+from llmserve.sizes import Footprint, format_size
 
 log = logging.getLogger(__name__)
 _PARKABLE = frozenset({"unload", "keep_alive", "evicted", "swapped"})  # not on failure or shutdown
 Estimator = Callable[[ModelConfig], Estimate | None]
+
+
+def held(tensors: Footprint, growth: int | None) -> Footprint:
+    """What a loaded model holds per device: its tensors' bytes (exact on CUDA, where the allocator holds
+    nothing else for it); on the CPU no less than the process's measured growth over the load (`growth`,
+    None when the load was not metered), which counts what tensor bytes miss: the pages of a memory map
+    kept open, the tokenizer, the allocator's slack. Tensors read from a memory map are in the RSS only
+    once touched, by the first forward pass, so their bytes stay the floor."""
+    if growth is None or "cpu" not in tensors:
+        return dict(tensors)
+    return {**tensors, "cpu": max(tensors["cpu"], growth)}
 
 
 class ModelState(enum.Enum):
@@ -114,6 +125,7 @@ class Slot:
         try:
             with reporting(self._report):
                 report("starting")
+                last_load_growth()  # forget any figure this thread holds: only this load's counts
                 engine = self._wake() or self._factory(self.config)
                 report("finishing")
         except Exception as exc:
@@ -127,7 +139,8 @@ class Slot:
         self.engine = engine
         self.memory_bytes = engine.memory_bytes
         estimate = self.estimate()
-        self.footprint = add(engine.memory_by_device, {} if estimate is None else estimate.kv_reserve)
+        weights = held(engine.memory_by_device, last_load_growth())
+        self.footprint = add(weights, {} if estimate is None else estimate.kv_reserve)
         if self._residency is not None:
             self._residency.measured(self.config.unit_id, self.footprint)
         self.load_seconds = time.perf_counter() - started
@@ -135,7 +148,12 @@ class Slot:
         self.progress = None
         self.last_error = None
         self._become(ModelState.LOADED, "load")
-        log.info("model %s loaded in %.2f s", self.config.api_id, self.load_seconds)
+        log.info(
+            "model %s loaded in %.2f s, footprint %s",
+            self.config.api_id,
+            self.load_seconds,
+            ", ".join(f"{device} {format_size(size)}" for device, size in sorted(self.footprint.items())),
+        )
         return engine
 
     def _wake(self) -> Engine | None:

@@ -26,9 +26,10 @@ from llmserve.engine.devices import bytes_by_device, free_memory, resolve_device
 from llmserve.engine.gguf import load_gguf
 from llmserve.engine.grammar import Guide, Guides
 from llmserve.engine.kvcache import returned_cache, with_cache
-from llmserve.engine.placement import model_device_map, quantization_config
+from llmserve.engine.placement import model_device_map, own_weights, quantization_config, unmapped_reads
 from llmserve.engine.sampling import GREEDY_BELOW, History, sample_rows, token_logprob
 from llmserve.errors import InvalidRequest
+from llmserve.memory import metered_load
 from llmserve.progress import report
 from llmserve.tools import plain_messages, template_messages
 
@@ -61,18 +62,25 @@ def placement(
 
 
 def _load_unlocked(config: ModelConfig, dtype: torch.dtype | str, device: torch.device) -> tuple[Any, Any]:
+    """The tokenizer and the model, with the process's growth metered (`memory.metered_load`; the caller
+    holds `LOAD_LOCK`). `in_situ_quant` quantizes while loading: transformers builds the model on the meta
+    device and fills it one tensor at a time, each quantized as it is read, so the full-precision model is
+    never in the process's memory whole (`unmapped_reads`, `own_weights`)."""
     spec = config.spec
-    if isinstance(spec, GGUFSpec):
-        options = placement(config, device, {"gguf_file": spec.quantized_filename})
-        tokenizer, model = load_gguf(spec, dtype, options, config.cache_dir)
-    else:
-        revision = {} if config.revision is None else {"revision": config.revision}
-        report("tokenizer")
-        tokenizer = AutoTokenizer.from_pretrained(spec.model_id, **revision)
-        report("weights")
-        model = AutoModelForCausalLM.from_pretrained(
-            spec.model_id, dtype=dtype, **revision, **placement(config, device, revision)
-        )
+    revision = {} if config.revision is None else {"revision": config.revision}
+    source = {"gguf_file": spec.quantized_filename} if isinstance(spec, GGUFSpec) else revision
+    options = placement(config, device, source)
+    quantized = config.quant_mode is not None
+    with metered_load(), unmapped_reads(quantized):
+        if isinstance(spec, GGUFSpec):
+            tokenizer, model = load_gguf(spec, dtype, options, config.cache_dir)
+        else:
+            report("tokenizer")
+            tokenizer = AutoTokenizer.from_pretrained(spec.model_id, **revision)
+            report("weights")
+            model = AutoModelForCausalLM.from_pretrained(spec.model_id, dtype=dtype, **revision, **options)
+        if quantized:
+            own_weights(model)
     if config.chat_template is not None:
         tokenizer.chat_template = config.chat_template.text
     return tokenizer, model
