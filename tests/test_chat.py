@@ -212,8 +212,7 @@ def test_smollm2_answers_paris_in_the_terminal() -> None:
     )
     child.timeout = 180
     child.expect_exact(">>> ")
-    child.sendline("/temperature 0")
-    child.sendline("What is the capital of France?")
+    child.sendline("What is the capital of France?")  # at the config's defaults: no slash command first
     child.expect_exact("Paris")
     child.expect_exact(">>> ")
     child.sendline("/exit")
