@@ -73,6 +73,7 @@ def stream_once(http: httpx.Client, tokens: int) -> tuple[float, float, int]:
         "messages": PROMPT,
         "max_tokens": tokens,
         "temperature": 0,
+        "repetition_penalty": 1.0,  # as raw generate, whatever the config's sampling says
         "stream": True,
         "stream_options": {"include_usage": True},
     }

@@ -220,6 +220,8 @@ async def stream(http: httpx.AsyncClient, model: str, i: int, tokens: int) -> di
         "messages": prompt(i),
         "max_tokens": tokens,
         "temperature": 0,
+        # llmserve ("default"): plain greedy like raw generate and the peers, not the config's sampling
+        **({"repetition_penalty": 1.0} if model == "default" else {}),
         "stream": True,
         "stream_options": {"include_usage": True},
     }

@@ -15,7 +15,9 @@ from conftest import free_port, live_server, plain, write_config
 from fakes import Factory, Slowed, assert_cancelled
 from tiny import reference_greedy
 
+from llmserve.config import ModelConfig, PlainSpec
 from llmserve.engine import load_engine
+from llmserve.sampling_defaults import Sampling
 from llmserve.server import create_app
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TERM": "dumb"}
@@ -59,6 +61,53 @@ def test_piped_mode_answers_each_line(tiny_dir: Path, tmp_path: Path) -> None:
     ]
 
 
+# The settings of a tiny model whose config entry sets greedy decoding and a 5-token cap.
+GREEDY_5 = {"temperature": 0, "max_tokens": 5}
+
+
+def settings_shown(model: str) -> list[str]:
+    return [
+        f"settings for {model} (/NAME VALUE sets one for this chat, /NAME default resets it):",
+        "  temperature         0.0     model default (config)",
+        "  top_p               1.0     model default (API)",
+        "  top_k               0       model default (API)",
+        "  min_p               0.0     model default (API)",
+        "  repetition_penalty  1.0     model default (API)",
+        "  max_tokens          5       model default (config)",
+    ]
+
+
+def test_the_chat_answers_at_the_models_defaults_and_shows_them(tiny_dir: Path, tmp_path: Path) -> None:
+    expected = reference_greedy(tiny_dir, [{"role": "user", "content": "hi"}], 5)[0]
+    config = write_config(tmp_path, {"tiny": tiny_dir}, sampling=GREEDY_5)
+    result = piped("/settings\nhi\n", "-i", "multi-model", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [*settings_shown("tiny"), *expected.split("\n")]
+
+
+def test_the_chat_shows_a_servers_defaults(tiny_dir: Path) -> None:
+    expected = reference_greedy(tiny_dir, [{"role": "user", "content": "hi"}], 5)[0]
+    model = ModelConfig(
+        label="tiny", api_id="tiny", spec=PlainSpec(model_id=str(tiny_dir)), sampling=Sampling(**GREEDY_5)
+    )
+    with live_server(create_app([model], "tiny", preload="none")) as url:
+        result = piped("/settings\n/temperature 1.5\n/settings\n", "chat", "--url", url, "--model", "tiny")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.splitlines() == [
+            *settings_shown("tiny"),
+            "(temperature = 1.5)",
+            settings_shown("tiny")[0],
+            "  temperature         1.5     set in this chat (model default 0.0, config)",
+            *settings_shown("tiny")[2:],
+        ]
+        unset = piped("/temperature 1.5\n/temperature default\nhi\n", "chat", "--url", url)
+        assert unset.stdout.splitlines() == [
+            "(temperature = 1.5)",
+            "(temperature = the model's default, 0.0)",
+            *expected.split("\n"),
+        ]
+
+
 def test_plain_subcommand_chats_in_process(tiny_dir: Path) -> None:
     expected = reference_greedy(tiny_dir, [{"role": "user", "content": "hi"}], 5)[0]
     result = piped("/temperature 0\n/max_tokens 5\nhi\n", "-i", "plain", "-m", str(tiny_dir), "--alias", "t")
@@ -99,7 +148,7 @@ def test_terminal_session_switches_models_and_exits_0(
     child.sendline("hello there")
     child.expect_exact(">>> ")
     child.sendline("/top_p 0")
-    child.expect_exact("/top_p takes a number above 0, up to 1; it stays the default")
+    child.expect_exact("/top_p takes a number above 0, up to 1; it stays the model's default, 1.0")
     child.sendline("/help")
     child.expect_exact("/unload ID         unload a model and free its memory")
     child.sendline("/exit")
@@ -163,8 +212,7 @@ def test_smollm2_answers_paris_in_the_terminal() -> None:
     )
     child.timeout = 180
     child.expect_exact(">>> ")
-    child.sendline("/temperature 0")
-    child.sendline("What is the capital of France?")
+    child.sendline("What is the capital of France?")  # at the config's defaults: no slash command first
     child.expect_exact("Paris")
     child.expect_exact(">>> ")
     child.sendline("/exit")

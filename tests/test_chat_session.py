@@ -10,8 +10,30 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 
 import pytest
 
-from llmserve.chat.backends import ChatError, Settings, Turn
-from llmserve.chat.repl import ChatSession, LoopThread
+from llmserve.chat.backends import ChatError, Defaults, Settings, Turn
+from llmserve.chat.repl import HELP, ChatSession, LoopThread
+
+# the sampling defaults of the scripted models, as a server reports them; "x" is on a server that does
+# not say (not llmserve)
+DEFAULTS: dict[str, Defaults] = {
+    "m": {
+        "temperature": (0.2, "config"),
+        "top_p": (0.9, "config"),
+        "top_k": (0, "api"),
+        "min_p": (0.0, "api"),
+        "repetition_penalty": (1.1, "generation_config"),
+        "max_tokens": (512, "config"),
+    },
+    "n": {
+        "temperature": (1.0, "api"),
+        "top_p": (1.0, "api"),
+        "top_k": (20, "generation_config"),
+        "min_p": (0.0, "api"),
+        "repetition_penalty": (1.0, "api"),
+        "max_tokens": (None, "api"),
+    },
+    "x": {},
+}
 
 
 class ScriptedBackend:
@@ -38,6 +60,9 @@ class ScriptedBackend:
 
     async def unload(self, model: str) -> None:
         return None
+
+    async def sampling_defaults(self, model: str) -> Defaults:
+        return DEFAULTS[model]
 
     async def stream(
         self, model: str, messages: Sequence[dict[str, str]], settings: Settings
@@ -149,8 +174,78 @@ def test_model_commands(loop: LoopThread, capsys: pytest.CaptureFixture[str]) ->
         "* n  [unloaded]",
         "(n unloaded)",
         "usage: /model ID (/models lists the ids)",
-        "/top_k takes a whole number, 0 or more (0 is off); it stays the default",
-        "/max_tokens takes a whole number, 1 or more; it stays the default",
+        "/top_k takes a whole number, 0 or more (0 is off); it stays the model's default, 20",
+        "/max_tokens takes a whole number, 1 or more; it stays the model's default, no cap",
         "(top_k = 40)",
     ]
     assert chat.handle("/exit") is False
+
+
+SETTINGS_M = [
+    "settings for m (/NAME VALUE sets one for this chat, /NAME default resets it):",
+    "  temperature         0.2     model default (config)",
+    "  top_p               0.9     model default (config)",
+    "  top_k               0       model default (API)",
+    "  min_p               0.0     model default (API)",
+    "  repetition_penalty  1.1     model default (generation_config.json)",
+    "  max_tokens          512     model default (config)",
+]
+
+
+def test_settings_show_the_defaults_in_force_and_commands_change_them(loop: LoopThread) -> None:
+    backend = ScriptedBackend(["ok"])
+    chat, out = session(backend, loop)
+    chat.handle("/settings")
+    chat.handle("hi")
+    assert backend.settings[-1].body() == {}  # the model's defaults apply: the request leaves them out
+    chat.handle("/temperature 0.7")
+    chat.handle("/min_p 0.05")
+    chat.handle("/repetition_penalty 0")
+    chat.handle("/max_tokens 64")
+    chat.handle("/max_tokens default")
+    chat.handle("/top_p 2")
+    chat.handle("/settings")
+    chat.handle("hi")
+    assert backend.settings[-1].body() == {"temperature": 0.7, "min_p": 0.05}
+    assert out.getvalue().splitlines() == [
+        *SETTINGS_M,
+        "ok",
+        "(temperature = 0.7)",
+        "(min_p = 0.05)",
+        "/repetition_penalty takes a number above 0, up to 10; it stays the model's default, 1.1",
+        "(max_tokens = 64)",
+        "(max_tokens = the model's default, 512)",
+        "/top_p takes a number above 0, up to 1; it stays the model's default, 0.9",
+        SETTINGS_M[0],
+        "  temperature         0.7     set in this chat (model default 0.2, config)",
+        *SETTINGS_M[2:4],
+        "  min_p               0.05    set in this chat (model default 0.0, API)",
+        *SETTINGS_M[5:],
+        "ok",
+    ]
+
+
+def test_help_lists_the_commands_then_the_settings(loop: LoopThread) -> None:
+    chat, out = session(ScriptedBackend([]), loop)
+    chat.handle("/help")
+    assert out.getvalue().splitlines() == [*HELP.splitlines(), *SETTINGS_M]
+    assert "/settings" in HELP and "/repetition_penalty X" in HELP and "/NAME default" in HELP
+
+
+def test_settings_of_a_server_that_does_not_say(loop: LoopThread) -> None:
+    out = io.StringIO()
+    chat = ChatSession(ScriptedBackend([]), loop, "x", tty=False, out=out)
+    chat.handle("/top_k 5")
+    chat.handle("/settings")
+    chat.handle("/top_k default")
+    assert out.getvalue().splitlines() == [
+        "(top_k = 5)",
+        "settings for x (/NAME VALUE sets one for this chat, /NAME default resets it):",
+        "  temperature         -       the server's default",
+        "  top_p               -       the server's default",
+        "  top_k               5       set in this chat",
+        "  min_p               -       the server's default",
+        "  repetition_penalty  -       the server's default",
+        "  max_tokens          -       the server's default",
+        "(top_k = the server's default)",
+    ]

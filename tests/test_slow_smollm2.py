@@ -43,6 +43,33 @@ def test_paris(client: TestClient) -> None:
     assert body["choices"][0]["finish_reason"] == "stop"
 
 
+def test_paris_at_the_configs_sampling_defaults(client: TestClient) -> None:
+    """configs/default.json's `sampling`: a request that sets nothing answers Paris, every time."""
+    card = client.get("/v1/models/SmolLM2-135M-Instruct").json()
+    assert (card["sampling_defaults"], card["sampling_sources"]) == (
+        {
+            "temperature": 0.0,
+            "top_p": 0.9,
+            "top_k": 0,
+            "min_p": 0.0,
+            "repetition_penalty": 1.1,
+            "max_tokens": 512,
+        },
+        {
+            "temperature": "config",
+            "top_p": "config",
+            "top_k": "api",
+            "min_p": "api",
+            "repetition_penalty": "config",
+            "max_tokens": "config",
+        },
+    )
+    body = client.post("/v1/chat/completions", json={"messages": QUESTION, "n": 4}).json()
+    for choice in body["choices"]:
+        assert "Paris" in choice["message"]["content"]
+        assert choice["finish_reason"] == "stop"
+
+
 def test_paris_streamed(client: TestClient) -> None:
     body = {
         "model": "SmolLM2-135M-Instruct",

@@ -8,15 +8,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import httpx
 
 from llmserve.errors import LLMServeError
 from llmserve.protocol import ChatCompletionRequest, parse_request
 from llmserve.registry import ModelRegistry, seed_status
+from llmserve.sampling_defaults import FIELDS, Value
 from llmserve.service import ChatService
+
+# A model's sampling defaults as its server reports them: field -> (value, where it comes from:
+# "config", "generation_config" or "api"); empty when the server does not say (not llmserve).
+Defaults = dict[str, tuple[Value, str]]
 
 
 class ChatError(Exception):
@@ -25,21 +31,18 @@ class ChatError(Exception):
 
 @dataclass
 class Settings:
-    """Sampling settings the user changed with commands; None means the server's default."""
+    """Sampling settings the user changed with commands; None means the model's default (the request
+    leaves the field out). The fields are sampling_defaults.FIELDS, in that order."""
 
     temperature: float | None = None
     top_p: float | None = None
     top_k: int | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
     max_tokens: int | None = None
 
     def body(self) -> dict[str, Any]:
-        fields = {
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "top_k": self.top_k,
-            "max_tokens": self.max_tokens,
-        }
-        return {k: v for k, v in fields.items() if v is not None}
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 @dataclass
@@ -71,6 +74,10 @@ class Backend(Protocol):
     async def load(self, model: str) -> None: ...
 
     async def unload(self, model: str) -> None: ...
+
+    async def sampling_defaults(self, model: str) -> Defaults:
+        """What the model uses for each sampling field a request leaves out."""
+        ...
 
     def stream(
         self, model: str, messages: Sequence[dict[str, str]], settings: Settings
@@ -108,6 +115,13 @@ class InProcessBackend:
             await self._registry.unload(model)
         except LLMServeError as exc:
             raise ChatError(exc.message) from None
+
+    async def sampling_defaults(self, model: str) -> Defaults:
+        try:
+            found = self._registry.resolve(model).sampling_defaults
+        except LLMServeError as exc:
+            raise ChatError(exc.message) from None
+        return {name: (found.values[name], found.sources[name]) for name in FIELDS}
 
     async def stream(
         self, model: str, messages: Sequence[dict[str, str]], settings: Settings
@@ -184,6 +198,20 @@ class HTTPBackend:
 
     async def unload(self, model: str) -> None:
         await self._send("POST", "/v1/models/unload", {"model_id": model})
+
+    async def sampling_defaults(self, model: str) -> Defaults:
+        """From the model's card (`GET /v1/models/{id}`); a server that is not llmserve says nothing."""
+        response = await self._send("GET", f"/v1/models/{quote(model, safe='/@')}", optional_route=True)
+        try:
+            card = response.json() if response.status_code == 200 else {}
+        except ValueError:
+            card = {}
+        values = card.get("sampling_defaults") if isinstance(card, dict) else None
+        if not isinstance(values, dict):
+            return {}
+        sources = card.get("sampling_sources")
+        sources = sources if isinstance(sources, dict) else {}
+        return {name: (values[name], str(sources.get(name, "server"))) for name in FIELDS if name in values}
 
     async def stream(
         self, model: str, messages: Sequence[dict[str, str]], settings: Settings

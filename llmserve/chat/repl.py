@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TextIO, TypeVar
 
-from llmserve.chat.backends import Backend, ChatError, Conversation, Settings, Turn
+from llmserve.chat.backends import Backend, ChatError, Conversation, Defaults, Settings, Turn
 
 T = TypeVar("T")
 HELP = """Commands:
@@ -28,8 +28,11 @@ HELP = """Commands:
   /models            list the models with their status
   /model ID          switch to another model (loads it first)
   /unload ID         unload a model and free its memory
-  /temperature X     0 to 2        /top_p X      above 0, up to 1
-  /top_k N           0 is off      /max_tokens N  1 or more
+  /settings          the sampling settings in force, and where each comes from
+  /temperature X     0 to 2, 0 is greedy   /top_p X               above 0, up to 1
+  /top_k N           0 or more, 0 is off   /min_p X               0 to 1, 0 is off
+  /max_tokens N      1 or more             /repetition_penalty X  above 0, up to 10, 1 is off
+  /NAME default      back to the model's default (/temperature default...)
 Ctrl-C stops an answer; at the prompt, twice (or Ctrl-D) leaves."""
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 
@@ -82,12 +85,35 @@ def _number(text: str, kind: Callable[[str], T], low: float, high: float, low_op
     return value
 
 
-_SETTINGS: dict[str, tuple[Callable[[str], Any], str]] = {
+_SETTINGS: dict[str, tuple[Callable[[str], Any], str]] = {  # in the order /settings lists them
     "temperature": (lambda t: _number(t, float, 0, 2), "a number from 0 to 2"),
     "top_p": (lambda t: _number(t, float, 0, 1, low_open=True), "a number above 0, up to 1"),
     "top_k": (lambda t: _number(t, int, 0, 1 << 30), "a whole number, 0 or more (0 is off)"),
+    "min_p": (lambda t: _number(t, float, 0, 1), "a number from 0 to 1 (0 is off)"),
+    "repetition_penalty": (lambda t: _number(t, float, 0, 10, low_open=True), "a number above 0, up to 10"),
     "max_tokens": (lambda t: _number(t, int, 1, 1 << 30), "a whole number, 1 or more"),
 }
+_SOURCES = {"config": "config", "generation_config": "generation_config.json", "api": "API"}
+
+
+def _shown(value: Any) -> str:
+    return "no cap" if value is None else str(value)
+
+
+def settings_lines(settings: Settings, defaults: Defaults) -> list[str]:
+    """One line per sampling setting: its value in force and where it comes from."""
+    lines = []
+    for name in _SETTINGS:
+        mine, known = getattr(settings, name), defaults.get(name)
+        source = "" if known is None else _SOURCES.get(known[1], known[1])
+        if known is None:
+            shown = f"{'-':<7} the server's default" if mine is None else f"{mine:<7} set in this chat"
+        elif mine is None:
+            shown = f"{_shown(known[0]):<7} model default ({source})"
+        else:
+            shown = f"{mine:<7} set in this chat (model default {_shown(known[0])}, {source})"
+        lines.append(f"  {name:<19} {shown}")
+    return lines
 
 
 class ChatSession:
@@ -121,6 +147,9 @@ class ChatSession:
             return False
         if name == "help":
             self.say(HELP)
+            self.show_settings()
+        elif name == "settings":
+            self.show_settings()
         elif name == "clear":
             self.conversation.turns.clear()
             self.say("(conversation cleared)")
@@ -144,14 +173,41 @@ class ChatSession:
 
     def set(self, name: str, arg: str) -> None:
         parse, expected = _SETTINGS[name]
+        if arg == "default":
+            setattr(self.settings, name, None)
+            self.say(f"({name} = {self._current(name)})")
+            return
         try:
             value = parse(arg)
         except ValueError:
-            current = getattr(self.settings, name)
-            self.say(f"/{name} takes {expected}; it stays {'the default' if current is None else current}")
+            self.say(f"/{name} takes {expected}; it stays {self._current(name)}")
             return
         setattr(self.settings, name, value)
         self.say(f"({name} = {value})")
+
+    def _defaults(self) -> Defaults:
+        return self.loop.run(self.backend.sampling_defaults(self.model))
+
+    def _current(self, name: str) -> str:
+        """The setting's value in force: this chat's, else the model's default."""
+        mine = getattr(self.settings, name)
+        if mine is not None:
+            return str(mine)
+        try:
+            known = self._defaults().get(name)
+        except ChatError:
+            known = None
+        return "the server's default" if known is None else f"the model's default, {_shown(known[0])}"
+
+    def show_settings(self) -> None:
+        try:
+            defaults = self._defaults()
+        except ChatError as exc:
+            self.error(str(exc))
+            defaults = {}
+        self.say(f"settings for {self.model} (/NAME VALUE sets one for this chat, /NAME default resets it):")
+        for line in settings_lines(self.settings, defaults):
+            self.say(line)
 
     def list_models(self) -> None:
         try:
