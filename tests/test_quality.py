@@ -30,7 +30,8 @@ def test_tool_is_clean(command: list[str]) -> None:
 def test_modules_stay_small_and_torch_stays_behind_the_engine() -> None:
     for path in (ROOT / "llmserve").rglob("*.py"):
         text = path.read_text()
-        assert len(text.splitlines()) <= 400, f"{path} is over 400 lines: split it by responsibility"
+        # the wall of the standards (500); split by concept long before it, never just to pass it
+        assert len(text.splitlines()) <= 500, f"{path} is over 500 lines: split it by concept"
         if path.parent.name != "engine":
             assert "import torch" not in text and "from transformers" not in text, path
 
