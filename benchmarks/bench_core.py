@@ -35,7 +35,7 @@ def raw_generate(tokens: int, runs: int) -> dict[str, float]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from llmserve.config import GGUFSpec, load_config
+    from llmserve.config.entries import GGUFSpec, load_config
     from llmserve.engine.devices import resolve_dtype  # the server's own choice, so both run the same dtype
 
     spec = load_config(CONFIG)[0].spec

@@ -87,7 +87,7 @@ def main() -> None:
     args = parser.parse_args()
     from transformers import AutoTokenizer
 
-    from llmserve.config import GGUFSpec, load_config
+    from llmserve.config.entries import GGUFSpec, load_config
     from llmserve.engine.gguf import local_copy
 
     spec = load_config("configs/default.json")[0].spec

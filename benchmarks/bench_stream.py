@@ -39,7 +39,7 @@ from pathlib import Path
 import httpx
 import torch
 
-from llmserve.config import load_config
+from llmserve.config.entries import load_config
 from llmserve.engine.base import ChatMessage, GenerationParams
 from llmserve.engine.hf import HFEngine
 

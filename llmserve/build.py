@@ -10,12 +10,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmserve.config import ModelConfig, choose_default, load_config, parse_config
-from llmserve.residency import Residency
-from llmserve.runtime import RuntimeModels
+from llmserve.config.entries import ModelConfig, choose_default, load_config, parse_config
+from llmserve.config.runtime import RuntimeModels
+from llmserve.models.residency import Residency
 
 if TYPE_CHECKING:
-    from llmserve.registry import ModelRegistry, Preload
+    from llmserve.models.registry import ModelRegistry, Preload
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,6 @@ def build_registry(setup: Setup) -> ModelRegistry:
     talks to; the HTTP app builds the same one in `create_app`)."""
     from llmserve.engine import load_engine
     from llmserve.engine.footprint import estimate
-    from llmserve.registry import ModelRegistry
+    from llmserve.models.registry import ModelRegistry
 
     return ModelRegistry(setup.models, setup.default_id, load_engine, setup.residency, estimate)

@@ -22,15 +22,15 @@ from typing import Any, NoReturn
 
 from llmserve import __version__
 from llmserve.build import Setup, build_registry, setup_from_args
-from llmserve.config import (
+from llmserve.config.entries import (
     DEFAULT_MAX_BATCH_SIZE,
     DEFAULT_MAX_QUEUE,
     DEFAULT_MIN_RESIDENT,
 )
+from llmserve.config.keep_alive import NEVER, parse_keep_alive
+from llmserve.config.sizes import Budget, parse_budget
 from llmserve.errors import ConfigError
-from llmserve.keepalive import NEVER, parse_keep_alive
 from llmserve.server.options import ServerOptions
-from llmserve.sizes import Budget, parse_budget
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 

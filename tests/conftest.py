@@ -27,7 +27,7 @@ import pytest
 import uvicorn
 from starlette.applications import Starlette
 
-from llmserve.config import Dtype, ModelConfig, PlainSpec
+from llmserve.config.entries import Dtype, ModelConfig, PlainSpec
 
 DATA = Path(__file__).parent / "data"
 

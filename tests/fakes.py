@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from llmserve.config import ModelConfig
+from llmserve.config.entries import ModelConfig
 from llmserve.engine.base import ChatMessage, Engine, GenerationParams
 
 EOS = 0

@@ -15,9 +15,9 @@ from conftest import free_port, live_server, plain, write_config
 from fakes import Factory, Slowed, assert_cancelled
 from tiny import reference_greedy
 
-from llmserve.config import ModelConfig, PlainSpec
+from llmserve.config.entries import ModelConfig, PlainSpec
+from llmserve.config.sampling import Sampling
 from llmserve.engine import load_engine
-from llmserve.sampling_defaults import Sampling
 from llmserve.server import create_app
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TERM": "dumb"}

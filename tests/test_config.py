@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from llmserve.config import GGUFSpec, ModelConfig, PlainSpec, choose_default, load_config
+from llmserve.config.entries import GGUFSpec, ModelConfig, PlainSpec, choose_default, load_config
 from llmserve.errors import ConfigError
 
 

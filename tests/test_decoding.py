@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from tiny import build_tokenizer
 
-from llmserve.decoding import IncrementalDetokenizer, StopMatcher
+from llmserve.engine.decoding import IncrementalDetokenizer, StopMatcher
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import torch
 from conftest import assert_schema, plain
 from starlette.testclient import TestClient
 
-from llmserve.config import parse_config
+from llmserve.config.entries import parse_config
 from llmserve.server import create_app
 
 TEXTS = ["Hello world", "The capital of France is Paris.", "Embeddings turn text into vectors."]

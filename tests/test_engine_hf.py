@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from llmserve.config import ModelConfig, PlainSpec
+from llmserve.config.entries import ModelConfig, PlainSpec
 from llmserve.engine.base import ChatMessage, GenerationParams
 from llmserve.engine.devices import cpu_has_native_bf16, resolve_device, resolve_dtype
 from llmserve.engine.hf import HFEngine

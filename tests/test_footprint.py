@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import plain
 
-from llmserve.config import GGUFSpec, ModelConfig
+from llmserve.config.entries import GGUFSpec, ModelConfig
 from llmserve.engine.footprint import KV_RESERVE_TOKENS, estimate, read_gguf
 from llmserve.engine.gguf import one_parse
 from llmserve.engine.hf import HFEngine

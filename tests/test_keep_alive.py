@@ -17,9 +17,9 @@ from test_cli import one_line_error, run_cli
 
 from llmserve.build import setup_from_args
 from llmserve.cli import build_parser
-from llmserve.config import ModelConfig, PlainSpec, parse_config
+from llmserve.config.entries import ModelConfig, PlainSpec, parse_config
+from llmserve.config.keep_alive import NEVER, parse_keep_alive
 from llmserve.errors import ConfigError
-from llmserve.keepalive import NEVER, parse_keep_alive
 from llmserve.server import create_app
 
 HELLO = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}

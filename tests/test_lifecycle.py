@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 from test_events import watching
 from test_keep_alive import HELLO, config
 
-from llmserve.config import parse_config
+from llmserve.config.entries import parse_config
 from llmserve.engine import load_engine
 from llmserve.errors import ConfigError
 from llmserve.server import create_app

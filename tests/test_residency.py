@@ -17,11 +17,11 @@ from starlette.testclient import TestClient
 from test_keep_alive import HELLO, config, status
 
 from llmserve.cli import build_parser
-from llmserve.config import ModelConfig
+from llmserve.config.entries import ModelConfig
+from llmserve.config.sizes import Budget
 from llmserve.engine.footprint import Estimate
-from llmserve.residency import Residency
+from llmserve.models.residency import Residency
 from llmserve.server import create_app
-from llmserve.sizes import Budget
 
 
 @contextmanager

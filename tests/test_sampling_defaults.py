@@ -17,11 +17,11 @@ from fakes import ConfiguredEngine, Factory, ScriptedEngine
 from starlette.testclient import TestClient
 from tiny import reference_greedy
 
-from llmserve.config import EmbeddingSpec, ModelConfig, PlainSpec, load_config
+from llmserve.config.entries import EmbeddingSpec, ModelConfig, PlainSpec, load_config
+from llmserve.config.sampling import Sampling, SamplingDefaults, from_generation_config
 from llmserve.engine import load_engine
 from llmserve.engine.base import GenerationParams
 from llmserve.errors import ConfigError
-from llmserve.sampling_defaults import Sampling, SamplingDefaults, from_generation_config
 from llmserve.server import create_app
 
 USER = [{"role": "user", "content": "Hello"}]

@@ -19,10 +19,10 @@ from fakes import Factory, ScriptedEngine, Slowed, assert_cancelled
 from starlette.testclient import TestClient
 from tiny import build_model, reference_greedy
 
-from llmserve.config import ModelConfig, PlainSpec
+from llmserve.config.entries import ModelConfig, PlainSpec
 from llmserve.engine import load_engine
 from llmserve.engine.hf import HFEngine
-from llmserve.memory import resident_bytes, trim_process_memory
+from llmserve.engine.memory import resident_bytes, trim_process_memory
 from llmserve.server import create_app
 
 USER = [{"role": "user", "content": "Hello"}]

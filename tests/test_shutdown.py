@@ -18,14 +18,14 @@ from conftest import llmserve_process, plain, write_config
 from fakes import Factory, ScriptedEngine
 from starlette.testclient import TestClient
 
-from llmserve.config import ModelConfig, PlainSpec, parse_config
+from llmserve.config.entries import ModelConfig, PlainSpec, parse_config
 from llmserve.engine import load_engine
 from llmserve.engine.base import ChatMessage, GenerationParams
 from llmserve.errors import Overloaded
-from llmserve.jobs import Failed, Started
-from llmserve.registry import ModelRegistry
+from llmserve.models.jobs import Failed, Started
+from llmserve.models.registry import ModelRegistry
+from llmserve.models.worker import ModelState
 from llmserve.server import create_app
-from llmserve.worker import ModelState
 
 USER = [{"role": "user", "content": "hi"}]
 

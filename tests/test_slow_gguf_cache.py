@@ -14,7 +14,7 @@ import gguf
 import pytest
 from starlette.testclient import TestClient
 
-from llmserve.config import GGUFSpec, load_config
+from llmserve.config.entries import GGUFSpec, load_config
 from llmserve.engine.gguf import converted_dir, has_tokenizer, is_complete
 from llmserve.server import create_app
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from llmserve.config import load_config
-from llmserve.residency import Residency
+from llmserve.config.entries import load_config
+from llmserve.config.sizes import parse_budget
+from llmserve.models.residency import Residency
 from llmserve.server import create_app
-from llmserve.sizes import parse_budget
 
 pytestmark = pytest.mark.slow
 CONFIG = Path(__file__).parents[1] / "configs" / "default.json"

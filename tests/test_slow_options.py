@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 from test_vision import ask, data_url, png
 from tiny_vision import build_vision_model
 
-from llmserve.config import GGUFSpec, load_config, parse_config
+from llmserve.config.entries import GGUFSpec, load_config, parse_config
 from llmserve.engine.gguf import is_complete, save_converted
 from llmserve.server import create_app
 

@@ -12,7 +12,7 @@ import pytest
 from conftest import assert_schema, sse_data
 from starlette.testclient import TestClient
 
-from llmserve.config import load_config
+from llmserve.config.entries import load_config
 from llmserve.server import create_app
 
 pytestmark = pytest.mark.slow

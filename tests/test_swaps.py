@@ -11,7 +11,7 @@ from typing import Any
 
 from test_residency import ask, serving, status
 
-from llmserve.config import parse_config
+from llmserve.config.entries import parse_config
 
 
 def in_background(client: Any, model: str, done: list[tuple[str, int, float]]) -> threading.Thread:

@@ -19,7 +19,7 @@ from starlette.testclient import TestClient
 from llmserve.engine.base import ChatMessage
 from llmserve.errors import InvalidRequest
 from llmserve.server import create_app
-from llmserve.tools import ToolPlan, parse_calls, plain_messages, plan
+from llmserve.service.tools import ToolPlan, parse_calls, plain_messages, plan
 
 WEATHER = {
     "type": "function",

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 from test_v2_repository import assert_kserve, index
 
-from llmserve.runtime import RuntimeModels
+from llmserve.config.runtime import RuntimeModels
 from llmserve.server import create_app
 
 GREEDY = {"temperature": 0, "max_tokens": 8}

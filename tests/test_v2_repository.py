@@ -20,7 +20,7 @@ from fakes import Factory, ScriptedEngine
 from test_keep_alive import HELLO
 
 from llmserve import __version__
-from llmserve.config import ModelConfig, PlainSpec
+from llmserve.config.entries import ModelConfig, PlainSpec
 from llmserve.server import create_app
 
 SPEC = yaml.safe_load((Path(__file__).parent / "data" / "kserve_rest_predict_v2.yaml").read_text())

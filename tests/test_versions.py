@@ -16,9 +16,9 @@ from fakes import Factory, ScriptedEngine
 from test_keep_alive import HELLO
 from test_v2_repository import index, model, v2_server
 
-from llmserve.config import parse_config
+from llmserve.config.entries import parse_config
 from llmserve.errors import ConfigError
-from llmserve.registry import version_key
+from llmserve.models.registry import version_key
 from llmserve.server import create_app
 
 

@@ -18,7 +18,7 @@ from PIL import Image
 from starlette.testclient import TestClient
 from tiny_vision import IMAGE_TOKENS, build_vision_model
 
-from llmserve.config import parse_config
+from llmserve.config.entries import parse_config
 from llmserve.server import create_app
 from llmserve.server.options import ServerOptions
 

@@ -10,12 +10,12 @@ from contextlib import asynccontextmanager
 
 from fakes import Factory, ScriptedEngine, scripted
 
-from llmserve.config import ModelConfig, PlainSpec
+from llmserve.config.entries import ModelConfig, PlainSpec
 from llmserve.engine.base import ChatMessage, GenerationParams
 from llmserve.errors import InternalError, InvalidRequest, ModelLoadFailed, Overloaded
-from llmserve.jobs import Event, Failed, Finished, Started, TextDelta
-from llmserve.registry import ModelRegistry
-from llmserve.worker import ModelState
+from llmserve.models.jobs import Event, Failed, Finished, Started, TextDelta
+from llmserve.models.registry import ModelRegistry
+from llmserve.models.worker import ModelState
 
 A = ModelConfig("a", "org/a", PlainSpec(model_id="org/a"))
 B = ModelConfig("b", "org/b", PlainSpec(model_id="org/b"))

@@ -14,11 +14,11 @@ from urllib.parse import quote
 
 import httpx
 
+from llmserve.config.sampling import FIELDS, Value
 from llmserve.errors import LLMServeError
-from llmserve.protocol import ChatCompletionRequest, parse_request
-from llmserve.registry import ModelRegistry, seed_status
-from llmserve.sampling_defaults import FIELDS, Value
-from llmserve.service import ChatService
+from llmserve.models.registry import ModelRegistry, seed_status
+from llmserve.protocol.openai_chat import ChatCompletionRequest, parse_request
+from llmserve.service.chat import ChatService
 
 # A model's sampling defaults as its server reports them: field -> (value, where it comes from:
 # "config", "generation_config" or "api"); empty when the server does not say (not llmserve).

@@ -5,7 +5,7 @@ loggers' levels (`quiet.py`): nothing of theirs reaches the terminal at the defa
 
 from __future__ import annotations
 
-from llmserve.config import ModelConfig
+from llmserve.config.entries import ModelConfig
 from llmserve.engine import quiet
 from llmserve.engine.base import Engine
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from llmserve.config import ModelConfig
+from llmserve.config.entries import ModelConfig
 
 FinishReason = Literal["stop", "length"]
 Role = Literal["system", "user", "assistant", "tool"]

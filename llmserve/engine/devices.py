@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from llmserve.config import Dtype
+from llmserve.config.entries import Dtype
 
 log = logging.getLogger(__name__)
 

@@ -16,12 +16,12 @@ from typing import Any
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from llmserve.config import ModelConfig
+from llmserve.config.entries import ModelConfig
 from llmserve.engine.base import ChatMessage, GenerationParams
 from llmserve.engine.devices import DTYPES, bytes_by_device, free_memory, resolve_device
 from llmserve.engine.hf import LOAD_LOCK
+from llmserve.engine.progress import report
 from llmserve.errors import InvalidRequest
-from llmserve.progress import report
 
 log = logging.getLogger(__name__)
 _POOLING = ("cls_token", "max_tokens", "mean_sqrt_len_tokens", "mean_tokens")

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llmserve.config import GGUFSpec, ModelConfig
-from llmserve.sizes import Footprint
+from llmserve.config.entries import GGUFSpec, ModelConfig
+from llmserve.config.sizes import Footprint
 
 log = logging.getLogger(__name__)
 KV_RESERVE_TOKENS = 4096  # one long sequence's cache; more sequences grow into the headroom

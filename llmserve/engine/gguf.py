@@ -24,8 +24,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from llmserve.config import GGUFSpec
-from llmserve.progress import report
+from llmserve.config.entries import GGUFSpec
+from llmserve.engine.progress import report
 
 log = logging.getLogger(__name__)
 MARKER = "llmserve-converted.json"

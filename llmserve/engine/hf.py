@@ -19,19 +19,19 @@ import jinja2
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
-from llmserve.config import GGUFSpec, ModelConfig
+from llmserve.config.entries import GGUFSpec, ModelConfig
 from llmserve.engine.base import ChatMessage, GenerationParams, TokenLogprob
 from llmserve.engine.batch import Batch, joinable, left_padded, prefill_groups
 from llmserve.engine.devices import bytes_by_device, free_memory, resolve_device, resolve_dtype
 from llmserve.engine.gguf import load_gguf
 from llmserve.engine.grammar import Guide, Guides
 from llmserve.engine.kvcache import returned_cache, with_cache
+from llmserve.engine.memory import metered_load
 from llmserve.engine.placement import model_device_map, own_weights, quantization_config, unmapped_reads
+from llmserve.engine.progress import report
 from llmserve.engine.sampling import GREEDY_BELOW, History, sample_rows, token_logprob
 from llmserve.errors import InvalidRequest
-from llmserve.memory import metered_load
-from llmserve.progress import report
-from llmserve.tools import plain_messages, template_messages
+from llmserve.service.tools import plain_messages, template_messages
 
 log = logging.getLogger(__name__)
 

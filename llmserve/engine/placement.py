@@ -18,7 +18,7 @@ import torch
 import transformers.modeling_utils
 from transformers import AutoConfig, AutoModelForCausalLM, BitsAndBytesConfig
 
-from llmserve.model_options import DeviceLayers, QuantMode
+from llmserve.config.options import DeviceLayers, QuantMode
 
 
 class PlacementError(RuntimeError):

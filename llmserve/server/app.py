@@ -15,22 +15,22 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from llmserve.completions import CompletionService
-from llmserve.config import ModelConfig
+from llmserve.config.entries import ModelConfig
+from llmserve.config.runtime import RuntimeModels
 from llmserve.engine import load_engine
 from llmserve.engine.base import EngineFactory
 from llmserve.engine.footprint import estimate
 from llmserve.errors import LLMServeError
-from llmserve.lifecycle import Estimator
-from llmserve.metrics import CONTENT_TYPE, Metrics
-from llmserve.registry import ModelRegistry, Preload
-from llmserve.residency import Residency
-from llmserve.runtime import RuntimeModels
+from llmserve.models.lifecycle import Estimator
+from llmserve.models.registry import ModelRegistry, Preload
+from llmserve.models.residency import Residency
 from llmserve.server import openai, v2
 from llmserve.server.errors import on_error
+from llmserve.server.metrics import CONTENT_TYPE, Metrics
 from llmserve.server.middleware import APIKeyMiddleware, BodyLimitMiddleware, RequestLogMiddleware
 from llmserve.server.options import ServerOptions
-from llmserve.service import ChatService
+from llmserve.service.chat import ChatService
+from llmserve.service.completions import CompletionService
 
 log = logging.getLogger(__name__)
 OPEN_PATHS = frozenset({"/health", "/v2/health/live", "/v2/health/ready"})

@@ -16,7 +16,7 @@ from sse_starlette import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import Response
 
-from llmserve.registry import ModelRegistry
+from llmserve.models.registry import ModelRegistry
 
 PING_SECONDS = 15
 

@@ -14,9 +14,9 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llmserve.errors import InvalidAPIKey, RequestTooLarge
-from llmserve.metrics import Metrics
 from llmserve.server.errors import error_response, is_v2
-from llmserve.service import RequestStats
+from llmserve.server.metrics import Metrics
+from llmserve.service.chat import RequestStats
 
 access_log = logging.getLogger("llmserve.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")

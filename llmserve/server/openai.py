@@ -11,11 +11,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from llmserve.completions import CompletionRequest
-from llmserve.embeddings import EmbeddingRequest, create_embeddings
 from llmserve.errors import ModelNotFound, StatusOfUnknownModel
-from llmserve.protocol import ChatCompletionRequest, parse_request
-from llmserve.protocol_models import (
+from llmserve.models.registry import DEFAULT_ALIAS, ModelRegistry, seed_status
+from llmserve.models.worker import ModelState, ModelWorker
+from llmserve.protocol.models import (
     LoadProgressBody,
     ModelCard,
     ModelIdRequest,
@@ -24,14 +23,15 @@ from llmserve.protocol_models import (
     PromoteRequest,
     PromoteResponse,
 )
-from llmserve.registry import DEFAULT_ALIAS, ModelRegistry, seed_status
+from llmserve.protocol.openai_chat import ChatCompletionRequest, parse_request
 from llmserve.server.body import read_json
 from llmserve.server.events import model_events
 from llmserve.server.openapi import openapi_json
 from llmserve.server.options import ServerOptions
 from llmserve.server.sse import sse_response
-from llmserve.service import RequestStats
-from llmserve.worker import ModelState, ModelWorker
+from llmserve.service.chat import RequestStats
+from llmserve.service.completions import CompletionRequest
+from llmserve.service.embeddings import EmbeddingRequest, create_embeddings
 
 T = TypeVar("T")
 B = TypeVar("B", contravariant=True)

@@ -15,8 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from llmserve import __version__
-from llmserve.protocol import UNSUPPORTED_UNLESS, ChatCompletion, ChatCompletionRequest
-from llmserve.protocol_models import (
+from llmserve.protocol.models import (
     ErrorResponse,
     Health,
     ModelCard,
@@ -26,6 +25,7 @@ from llmserve.protocol_models import (
     PromoteRequest,
     PromoteResponse,
 )
+from llmserve.protocol.openai_chat import UNSUPPORTED_UNLESS, ChatCompletion, ChatCompletionRequest
 
 _REF = "#/components/schemas/{model}"
 _ERRORS = {

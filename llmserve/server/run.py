@@ -9,7 +9,7 @@ from types import FrameType
 import uvicorn
 from starlette.applications import Starlette
 
-from llmserve.registry import ModelRegistry
+from llmserve.models.registry import ModelRegistry
 from llmserve.server.options import ServerOptions
 
 

@@ -15,11 +15,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from llmserve import __version__
+from llmserve.config.runtime import RuntimeModels
 from llmserve.errors import Forbidden, InvalidRequest, ModelLoadFailed, Overloaded
-from llmserve.registry import ModelRegistry
-from llmserve.runtime import RuntimeModels
+from llmserve.models.registry import ModelRegistry
+from llmserve.models.worker import ModelState, ModelWorker
 from llmserve.server.v2_infer import infer_routes, json_object, model_of
-from llmserve.worker import ModelState, ModelWorker
 
 EXTENSIONS = ["model_repository", "generate", "metrics"]
 PLATFORM = "llmserve_transformers"

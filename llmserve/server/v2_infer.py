@@ -16,12 +16,12 @@ from starlette.routing import BaseRoute, Route
 
 from llmserve.engine.base import ChatMessage, GenerationParams
 from llmserve.errors import InternalError, InvalidRequest, LLMServeError
-from llmserve.jobs import EventStream, Failed, Finished, Started, TextDelta
-from llmserve.protocol import INT64_MAX
-from llmserve.registry import ModelRegistry
+from llmserve.models.jobs import EventStream, Failed, Finished, Started, TextDelta
+from llmserve.models.registry import ModelRegistry
+from llmserve.models.worker import ModelWorker
+from llmserve.protocol.openai_chat import INT64_MAX
 from llmserve.server.body import read_json
-from llmserve.service import RequestStats
-from llmserve.worker import ModelWorker
+from llmserve.service.chat import RequestStats
 
 PARAMETERS = ("max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "stream")
 _DEFAULTED = ("max_tokens", "temperature", "top_p", "top_k", "min_p", "repetition_penalty")

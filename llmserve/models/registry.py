@@ -14,15 +14,15 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
-from llmserve.config import ModelConfig
+from llmserve.config.entries import ModelConfig
 from llmserve.engine.base import ChatMessage, EngineFactory, GenerationParams
+from llmserve.engine.progress import LoadProgress
 from llmserve.errors import ModelNotFound, ShuttingDown
-from llmserve.events import EventBus
-from llmserve.jobs import EventStream, Generate
-from llmserve.lifecycle import Estimator
-from llmserve.progress import LoadProgress
-from llmserve.residency import Residency
-from llmserve.worker import ModelState, ModelWorker
+from llmserve.models.events import EventBus
+from llmserve.models.jobs import EventStream, Generate
+from llmserve.models.lifecycle import Estimator
+from llmserve.models.residency import Residency
+from llmserve.models.worker import ModelState, ModelWorker
 
 DEFAULT_ALIAS = "default"
 Preload = Literal["default", "all", "none"]

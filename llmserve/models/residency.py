@@ -25,8 +25,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
+from llmserve.config.sizes import Budget, Footprint, format_size
 from llmserve.errors import ModelTooLarge, Overloaded
-from llmserve.sizes import Budget, Footprint, format_size
 
 log = logging.getLogger(__name__)
 RELEASE_TIMEOUT = 120.0  # an evicted model frees its memory (gc, cache) well before this

@@ -10,9 +10,9 @@ from typing import Any, Literal
 from pydantic import Field
 
 from llmserve.errors import InvalidRequest
-from llmserve.jobs import Embed, Reply
-from llmserve.protocol import _Request
-from llmserve.registry import ModelRegistry
+from llmserve.models.jobs import Embed, Reply
+from llmserve.models.registry import ModelRegistry
+from llmserve.protocol.openai_chat import _Request
 
 MAX_INPUTS = 2048  # OpenAI's limit on inputs per request
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmserve.config import GGUFSpec, ModelConfig, parse_config
+from llmserve.config.entries import GGUFSpec, ModelConfig, parse_config
 from llmserve.errors import ConfigError, InvalidRequest
 
 

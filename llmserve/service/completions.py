@@ -18,10 +18,10 @@ from pydantic import Field
 
 from llmserve.engine.base import GenerationParams
 from llmserve.errors import InvalidRequest
-from llmserve.jobs import EventStream, Failed, Finished, TextDelta
-from llmserve.protocol import SamplingRequest, Usage
-from llmserve.registry import ModelRegistry
-from llmserve.service import RequestStats, collect, merged, seeded, start_streams
+from llmserve.models.jobs import EventStream, Failed, Finished, TextDelta
+from llmserve.models.registry import ModelRegistry
+from llmserve.protocol.openai_chat import SamplingRequest, Usage
+from llmserve.service.chat import RequestStats, collect, merged, seeded, start_streams
 
 Prompt = str | tuple[int, ...]
 MAX_CHOICES = 128

@@ -9,12 +9,13 @@ from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from llmserve.config.keep_alive import parse_keep_alive
 from llmserve.engine.base import ChatMessage, Constraint, GenerationParams, Role
 from llmserve.errors import InternalError, InvalidRequest
-from llmserve.images import image_bytes
-from llmserve.jobs import Event, EventStream, Failed, Finished, Started, TextDelta
-from llmserve.keepalive import parse_keep_alive
-from llmserve.protocol import (
+from llmserve.models.jobs import Event, EventStream, Failed, Finished, Started, TextDelta
+from llmserve.models.registry import ModelRegistry
+from llmserve.models.worker import ModelWorker
+from llmserve.protocol.openai_chat import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionRequest,
@@ -28,9 +29,8 @@ from llmserve.protocol import (
     ResponseMessage,
     Usage,
 )
-from llmserve.registry import ModelRegistry
-from llmserve.tools import ToolPlan, forcing, parse_calls, plan
-from llmserve.worker import ModelWorker
+from llmserve.service.images import image_bytes
+from llmserve.service.tools import ToolPlan, forcing, parse_calls, plan
 
 _ROLES: dict[str, Role] = {
     "system": "system",

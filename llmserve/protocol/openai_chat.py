@@ -22,9 +22,9 @@ from pydantic import (
     model_validator,
 )
 
+from llmserve.config.keep_alive import KeepAliveField
 from llmserve.engine.base import GenerationParams
 from llmserve.errors import InvalidRequest
-from llmserve.keepalive import KeepAliveField
 
 FinishReasonOut = Literal["stop", "length", "tool_calls"]
 M = TypeVar("M", bound=BaseModel)

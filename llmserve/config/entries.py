@@ -33,10 +33,8 @@ from pydantic import (
     model_validator,
 )
 
-from llmserve.config_errors import describe, json_path, valid_keys
-from llmserve.errors import ConfigError
-from llmserve.keepalive import NEVER, KeepAliveField, parse_keep_alive
-from llmserve.model_options import (
+from llmserve.config.keep_alive import NEVER, KeepAliveField, parse_keep_alive
+from llmserve.config.options import (
     ChatTemplate,
     DeviceLayers,
     QuantMode,
@@ -44,7 +42,9 @@ from llmserve.model_options import (
     parse_device_layers,
     read_template,
 )
-from llmserve.sampling_defaults import Sampling
+from llmserve.config.sampling import Sampling
+from llmserve.config.validation import describe, json_path, valid_keys
+from llmserve.errors import ConfigError
 
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 DEFAULT_MAX_BATCH_SIZE = 64

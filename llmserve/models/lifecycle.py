@@ -13,14 +13,14 @@ import logging
 import time
 from collections.abc import Callable
 
-from llmserve.config import ModelConfig
+from llmserve.config.entries import ModelConfig
+from llmserve.config.sizes import Footprint, format_size
 from llmserve.engine.base import Engine, EngineFactory
 from llmserve.engine.footprint import Estimate, add
+from llmserve.engine.memory import last_load_growth, trim_process_memory
+from llmserve.engine.progress import LoadProgress, report, reporting
 from llmserve.errors import LLMServeError, ModelLoadFailed, ModelTooLarge
-from llmserve.memory import last_load_growth, trim_process_memory
-from llmserve.progress import LoadProgress, report, reporting
-from llmserve.residency import Residency, Resident
-from llmserve.sizes import Footprint, format_size
+from llmserve.models.residency import Residency, Resident
 
 log = logging.getLogger(__name__)
 _PARKABLE = frozenset({"unload", "keep_alive", "evicted", "swapped"})  # not on failure or shutdown

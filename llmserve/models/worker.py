@@ -26,10 +26,13 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import replace
 
-from llmserve.config import ModelConfig
+from llmserve.config.entries import ModelConfig
+from llmserve.config.keep_alive import IdleTimer
+from llmserve.config.sampling import SamplingDefaults, Value, from_generation_config
 from llmserve.engine.base import Engine, EngineFactory, GenerationConfigSource
+from llmserve.engine.progress import LoadProgress
 from llmserve.errors import InternalError, LLMServeError, Overloaded, ShuttingDown
-from llmserve.jobs import (
+from llmserve.models.jobs import (
     Abort,
     Embed,
     Evict,
@@ -44,12 +47,9 @@ from llmserve.jobs import (
     Unload,
     Yield,
 )
-from llmserve.keepalive import IdleTimer
-from llmserve.lifecycle import Estimator, ModelState, Slot
-from llmserve.progress import LoadProgress
-from llmserve.residency import Residency
-from llmserve.sampling_defaults import SamplingDefaults, Value, from_generation_config
-from llmserve.sequences import Running, begin, embed_all, step_all
+from llmserve.models.lifecycle import Estimator, ModelState, Slot
+from llmserve.models.residency import Residency
+from llmserve.models.sequences import Running, begin, embed_all, step_all
 
 __all__ = ["ModelState", "ModelWorker"]
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from llmserve.protocol import _Request
+from llmserve.protocol.openai_chat import _Request
 
 
 class LoadProgressBody(BaseModel):

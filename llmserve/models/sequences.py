@@ -8,10 +8,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from llmserve.decoding import OutputText
 from llmserve.engine.base import Embedder, Engine, LogprobSource, TextEncoder, TokenLogprob
+from llmserve.engine.decoding import OutputText
 from llmserve.errors import InvalidRequest, LLMServeError
-from llmserve.jobs import Embed, Failed, Finished, Generate, TextDelta
+from llmserve.models.jobs import Embed, Failed, Finished, Generate, TextDelta
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""Wire types only, one module per API (pydantic models, strict types, nothing heavy)."""
