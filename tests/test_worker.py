@@ -281,3 +281,24 @@ def test_shutdown_fails_requests_still_in_flight() -> None:
         assert registry.resolve(None).state is ModelState.UNLOADED
 
     asyncio.run(main())
+
+
+def test_time_to_first_token_is_known_when_no_text_came_first() -> None:
+    """A first token whose text is held back (a possible stop) still times the first token."""
+    from llmserve.service.chat import RequestStats
+
+    async def main() -> None:
+        async with running(scripted(["o", " w"])) as registry:
+            before = time.monotonic()
+            events = await generate(registry, GenerationParams(stop=("o w",)))
+        assert texts(events) == []
+        finished = events[-1]
+        assert finished == Finished("stop", 2, 2)
+        assert isinstance(finished, Finished) and finished.first_token_at is not None
+        assert before <= finished.first_token_at <= time.monotonic()
+        stats = RequestStats()
+        for event in events:
+            stats.observe(event)
+        assert stats.first_token_at == finished.first_token_at
+
+    asyncio.run(main())

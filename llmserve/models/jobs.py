@@ -41,6 +41,9 @@ class Finished:
     reason: FinishReason
     prompt_tokens: int
     completion_tokens: int
+    # time.monotonic() of the first generated token, which may carry no text of its own (a held-back
+    # stop prefix or part of a UTF-8 character): the time to first token even when no delta came first
+    first_token_at: float | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ the running requests of a model; and the embedding requests, answered between tw
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,7 @@ class Running:
     output: OutputText
     logprobs: list[dict[str, Any]] = field(default_factory=list)  # of tokens whose text is held back
     echo: str = ""  # the prompt's text, when the job asked for it
+    first_token_at: float | None = None  # time.monotonic() of its first generated token
 
 
 def logprob_entry(engine: Engine, found: TokenLogprob) -> dict[str, Any]:
@@ -83,7 +85,10 @@ def step_all(engine: Engine, running: list[Running], retire: Retire) -> list[Run
         return live
     tokens = engine.step([run.seq_id for run in live])
     still: list[Running] = []
+    now = time.monotonic()
     for run, token in zip(live, tokens, strict=True):
+        if run.first_token_at is None:
+            run.first_token_at = now
         params = run.job.params
         ends = (engine.is_eos(token) and not params.ignore_eos) or token in params.stop_token_ids
         if params.logprobs is not None and isinstance(engine, LogprobSource):
@@ -98,7 +103,7 @@ def step_all(engine: Engine, running: list[Running], retire: Retire) -> list[Run
             still.append(run)
             continue
         engine.release(run.seq_id)
-        retire(run.job, Finished(reason, run.prompt_tokens, run.output.generated))
+        retire(run.job, Finished(reason, run.prompt_tokens, run.output.generated, run.first_token_at))
     return still
 
 

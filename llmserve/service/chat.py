@@ -48,7 +48,7 @@ class RequestStats:
     model: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
-    first_token_at: float | None = None  # time.monotonic() of the first text
+    first_token_at: float | None = None  # time.monotonic() of the first token
 
     def observe(self, event: Event) -> None:
         if isinstance(event, Started):
@@ -57,6 +57,8 @@ class RequestStats:
             self.first_token_at = time.monotonic()
         elif isinstance(event, Finished):
             self.completion_tokens = event.completion_tokens
+            if self.first_token_at is None:
+                self.first_token_at = event.first_token_at
 
 
 async def _message(index: int, message: ChatMessageIn, allow_remote: bool) -> ChatMessage:
