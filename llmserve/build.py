@@ -6,30 +6,16 @@ in both (`--max-loaded-models`, `--memory-budget`, `--keep-alive`, ...)."""
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmserve.config.entries import ModelConfig, choose_default, load_config, parse_config
+from llmserve.config.entries import ModelConfig, ModelDefaults, choose_default, load_config, parse_config
 from llmserve.config.runtime import RuntimeModels
 from llmserve.models.residency import Residency
 
 if TYPE_CHECKING:
     from llmserve.models.registry import ModelRegistry, Preload
-
-
-@dataclass(frozen=True)
-class ModelDefaults:
-    """What the command line sets for the models whose config entries do not."""
-
-    max_batch_size: int
-    max_queue: int
-    cache_dir: str | None
-    keep_alive: float
-    min_resident: float
-
-    def as_kwargs(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -54,12 +40,12 @@ def model_defaults(args: argparse.Namespace) -> ModelDefaults:
 def models_from_args(args: argparse.Namespace, defaults: ModelDefaults) -> tuple[list[ModelConfig], str]:
     """The models to serve and the default model's API id; raises `ConfigError`."""
     if args.command == "multi-model":
-        models = load_config(args.config, **defaults.as_kwargs())
+        models = load_config(args.config, defaults)
         return models, choose_default(models, args.default_model_id, source=args.config)
     entry: dict[str, Any] = {"Plain": {"model_id": args.model_id}, "dtype": args.dtype, "device": args.device}
     if args.alias is not None:
         entry["alias"] = args.alias
-    models = parse_config({"model": entry}, base=Path.cwd(), source="command line", **defaults.as_kwargs())
+    models = parse_config({"model": entry}, base=Path.cwd(), source="command line", defaults=defaults)
     return models, models[0].api_id
 
 
@@ -81,7 +67,7 @@ def setup_from_args(args: argparse.Namespace) -> Setup:
         default_id=default_id,
         preload=args.preload,
         residency=residency_from_args(args),
-        runtime=RuntimeModels(args.allow_runtime_models, args.model_root, defaults.as_kwargs()),
+        runtime=RuntimeModels(args.allow_runtime_models, args.model_root, defaults),
     )
 
 

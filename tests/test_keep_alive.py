@@ -17,7 +17,7 @@ from test_cli import one_line_error, run_cli
 
 from llmserve.build import setup_from_args
 from llmserve.cli import build_parser
-from llmserve.config.entries import ModelConfig, PlainSpec, parse_config
+from llmserve.config.entries import ModelConfig, ModelDefaults, PlainSpec, parse_config
 from llmserve.config.keep_alive import NEVER, parse_keep_alive
 from llmserve.errors import ConfigError
 from llmserve.server import create_app
@@ -56,7 +56,9 @@ def test_bad_durations(value: Any) -> None:
 def test_config_and_command_line(tmp_path: Path) -> None:
     entry = {"Plain": {"model_id": str(tmp_path)}}
     models = parse_config(
-        {"a": {**entry, "keep_alive": "2m"}, "b": {**entry, "alias": "b"}}, base=tmp_path, keep_alive=7
+        {"a": {**entry, "keep_alive": "2m"}, "b": {**entry, "alias": "b"}},
+        base=tmp_path,
+        defaults=ModelDefaults(keep_alive=7),
     )
     assert [m.keep_alive for m in models] == [120.0, 7.0]
     assert parse_config({"a": entry}, base=tmp_path)[0].keep_alive == NEVER

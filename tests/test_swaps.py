@@ -11,7 +11,7 @@ from typing import Any
 
 from test_residency import ask, serving, status
 
-from llmserve.config.entries import parse_config
+from llmserve.config.entries import ModelDefaults, parse_config
 
 
 def in_background(client: Any, model: str, done: list[tuple[str, int, float]]) -> threading.Thread:
@@ -73,6 +73,6 @@ def test_min_resident_in_the_config() -> None:
     models = parse_config(
         {"a": {"Plain": {"model_id": "org/a"}, "min_resident": 2.5}, "b": {"Plain": {"model_id": "org/b"}}},
         base=Path("."),
-        min_resident=7,
+        defaults=ModelDefaults(min_resident=7),
     )
     assert [m.min_resident for m in models] == [2.5, 7.0]

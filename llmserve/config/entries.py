@@ -263,19 +263,22 @@ def _template(entry: ModelEntry, base: Path, where: str) -> ChatTemplate | None:
     return None
 
 
+@dataclass(frozen=True)
+class ModelDefaults:
+    """What applies to the entries that do not set their own (the command line's flags)."""
+
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
+    max_queue: int = DEFAULT_MAX_QUEUE
+    cache_dir: str | None = None
+    keep_alive: float = NEVER
+    min_resident: float = DEFAULT_MIN_RESIDENT
+
+
 def parse_config(
-    data: Any,
-    *,
-    base: Path,
-    source: str = "config",
-    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
-    max_queue: int = DEFAULT_MAX_QUEUE,
-    cache_dir: str | None = None,
-    keep_alive: float = NEVER,
-    min_resident: float = DEFAULT_MIN_RESIDENT,
+    data: Any, *, base: Path, source: str = "config", defaults: ModelDefaults = ModelDefaults()
 ) -> list[ModelConfig]:
     """Validate already-parsed JSON. Every error is a `ConfigError` naming `source` and the JSON path.
-    `max_batch_size` and `max_queue` apply to the entries that do not set their own."""
+    `defaults` apply to the entries that do not set their own."""
     if not isinstance(data, dict) or not data:
         raise ConfigError(f"{source}: $: expected a non-empty JSON object mapping labels to model entries")
     try:
@@ -307,6 +310,7 @@ def parse_config(
                 '"version"; give every entry of the same model a "version"'
             )
         seen[unit] = where
+        keep_alive = defaults.keep_alive if entry.keep_alive is None else parse_keep_alive(entry.keep_alive)
         models.append(
             ModelConfig(
                 label,
@@ -314,12 +318,12 @@ def parse_config(
                 spec,
                 entry.dtype,
                 entry.device,
-                max_batch_size=max_batch_size if entry.max_batch_size is None else entry.max_batch_size,
-                max_queue=max_queue if entry.max_queue is None else entry.max_queue,
-                cache_dir=cache_dir,
-                keep_alive=keep_alive if entry.keep_alive is None else parse_keep_alive(entry.keep_alive),
+                max_batch_size=entry.max_batch_size or defaults.max_batch_size,
+                max_queue=defaults.max_queue if entry.max_queue is None else entry.max_queue,
+                cache_dir=defaults.cache_dir,
+                keep_alive=keep_alive,
                 pinned=entry.keep_alive is not None and parse_keep_alive(entry.keep_alive) == NEVER,
-                min_resident=min_resident if entry.min_resident is None else entry.min_resident,
+                min_resident=defaults.min_resident if entry.min_resident is None else entry.min_resident,
                 unload_mode=entry.unload_mode,
                 version=entry.version,
                 revision=entry.revision,
@@ -353,7 +357,7 @@ def _check_default_versions(models: list[ModelConfig], source: str) -> None:
             marked[model.api_id] = model.version
 
 
-def load_config(path: str | Path, **defaults: Any) -> list[ModelConfig]:
+def load_config(path: str | Path, defaults: ModelDefaults = ModelDefaults()) -> list[ModelConfig]:
     """Read and validate a multi-model config file (`defaults`: see `parse_config`)."""
     file = Path(path)
     try:
@@ -366,7 +370,7 @@ def load_config(path: str | Path, **defaults: Any) -> list[ModelConfig]:
         raise ConfigError(
             f"{file}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
         ) from None
-    return parse_config(data, base=file.resolve().parent, source=str(file), **defaults)
+    return parse_config(data, base=file.resolve().parent, source=str(file), defaults=defaults)
 
 
 def choose_default(models: list[ModelConfig], default_id: str | None, *, source: str = "config") -> str:

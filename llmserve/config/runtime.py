@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmserve.config.entries import GGUFSpec, ModelConfig, parse_config
+from llmserve.config.entries import GGUFSpec, ModelConfig, ModelDefaults, parse_config
 from llmserve.errors import ConfigError, InvalidRequest
 
 
@@ -18,7 +18,7 @@ from llmserve.errors import ConfigError, InvalidRequest
 class RuntimeModels:
     allowed: bool = False
     model_root: Path | None = None
-    defaults: dict[str, Any] = field(default_factory=dict)  # parse_config's keyword defaults
+    defaults: ModelDefaults = field(default_factory=ModelDefaults)
 
     def model(self, name: str, config: Any) -> ModelConfig:
         """The validated entry; raises `InvalidRequest` (400) naming what is wrong."""
@@ -32,7 +32,9 @@ class RuntimeModels:
         entry = {**config, "alias": name}
         base = self.model_root or Path.cwd()
         try:
-            (model,) = parse_config({name: entry}, base=base, source="parameters.config", **self.defaults)
+            (model,) = parse_config(
+                {name: entry}, base=base, source="parameters.config", defaults=self.defaults
+            )
         except ConfigError as exc:
             raise InvalidRequest(str(exc)) from None
         if self.model_root is not None:
