@@ -21,9 +21,11 @@ LAYER = {
     "__main__": 9,
 }
 STILL_BACK_UP = {
-    ("llmserve.engine.hf", "llmserve.service.tools"),  # the chat-template half of tools belongs in engine/
-    ("llmserve.engine.vision", "llmserve.service.images"),  # decode_image belongs in engine/
-    ("llmserve.protocol.openai_chat", "llmserve.engine.base"),  # wire types -> GenerationParams: service/
+    (
+        "llmserve.protocol.openai_generation",
+        "llmserve.engine.base",
+    ),  # wire types -> GenerationParams: service/
+    ("llmserve.protocol.openai_completions", "llmserve.engine.base"),  # the same
     ("llmserve.config.sampling", "llmserve.engine.base"),  # fill(GenerationParams) belongs in models/
 }
 

@@ -27,8 +27,8 @@ from llmserve.protocol.openai_chat import (
     FinishReasonOut,
     ResponseFormat,
     ResponseMessage,
-    Usage,
 )
+from llmserve.protocol.openai_generation import Usage
 from llmserve.service.images import image_bytes
 from llmserve.service.tools import ToolPlan, forcing, parse_calls, plan
 

@@ -1,5 +1,5 @@
-"""Wire types of model management (/v1/models and its actions), health and errors. Imports nothing heavy;
-requests parse with `protocol.parse_request`."""
+"""Wire types of model management: the model cards of /v1/models and the bodies of its actions (load,
+unload, promote, status). Imports nothing heavy; requests parse with `protocol.base.parse_request`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from llmserve.protocol.openai_chat import _Request
+from llmserve.protocol.base import _Request
 
 
 class LoadProgressBody(BaseModel):
@@ -35,21 +35,6 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
-
-
-class ErrorBody(BaseModel):
-    message: str
-    type: str
-    param: str | None
-    code: str | None
-
-
-class ErrorResponse(BaseModel):
-    error: ErrorBody
-
-
-class Health(BaseModel):
-    status: Literal["ok"] = "ok"
 
 
 class ModelIdRequest(_Request):
