@@ -21,11 +21,6 @@ LAYER = {
     "__main__": 9,
 }
 STILL_BACK_UP = {
-    (
-        "llmserve.protocol.openai_generation",
-        "llmserve.engine.base",
-    ),  # wire types -> GenerationParams: service/
-    ("llmserve.protocol.openai_completions", "llmserve.engine.base"),  # the same
     ("llmserve.config.sampling", "llmserve.engine.base"),  # fill(GenerationParams) belongs in models/
 }
 

@@ -3,12 +3,10 @@ template). Imports nothing heavy; requests parse with `protocol.base.parse_reque
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 from pydantic import Field
 
-from llmserve.engine.base import GenerationParams
 from llmserve.errors import InvalidRequest
 from llmserve.protocol.openai_generation import SamplingRequest
 
@@ -40,22 +38,3 @@ class CompletionRequest(SamplingRequest):
         if any(not i for i in items):
             raise InvalidRequest("'prompt' must not be empty", param="prompt")
         return items
-
-    def params(self) -> GenerationParams:
-        if self.suffix:
-            raise InvalidRequest("'suffix' (insertion) is not supported by llmserve's models", param="suffix")
-        if self.best_of not in (None, 1, self.n):
-            raise InvalidRequest("'best_of' other than n is not supported", param="best_of")
-        if self.echo and self.logprobs is not None:
-            raise InvalidRequest(
-                "'echo' with 'logprobs' (prompt log probabilities) is not supported", param="echo"
-            )
-        self.check_stream_options()
-        sampling = self.sampling()
-        left_out = "max_tokens" not in self.model_fields_set  # OpenAI's 16, unless the model sets its own
-        return replace(
-            sampling,
-            max_tokens=self.max_tokens or None,
-            logprobs=self.logprobs,
-            omitted=sampling.omitted | ({"max_tokens"} if left_out else set()),
-        )

@@ -7,7 +7,6 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field, field_validator
 
-from llmserve.engine.base import GenerationParams
 from llmserve.errors import InvalidRequest
 from llmserve.protocol.base import Int64, _Request
 
@@ -15,9 +14,6 @@ from llmserve.protocol.base import Int64, _Request
 class StreamOptions(_Request):
     include_usage: bool = False
     include_obfuscation: bool | None = None  # accepted; llmserve never obfuscates
-
-
-_DEFAULTED = ("temperature", "top_p", "top_k", "repetition_penalty", "min_p")  # the model may set these
 
 
 class SamplingRequest(_Request):
@@ -60,24 +56,6 @@ class SamplingRequest(_Request):
         if self.stop is None:
             return ()
         return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
-
-    def sampling(self) -> GenerationParams:
-        """The generation parameters these fields set (the endpoints add their own with `replace`). A
-        field left out (or null) gets the API's default here and is marked `omitted`, so that the model's
-        own default replaces it (sampling_defaults.py)."""
-        return GenerationParams(
-            temperature=1.0 if self.temperature is None else self.temperature,
-            top_p=1.0 if self.top_p is None else self.top_p,
-            top_k=max(self.top_k or 0, 0),
-            repetition_penalty=1.0 if self.repetition_penalty is None else self.repetition_penalty,
-            min_p=0.0 if self.min_p is None else self.min_p,
-            seed=self.seed,
-            stop=self.stop_strings(),
-            presence_penalty=self.presence_penalty or 0.0,
-            frequency_penalty=self.frequency_penalty or 0.0,
-            logit_bias=self.logit_biases(),
-            omitted=frozenset(name for name in _DEFAULTED if getattr(self, name) is None),
-        )
 
     def check_stream_options(self) -> None:
         if self.stream_options is not None and not self.stream:

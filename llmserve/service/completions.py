@@ -11,16 +11,41 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncGenerator
+from dataclasses import replace
 from typing import Any
 
+from llmserve.engine.base import GenerationParams
 from llmserve.errors import InvalidRequest
 from llmserve.models.jobs import EventStream, Failed, Finished, TextDelta
 from llmserve.models.registry import ModelRegistry
 from llmserve.protocol.openai_completions import CompletionRequest
 from llmserve.protocol.openai_generation import Usage
 from llmserve.service.chat import RequestStats, collect, merged, seeded, start_streams
+from llmserve.service.sampling import sampling_params
 
 MAX_CHOICES = 128
+
+
+def completion_params(request: CompletionRequest) -> GenerationParams:
+    """The generation parameters of a completions request; the options llmserve does not support are
+    a 400 here."""
+    if request.suffix:
+        raise InvalidRequest("'suffix' (insertion) is not supported by llmserve's models", param="suffix")
+    if request.best_of not in (None, 1, request.n):
+        raise InvalidRequest("'best_of' other than n is not supported", param="best_of")
+    if request.echo and request.logprobs is not None:
+        raise InvalidRequest(
+            "'echo' with 'logprobs' (prompt log probabilities) is not supported", param="echo"
+        )
+    request.check_stream_options()
+    sampling = sampling_params(request)
+    left_out = "max_tokens" not in request.model_fields_set  # OpenAI's 16, unless the model sets its own
+    return replace(
+        sampling,
+        max_tokens=request.max_tokens or None,
+        logprobs=request.logprobs,
+        omitted=sampling.omitted | ({"max_tokens"} if left_out else set()),
+    )
 
 
 def legacy_logprobs(entries: list[dict[str, Any]], offset: int) -> dict[str, Any]:
@@ -46,7 +71,7 @@ class CompletionService:
     ) -> tuple[str, list[tuple[str, EventStream]], int]:
         """Queues every choice and waits until each has started; returns the model's name, each
         choice's echo (the prompt's text with `echo`, else "") and stream, and the prompt tokens."""
-        prompts, params = request.prompts(), request.params()
+        prompts, params = request.prompts(), completion_params(request)
         if len(prompts) * request.n > MAX_CHOICES:
             raise InvalidRequest(f"at most {MAX_CHOICES} choices (prompts times n) per request", param="n")
         model, streams, started = await start_streams(
