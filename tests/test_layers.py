@@ -20,9 +20,7 @@ LAYER = {
     "cli": 8,
     "__main__": 9,
 }
-STILL_BACK_UP = {
-    ("llmserve.config.sampling", "llmserve.engine.base"),  # fill(GenerationParams) belongs in models/
-}
+STILL_BACK_UP: set[tuple[str, str]] = set()
 
 
 def layer_of(module: str) -> int | None:
