@@ -24,7 +24,7 @@ INT64_MAX = 2**63 - 1
 Int64 = Annotated[int, Field(ge=-INT64_MAX - 1, le=INT64_MAX)]
 
 
-class _Request(BaseModel):
+class RequestBody(BaseModel):
     """Base of every request body type: unknown keys and lax types (a string for a bool or a number, a
     number for a bool) are errors. Subclasses that set `model_config` keep both (pydantic merges it)."""
 

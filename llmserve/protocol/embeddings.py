@@ -7,10 +7,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from llmserve.protocol.base import _Request
+from llmserve.protocol.base import RequestBody
 
 
-class EmbeddingRequest(_Request):
+class EmbeddingRequest(RequestBody):
     model: str | None = None
     input: str | list[str] | list[int] | list[list[int]]
     encoding_format: Literal["float", "base64"] = "float"

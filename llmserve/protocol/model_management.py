@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from llmserve.protocol.base import _Request
+from llmserve.protocol.base import RequestBody
 
 
 class LoadProgressBody(BaseModel):
@@ -37,11 +37,11 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
-class ModelIdRequest(_Request):
+class ModelIdRequest(RequestBody):
     model_id: str
 
 
-class PromoteRequest(_Request):
+class PromoteRequest(RequestBody):
     model_id: str
     version: str
 

@@ -19,28 +19,28 @@ from pydantic import (
 
 from llmserve.config.keep_alive import KeepAliveField
 from llmserve.errors import InvalidRequest
-from llmserve.protocol.base import _Request
+from llmserve.protocol.base import RequestBody
 from llmserve.protocol.openai_generation import SamplingRequest, Usage
 
 FinishReasonOut = Literal["stop", "length", "tool_calls"]
 
 
-class TextPart(_Request):
+class TextPart(RequestBody):
     type: Literal["text"]
     text: str
 
 
-class ImageURL(_Request):
+class ImageURL(RequestBody):
     url: str
     detail: Literal["auto", "low", "high"] | None = None  # accepted; the model's processor decides
 
 
-class ImagePart(_Request):
+class ImagePart(RequestBody):
     type: Literal["image_url"]
     image_url: ImageURL
 
 
-class ToolCallIn(_Request):
+class ToolCallIn(RequestBody):
     id: str
     type: Literal["function"]
     function: dict[str, Any]
@@ -53,7 +53,7 @@ class ToolCallIn(_Request):
         return value
 
 
-class ChatMessageIn(_Request):
+class ChatMessageIn(RequestBody):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = None
     name: str | None = None
@@ -112,7 +112,7 @@ UNSUPPORTED_UNLESS: dict[str, tuple[Any, ...]] = {
 }
 
 
-class JsonSchemaFormat(_Request):
+class JsonSchemaFormat(RequestBody):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
@@ -121,7 +121,7 @@ class JsonSchemaFormat(_Request):
     description: str | None = None
 
 
-class ResponseFormat(_Request):
+class ResponseFormat(RequestBody):
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchemaFormat | None = None
 

@@ -8,15 +8,15 @@ from typing import Annotated
 from pydantic import BaseModel, Field, field_validator
 
 from llmserve.errors import InvalidRequest
-from llmserve.protocol.base import Int64, _Request
+from llmserve.protocol.base import Int64, RequestBody
 
 
-class StreamOptions(_Request):
+class StreamOptions(RequestBody):
     include_usage: bool = False
     include_obfuscation: bool | None = None  # accepted; llmserve never obfuscates
 
 
-class SamplingRequest(_Request):
+class SamplingRequest(RequestBody):
     """What chat and (legacy) completions requests share: the model, streaming and sampling."""
 
     model: str | None = None
