@@ -22,6 +22,7 @@ from llmserve.config.sampling import Sampling, SamplingDefaults, from_generation
 from llmserve.engine import load_engine
 from llmserve.engine.base import GenerationParams
 from llmserve.errors import ConfigError
+from llmserve.models.sequences import fill_defaults
 from llmserve.server import create_app
 
 USER = [{"role": "user", "content": "Hello"}]
@@ -120,8 +121,8 @@ def test_precedence_per_field() -> None:
     assert (bare.values, set(bare.sources.values())) == (API, {"api"})
     # only what the request left out changes; an API-sourced field keeps the endpoint's own value
     asked = GenerationParams(temperature=1.0, max_tokens=16, omitted=frozenset({"top_p", "max_tokens"}))
-    assert defaults.fill(asked) == GenerationParams(temperature=1.0, top_p=0.8, max_tokens=5)
-    assert bare.fill(asked) == GenerationParams(temperature=1.0, max_tokens=16)
+    assert fill_defaults(defaults, asked) == GenerationParams(temperature=1.0, top_p=0.8, max_tokens=5)
+    assert fill_defaults(bare, asked) == GenerationParams(temperature=1.0, max_tokens=16)
 
 
 def model(name: str, sampling: Sampling | None = None) -> ModelConfig:

@@ -17,9 +17,10 @@ from conftest import assert_schema, plain, sse_data
 from starlette.testclient import TestClient
 
 from llmserve.engine.base import ChatMessage
+from llmserve.engine.templates import plain_messages
 from llmserve.errors import InvalidRequest
 from llmserve.server import create_app
-from llmserve.service.tools import ToolPlan, parse_calls, plain_messages, plan
+from llmserve.service.tools import ToolPlan, parse_calls, plan
 
 WEATHER = {
     "type": "function",

@@ -17,7 +17,8 @@ import httpx
 from llmserve.config.sampling import FIELDS, Value
 from llmserve.errors import LLMServeError
 from llmserve.models.registry import ModelRegistry, seed_status
-from llmserve.protocol.openai_chat import ChatCompletionRequest, parse_request
+from llmserve.protocol.base import parse_request
+from llmserve.protocol.openai_chat import ChatCompletionRequest
 from llmserve.service.chat import ChatService
 
 # A model's sampling defaults as its server reports them: field -> (value, where it comes from:

@@ -8,20 +8,18 @@ Modelfile parameters.
 
 A request marks what it left out in `GenerationParams.omitted` (its values there are the API's
 defaults); the model's worker fills those fields when it admits the request, once the model is loaded
-and its generation config known (`fill`). Pure Python: no torch.
+and its generation config known (`models/sequences.py`, `fill_defaults`). Pure data: no torch, no
+engine types.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-if TYPE_CHECKING:
-    from llmserve.engine.base import GenerationParams
 
 log = logging.getLogger(__name__)
 
@@ -94,11 +92,3 @@ class SamplingDefaults:
             source, layer = next((s, layer) for s, layer in layers if name in layer)
             values[name], sources[name] = layer[name], source
         return cls(values, sources)
-
-    def fill(self, params: GenerationParams) -> GenerationParams:
-        """`params` with each field the request left out set to the model's default (fields whose
-        default is the API's keep the endpoint's own value, e.g. /v1/completions' max_tokens 16)."""
-        changes: dict[str, Any] = {
-            name: self.values[name] for name in params.omitted if self.sources.get(name, "api") != "api"
-        }
-        return replace(params, **changes, omitted=frozenset())

@@ -68,7 +68,7 @@ class GenerationParams:
     logprobs: int | None = None  # report each token's log probability and this many alternatives
     constraint: Constraint | None = None  # the output must follow this grammar (response_format)
     # Sampling fields the request left out (their values here are the API's defaults): the model's
-    # worker fills them from the model's defaults when it admits the request (sampling_defaults.py).
+    # worker fills them from the model's defaults when it admits the request (config/sampling.py).
     omitted: frozenset[str] = frozenset()
 
     @property

@@ -30,8 +30,8 @@ from llmserve.engine.memory import metered_load
 from llmserve.engine.placement import model_device_map, own_weights, quantization_config, unmapped_reads
 from llmserve.engine.progress import report
 from llmserve.engine.sampling import GREEDY_BELOW, History, sample_rows, token_logprob
+from llmserve.engine.templates import plain_messages, template_messages
 from llmserve.errors import InvalidRequest
-from llmserve.service.tools import plain_messages, template_messages
 
 log = logging.getLogger(__name__)
 

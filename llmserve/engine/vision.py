@@ -20,9 +20,9 @@ from llmserve.config.entries import ModelConfig
 from llmserve.engine.base import ChatMessage
 from llmserve.engine.devices import resolve_device, resolve_dtype
 from llmserve.engine.hf import LOAD_LOCK, HFEngine, PromptIds, placement
+from llmserve.engine.images import decode_image
 from llmserve.engine.progress import report
 from llmserve.errors import InvalidRequest
-from llmserve.service.images import decode_image
 
 log = logging.getLogger(__name__)
 

@@ -1,15 +1,24 @@
-"""A request admitted to a model: its prompt encoded and checked against the context, its engine
-sequence started, and the text output that turns its tokens into deltas; and one decode step of all
-the running requests of a model; and the embedding requests, answered between two steps."""
+"""A request admitted to a model: its left-out sampling fields filled with the model's defaults, its
+prompt encoded and checked against the context, its engine sequence started, and the text output that
+turns its tokens into deltas; and one decode step of all the running requests of a model; and the
+embedding requests, answered between two steps."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from llmserve.engine.base import Embedder, Engine, LogprobSource, TextEncoder, TokenLogprob
+from llmserve.config.sampling import SamplingDefaults
+from llmserve.engine.base import (
+    Embedder,
+    Engine,
+    GenerationParams,
+    LogprobSource,
+    TextEncoder,
+    TokenLogprob,
+)
 from llmserve.engine.decoding import OutputText
 from llmserve.errors import InvalidRequest, LLMServeError
 from llmserve.models.jobs import Embed, Failed, Finished, Generate, TextDelta
@@ -36,6 +45,15 @@ def logprob_entry(engine: Engine, found: TokenLogprob) -> dict[str, Any]:
         return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
 
     return {**one(found.token_id, found.logprob), "top_logprobs": [one(i, lp) for i, lp in found.top]}
+
+
+def fill_defaults(defaults: SamplingDefaults, params: GenerationParams) -> GenerationParams:
+    """`params` with each field the request left out set to the model's default (fields whose
+    default is the API's keep the endpoint's own value, e.g. /v1/completions' max_tokens 16)."""
+    changes: dict[str, Any] = {
+        name: defaults.values[name] for name in params.omitted if defaults.sources.get(name, "api") != "api"
+    }
+    return replace(params, **changes, omitted=frozenset())
 
 
 def _prompt_ids(engine: Engine, job: Generate) -> list[int]:

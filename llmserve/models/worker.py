@@ -49,7 +49,7 @@ from llmserve.models.jobs import (
 )
 from llmserve.models.lifecycle import Estimator, ModelState, Slot
 from llmserve.models.residency import Residency
-from llmserve.models.sequences import Running, begin, embed_all, step_all
+from llmserve.models.sequences import Running, begin, embed_all, fill_defaults, step_all
 
 __all__ = ["ModelState", "ModelWorker"]
 log = logging.getLogger(__name__)
@@ -359,7 +359,7 @@ class ModelWorker:
             return
         assert self._engine is not None
         if job.params.omitted:
-            job = replace(job, params=self.sampling_defaults.fill(job.params))
+            job = replace(job, params=fill_defaults(self.sampling_defaults, job.params))
         try:
             run = begin(self._engine, job, self.api_id)
         except LLMServeError as exc:

@@ -1,21 +1,16 @@
-"""OpenAI wire types (pydantic v2), shaped after OpenAI's openapi.yaml. Imports nothing heavy.
-
-Requests are parsed with `parse_request`, which turns every validation problem into one
-`InvalidRequest` whose `param` names the field (`messages[0].content`). Request types are strict, as
-OpenAI is: `"stream": "yes"`, `"n": "2"` or `"temperature": "0.5"` is a 400, never coerced; only a JSON
-integer where a number is expected is taken (`"temperature": 1`).
+"""OpenAI's chat completions wire types (pydantic v2), shaped after OpenAI's openapi.yaml: the request
+(messages, content parts, tools, response_format) and the completion and its stream chunks. Imports
+nothing heavy; requests parse with `protocol.base.parse_request`.
 """
 
 from __future__ import annotations
 
-import re
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_serializer,
@@ -23,41 +18,29 @@ from pydantic import (
 )
 
 from llmserve.config.keep_alive import KeepAliveField
-from llmserve.engine.base import GenerationParams
 from llmserve.errors import InvalidRequest
+from llmserve.protocol.base import RequestBody
+from llmserve.protocol.openai_generation import SamplingRequest, Usage
 
 FinishReasonOut = Literal["stop", "length", "tool_calls"]
-M = TypeVar("M", bound=BaseModel)
 
 
-# A 64-bit signed integer (OpenAI's bounds for `seed`): more would overflow the engine's generator.
-INT64_MAX = 2**63 - 1
-Int64 = Annotated[int, Field(ge=-INT64_MAX - 1, le=INT64_MAX)]
-
-
-class _Request(BaseModel):
-    """Base of every request body type: unknown keys and lax types (a string for a bool or a number, a
-    number for a bool) are errors. Subclasses that set `model_config` keep both (pydantic merges it)."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class TextPart(_Request):
+class TextPart(RequestBody):
     type: Literal["text"]
     text: str
 
 
-class ImageURL(_Request):
+class ImageURL(RequestBody):
     url: str
     detail: Literal["auto", "low", "high"] | None = None  # accepted; the model's processor decides
 
 
-class ImagePart(_Request):
+class ImagePart(RequestBody):
     type: Literal["image_url"]
     image_url: ImageURL
 
 
-class ToolCallIn(_Request):
+class ToolCallIn(RequestBody):
     id: str
     type: Literal["function"]
     function: dict[str, Any]
@@ -70,7 +53,7 @@ class ToolCallIn(_Request):
         return value
 
 
-class ChatMessageIn(_Request):
+class ChatMessageIn(RequestBody):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = None
     name: str | None = None
@@ -115,11 +98,6 @@ class ChatMessageIn(_Request):
         return [(i, p["image_url"]["url"]) for i, p in enumerate(self.content) if p["type"] == "image_url"]
 
 
-class StreamOptions(_Request):
-    include_usage: bool = False
-    include_obfuscation: bool | None = None  # accepted; llmserve never obfuscates
-
-
 # Parameters OpenAI defines that llmserve does not implement yet, with the values that change nothing.
 # Any other value is a 400 naming the parameter, never a silent ignore.
 UNSUPPORTED_UNLESS: dict[str, tuple[Any, ...]] = {
@@ -134,7 +112,7 @@ UNSUPPORTED_UNLESS: dict[str, tuple[Any, ...]] = {
 }
 
 
-class JsonSchemaFormat(_Request):
+class JsonSchemaFormat(RequestBody):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
@@ -143,7 +121,7 @@ class JsonSchemaFormat(_Request):
     description: str | None = None
 
 
-class ResponseFormat(_Request):
+class ResponseFormat(RequestBody):
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchemaFormat | None = None
 
@@ -152,75 +130,6 @@ class ResponseFormat(_Request):
         if (self.type == "json_schema") != (self.json_schema is not None):
             raise ValueError("'json_schema' is required with type 'json_schema', and only then")
         return self
-
-
-_DEFAULTED = ("temperature", "top_p", "top_k", "repetition_penalty", "min_p")  # the model may set these
-
-
-class SamplingRequest(_Request):
-    """What chat and (legacy) completions requests share: the model, streaming and sampling."""
-
-    model: str | None = None
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, gt=0, le=1)
-    top_k: int | None = Field(default=None, ge=-1)  # vLLM's extension; -1 or 0: no cut
-    # vLLM's and mistral.rs's extensions
-    repetition_penalty: float | None = Field(default=None, gt=0, le=10)
-    min_p: float | None = Field(default=None, ge=0, le=1)
-    stop: str | list[str] | None = None
-    seed: Int64 | None = None
-    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
-    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
-    logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = None
-
-    @field_validator("stop")
-    @classmethod
-    def _stop_strings(cls, value: str | list[str] | None) -> str | list[str] | None:
-        if isinstance(value, list) and any(not s for s in value):
-            raise ValueError("stop strings must not be empty")
-        return value
-
-    @field_validator("logit_bias")
-    @classmethod
-    def _token_ids(cls, value: dict[str, float] | None) -> dict[str, float] | None:
-        for key in value or {}:
-            if not key.isdigit():
-                raise ValueError(f"keys are token ids (whole numbers as strings), not {key!r}")
-        return value
-
-    def logit_biases(self) -> tuple[tuple[int, float], ...]:
-        return tuple((int(k), float(v)) for k, v in (self.logit_bias or {}).items())
-
-    def stop_strings(self) -> tuple[str, ...]:
-        if self.stop is None:
-            return ()
-        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
-
-    def sampling(self) -> GenerationParams:
-        """The generation parameters these fields set (the endpoints add their own with `replace`). A
-        field left out (or null) gets the API's default here and is marked `omitted`, so that the model's
-        own default replaces it (sampling_defaults.py)."""
-        return GenerationParams(
-            temperature=1.0 if self.temperature is None else self.temperature,
-            top_p=1.0 if self.top_p is None else self.top_p,
-            top_k=max(self.top_k or 0, 0),
-            repetition_penalty=1.0 if self.repetition_penalty is None else self.repetition_penalty,
-            min_p=0.0 if self.min_p is None else self.min_p,
-            seed=self.seed,
-            stop=self.stop_strings(),
-            presence_penalty=self.presence_penalty or 0.0,
-            frequency_penalty=self.frequency_penalty or 0.0,
-            logit_bias=self.logit_biases(),
-            omitted=frozenset(name for name in _DEFAULTED if getattr(self, name) is None),
-        )
-
-    def check_stream_options(self) -> None:
-        if self.stream_options is not None and not self.stream:
-            raise InvalidRequest(
-                "'stream_options' is only allowed when 'stream' is true", param="stream_options"
-            )
 
 
 class ChatCompletionRequest(SamplingRequest):
@@ -267,54 +176,7 @@ class ChatCompletionRequest(SamplingRequest):
         self.check_stream_options()
 
 
-# The tags pydantic adds to an error's location for each member of a union (`stop.str`,
-# `input.list[int]`, `content.TextPart`) and for validators (`function-after[...]`): not fields.
-_TAG = re.compile(r"^(str|int|float|bool|none|bytes|[A-Z]\w*)$|[\[-]")
-
-
-def _param(loc: tuple[int | str, ...], *, key_last: bool = False) -> str:
-    """The field at `loc` as `messages[0].content`; `key_last`: the last part is a key of the body's
-    (an unknown parameter), whatever it looks like."""
-    out = ""
-    for i, part in enumerate(loc):
-        if isinstance(part, str) and _TAG.search(part) and not (key_last and i == len(loc) - 1):
-            continue
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def parse_request(model: type[M], body: Any) -> M:
-    """Validate a JSON body; the first problem becomes an `InvalidRequest` with `param` set."""
-    if not isinstance(body, dict):
-        raise InvalidRequest("the request body must be a JSON object")
-    try:
-        return model.model_validate(body)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        param = _param(error["loc"], key_last=error["type"] == "extra_forbidden") or None
-        if error["type"] == "extra_forbidden":
-            raise InvalidRequest(f"unknown parameter '{param}'", param=param) from None
-        if error["type"] == "missing":
-            raise InvalidRequest(f"missing required parameter '{param}'", param=param) from None
-        message = str(error["msg"]).removeprefix("Value error, ")
-        raise InvalidRequest(f"invalid value for '{param}': {message}", param=param) from None
-
-
 # ---- responses ----
-
-
-class Usage(BaseModel):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-
-    @classmethod
-    def of(cls, prompt_tokens: int, completion_tokens: int) -> Usage:
-        return cls(
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            total_tokens=prompt_tokens + completion_tokens,
-        )
 
 
 class ResponseMessage(BaseModel):

@@ -24,11 +24,12 @@ from llmserve.errors import LLMServeError
 from llmserve.models.lifecycle import Estimator
 from llmserve.models.registry import ModelRegistry, Preload
 from llmserve.models.residency import Residency
-from llmserve.server import openai, v2
 from llmserve.server.errors import on_error
 from llmserve.server.metrics import CONTENT_TYPE, Metrics
 from llmserve.server.middleware import APIKeyMiddleware, BodyLimitMiddleware, RequestLogMiddleware
+from llmserve.server.openai import routes as openai_routes
 from llmserve.server.options import ServerOptions
+from llmserve.server.v2 import routes as v2_routes
 from llmserve.service.chat import ChatService
 from llmserve.service.completions import CompletionService
 
@@ -83,7 +84,7 @@ def create_app(
         Middleware(APIKeyMiddleware, keys=options.api_keys, open_paths=OPEN_PATHS),
     ]
     app = Starlette(
-        routes=[*openai.routes(), *v2.routes(), Route("/metrics", prometheus, methods=["GET"])],
+        routes=[*openai_routes(), *v2_routes(), Route("/metrics", prometheus, methods=["GET"])],
         lifespan=lifespan,
         middleware=middleware,
         exception_handlers={Exception: on_error, HTTPException: on_error, LLMServeError: on_error},

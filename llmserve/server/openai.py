@@ -14,7 +14,9 @@ from starlette.routing import BaseRoute, Route
 from llmserve.errors import ModelNotFound, StatusOfUnknownModel
 from llmserve.models.registry import DEFAULT_ALIAS, ModelRegistry, seed_status
 from llmserve.models.worker import ModelState, ModelWorker
-from llmserve.protocol.models import (
+from llmserve.protocol.base import parse_request
+from llmserve.protocol.embeddings import EmbeddingRequest
+from llmserve.protocol.model_management import (
     LoadProgressBody,
     ModelCard,
     ModelIdRequest,
@@ -23,15 +25,15 @@ from llmserve.protocol.models import (
     PromoteRequest,
     PromoteResponse,
 )
-from llmserve.protocol.openai_chat import ChatCompletionRequest, parse_request
+from llmserve.protocol.openai_chat import ChatCompletionRequest
+from llmserve.protocol.openai_completions import CompletionRequest
 from llmserve.server.body import read_json
 from llmserve.server.events import model_events
 from llmserve.server.openapi import openapi_json
 from llmserve.server.options import ServerOptions
 from llmserve.server.sse import sse_response
 from llmserve.service.chat import RequestStats
-from llmserve.service.completions import CompletionRequest
-from llmserve.service.embeddings import EmbeddingRequest, create_embeddings
+from llmserve.service.embeddings import create_embeddings
 
 T = TypeVar("T")
 B = TypeVar("B", contravariant=True)

@@ -15,9 +15,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from llmserve import __version__
-from llmserve.protocol.models import (
-    ErrorResponse,
-    Health,
+from llmserve.protocol.base import ErrorResponse, Health
+from llmserve.protocol.model_management import (
     ModelCard,
     ModelIdRequest,
     ModelList,

@@ -19,7 +19,7 @@ from llmserve.errors import InternalError, InvalidRequest, LLMServeError
 from llmserve.models.jobs import EventStream, Failed, Finished, Started, TextDelta
 from llmserve.models.registry import ModelRegistry
 from llmserve.models.worker import ModelWorker
-from llmserve.protocol.openai_chat import INT64_MAX
+from llmserve.protocol.base import INT64_MAX
 from llmserve.server.body import read_json
 from llmserve.service.chat import RequestStats
 

@@ -27,9 +27,10 @@ from llmserve.protocol.openai_chat import (
     FinishReasonOut,
     ResponseFormat,
     ResponseMessage,
-    Usage,
 )
+from llmserve.protocol.openai_generation import Usage
 from llmserve.service.images import image_bytes
+from llmserve.service.sampling import sampling_params
 from llmserve.service.tools import ToolPlan, forcing, parse_calls, plan
 
 _ROLES: dict[str, Role] = {
@@ -113,7 +114,7 @@ async def to_generation(
 
         grammar_of(constraint)  # the functions' parameter schemas
     messages = [await _message(i, m, allow_remote_images) for i, m in enumerate(request.messages)]
-    sampling = request.sampling()
+    sampling = sampling_params(request)
     max_tokens = request.max_completion_tokens or request.max_tokens
     params = replace(
         sampling,

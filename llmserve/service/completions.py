@@ -14,63 +14,38 @@ from collections.abc import AsyncGenerator
 from dataclasses import replace
 from typing import Any
 
-from pydantic import Field
-
 from llmserve.engine.base import GenerationParams
 from llmserve.errors import InvalidRequest
 from llmserve.models.jobs import EventStream, Failed, Finished, TextDelta
 from llmserve.models.registry import ModelRegistry
-from llmserve.protocol.openai_chat import SamplingRequest, Usage
+from llmserve.protocol.openai_completions import CompletionRequest
+from llmserve.protocol.openai_generation import Usage
 from llmserve.service.chat import RequestStats, collect, merged, seeded, start_streams
+from llmserve.service.sampling import sampling_params
 
-Prompt = str | tuple[int, ...]
 MAX_CHOICES = 128
 
 
-class CompletionRequest(SamplingRequest):
-    prompt: str | list[str] | list[int] | list[list[int]]
-    max_tokens: int | None = Field(default=16, ge=0)  # OpenAI's default for this endpoint
-    n: int = Field(default=1, ge=1, le=128)
-    logprobs: int | None = Field(default=None, ge=0, le=5)
-    echo: bool = False
-    best_of: int | None = Field(default=None, ge=1)
-    suffix: str | None = None
-    user: str | None = None  # accepted, no effect
-
-    def prompts(self) -> list[Prompt]:
-        value = self.prompt
-        if isinstance(value, str):
-            items: list[Any] = [value]
-        elif value and all(isinstance(v, int) for v in value):
-            items = [tuple(value)]
-        else:
-            items = [v if isinstance(v, str | int) else tuple(v) for v in value]
-        if not items or any(isinstance(i, int) for i in items):
-            raise InvalidRequest(
-                "'prompt' must be a string, strings, token ids or lists of them", param="prompt"
-            )
-        if any(not i for i in items):
-            raise InvalidRequest("'prompt' must not be empty", param="prompt")
-        return items
-
-    def params(self) -> GenerationParams:
-        if self.suffix:
-            raise InvalidRequest("'suffix' (insertion) is not supported by llmserve's models", param="suffix")
-        if self.best_of not in (None, 1, self.n):
-            raise InvalidRequest("'best_of' other than n is not supported", param="best_of")
-        if self.echo and self.logprobs is not None:
-            raise InvalidRequest(
-                "'echo' with 'logprobs' (prompt log probabilities) is not supported", param="echo"
-            )
-        self.check_stream_options()
-        sampling = self.sampling()
-        left_out = "max_tokens" not in self.model_fields_set  # OpenAI's 16, unless the model sets its own
-        return replace(
-            sampling,
-            max_tokens=self.max_tokens or None,
-            logprobs=self.logprobs,
-            omitted=sampling.omitted | ({"max_tokens"} if left_out else set()),
+def completion_params(request: CompletionRequest) -> GenerationParams:
+    """The generation parameters of a completions request; the options llmserve does not support are
+    a 400 here."""
+    if request.suffix:
+        raise InvalidRequest("'suffix' (insertion) is not supported by llmserve's models", param="suffix")
+    if request.best_of not in (None, 1, request.n):
+        raise InvalidRequest("'best_of' other than n is not supported", param="best_of")
+    if request.echo and request.logprobs is not None:
+        raise InvalidRequest(
+            "'echo' with 'logprobs' (prompt log probabilities) is not supported", param="echo"
         )
+    request.check_stream_options()
+    sampling = sampling_params(request)
+    left_out = "max_tokens" not in request.model_fields_set  # OpenAI's 16, unless the model sets its own
+    return replace(
+        sampling,
+        max_tokens=request.max_tokens or None,
+        logprobs=request.logprobs,
+        omitted=sampling.omitted | ({"max_tokens"} if left_out else set()),
+    )
 
 
 def legacy_logprobs(entries: list[dict[str, Any]], offset: int) -> dict[str, Any]:
@@ -96,7 +71,7 @@ class CompletionService:
     ) -> tuple[str, list[tuple[str, EventStream]], int]:
         """Queues every choice and waits until each has started; returns the model's name, each
         choice's echo (the prompt's text with `echo`, else "") and stream, and the prompt tokens."""
-        prompts, params = request.prompts(), request.params()
+        prompts, params = request.prompts(), completion_params(request)
         if len(prompts) * request.n > MAX_CHOICES:
             raise InvalidRequest(f"at most {MAX_CHOICES} choices (prompts times n) per request", param="n")
         model, streams, started = await start_streams(

@@ -5,24 +5,14 @@ from __future__ import annotations
 
 import base64
 import struct
-from typing import Any, Literal
-
-from pydantic import Field
+from typing import Any
 
 from llmserve.errors import InvalidRequest
 from llmserve.models.jobs import Embed, Reply
 from llmserve.models.registry import ModelRegistry
-from llmserve.protocol.openai_chat import _Request
+from llmserve.protocol.embeddings import EmbeddingRequest
 
 MAX_INPUTS = 2048  # OpenAI's limit on inputs per request
-
-
-class EmbeddingRequest(_Request):
-    model: str | None = None
-    input: str | list[str] | list[int] | list[list[int]]
-    encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(default=None, ge=1)
-    user: str | None = None  # accepted, no effect
 
 
 def _inputs(value: str | list[str] | list[int] | list[list[int]]) -> tuple[str | tuple[int, ...], ...]:

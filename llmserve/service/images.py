@@ -1,19 +1,16 @@
 """Images in chat messages: OpenAI `image_url` parts to bytes (base64 `data:` URLs; http(s) only when the
-server allows remote images, with a size limit and a timeout), and bytes to a decoded RGB image with
-limits on size and pixels. Every problem is an `InvalidRequest` naming the content part."""
+server allows remote images, with a size limit and a timeout); the engine decodes them
+(`engine/images.py`). Every problem is an `InvalidRequest` naming the content part."""
 
 from __future__ import annotations
 
 import base64
 import binascii
-import io
 import re
-from typing import Any
 
 from llmserve.errors import InvalidRequest
 
 MAX_IMAGE_BYTES = 20 * 2**20
-MAX_IMAGE_PIXELS = 40_000_000  # about 6300 x 6300
 REMOTE_TIMEOUT = 10.0
 _DATA_URL = re.compile(r"^data:(image/[\w.+-]+)?(;[\w=-]+)*;base64,", re.IGNORECASE)
 
@@ -67,22 +64,3 @@ async def image_bytes(url: str, param: str, *, allow_remote: bool) -> bytes:
     if url.lower().startswith(("http://", "https://")):
         return await fetch_image(url, param, allow_remote=allow_remote)
     return data_url_bytes(url, param)
-
-
-def decode_image(data: bytes, param: str) -> Any:
-    """A PIL RGB image; a broken, truncated or oversized image is a 400."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-            if width * height > MAX_IMAGE_PIXELS:
-                raise InvalidRequest(
-                    f"the image is {width}x{height} pixels; at most {MAX_IMAGE_PIXELS} pixels", param=param
-                )
-            image.load()
-            return image.convert("RGB")
-    except InvalidRequest:
-        raise
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise InvalidRequest(f"the image cannot be decoded: {exc}", param=param) from None

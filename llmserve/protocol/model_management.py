@@ -1,5 +1,5 @@
-"""Wire types of model management (/v1/models and its actions), health and errors. Imports nothing heavy;
-requests parse with `protocol.parse_request`."""
+"""Wire types of model management: the model cards of /v1/models and the bodies of its actions (load,
+unload, promote, status). Imports nothing heavy; requests parse with `protocol.base.parse_request`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from llmserve.protocol.openai_chat import _Request
+from llmserve.protocol.base import RequestBody
 
 
 class LoadProgressBody(BaseModel):
@@ -37,26 +37,11 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
-class ErrorBody(BaseModel):
-    message: str
-    type: str
-    param: str | None
-    code: str | None
-
-
-class ErrorResponse(BaseModel):
-    error: ErrorBody
-
-
-class Health(BaseModel):
-    status: Literal["ok"] = "ok"
-
-
-class ModelIdRequest(_Request):
+class ModelIdRequest(RequestBody):
     model_id: str
 
 
-class PromoteRequest(_Request):
+class PromoteRequest(RequestBody):
     model_id: str
     version: str
 

@@ -1,0 +1,79 @@
+"""The chat as a chat template takes it: transformers' message dicts (tool calls with their arguments
+as objects), or, for a template that knows no tools, the Hermes format most open models are trained on
+(tools described in the system message, calls and results as tagged text)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from llmserve.engine.base import ChatMessage
+
+
+def hermes_system(tools: tuple[dict[str, Any], ...]) -> str:
+    """Tools described for a model whose chat template has no `tools` (the Hermes/Qwen format)."""
+    listed = "\n".join(json.dumps(t, ensure_ascii=False) for t in tools)
+    return (
+        "You may call functions to help with the user's request. The functions are, as JSON schemas:\n"
+        f"<tools>\n{listed}\n</tools>\n"
+        "To call a function, answer with a JSON object of its name and arguments inside tags:\n"
+        '<tool_call>\n{"name": "function_name", "arguments": {"argument": "value"}}\n</tool_call>'
+    )
+
+
+def plain_messages(
+    messages: list[ChatMessage], tools: tuple[dict[str, Any], ...] | None
+) -> list[dict[str, Any]]:
+    """The chat for a template without tool support: tools in the system message, calls and results
+    as tagged text in assistant and user messages."""
+    out: list[dict[str, Any]] = []
+    for message in messages:
+        if message.role == "tool":
+            out.append({"role": "user", "content": f"<tool_response>\n{message.content}\n</tool_response>"})
+        elif message.tool_calls:
+            calls = "\n".join(
+                "<tool_call>\n"
+                + json.dumps({"name": c["function"]["name"], "arguments": _arguments(c)}, ensure_ascii=False)
+                + "\n</tool_call>"
+                for c in message.tool_calls
+            )
+            out.append(
+                {"role": "assistant", "content": (message.content + "\n" if message.content else "") + calls}
+            )
+        else:
+            out.append({"role": message.role, "content": message.content})
+    if tools:
+        system = hermes_system(tools)
+        if out and out[0]["role"] == "system":
+            out[0] = {"role": "system", "content": f"{out[0]['content']}\n\n{system}"}
+        else:
+            out.insert(0, {"role": "system", "content": system})
+    return out
+
+
+def template_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
+    """The chat as transformers' templates take it (tool calls with their arguments as objects)."""
+    out: list[dict[str, Any]] = []
+    for message in messages:
+        entry: dict[str, Any] = {"role": message.role, "content": message.content}
+        if message.tool_calls:
+            entry["tool_calls"] = [
+                {
+                    "type": "function",
+                    "id": c.get("id"),
+                    "function": {"name": c["function"]["name"], "arguments": _arguments(c)},
+                }
+                for c in message.tool_calls
+            ]
+        if message.tool_call_id is not None:
+            entry["tool_call_id"] = message.tool_call_id
+        out.append(entry)
+    return out
+
+
+def _arguments(call: dict[str, Any]) -> Any:
+    arguments = call["function"].get("arguments", "{}")
+    try:
+        return json.loads(arguments) if isinstance(arguments, str) else arguments
+    except json.JSONDecodeError:
+        return arguments
