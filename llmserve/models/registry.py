@@ -1,4 +1,6 @@
-"""ModelRegistry: the router of the design card. Resolves `default` and model ids, owns the workers.
+"""ModelRegistry: the models this server serves, one worker per model version. It resolves the names a
+request uses (`default`, an API id, `ID@VERSION`) to a version, admits work for it, loads, unloads,
+promotes and registers versions, and answers with each version's `ModelStatus` snapshot.
 
 An unknown model is always `ModelNotFound`; there is no fallback to the default model. A model may have
 several versions (config entries with the same API id and a `version` each), each its own worker:

@@ -37,8 +37,9 @@ UnloadReason = Literal[
     "shutdown",  # the server stops
 ]
 
-# The status words of the model management API (a card's `status`, `/v1/models/status`), as the seed
-# (mistral.rs) names them; an unknown id answers `not_found` (errors.StatusOfUnknownModel).
+# The status words of the model management API (a card's `status`, `/v1/models/status`; the words of
+# mistral.rs's server, which llmserve's API follows); an unknown id answers `not_found`
+# (errors.StatusOfUnknownModel).
 ApiStatus = Literal["loaded", "unloaded", "reloading", "internal_error"]
 # A model that is unloading still serves its running requests, so it reports `loaded` until the memory
 # is freed.

@@ -97,8 +97,14 @@ class ModelWorker:
         self._generation: dict[str, Value] = {}  # the model's generation config, read at each load
 
     @property
+    def unit_id(self) -> str:
+        """This model version's name: `ID@VERSION` for one of several versions, else the API id."""
+        return self.config.unit_id
+
+    @property
     def api_id(self) -> str:
-        """The unit's name: the API id, or `ID@VERSION` for one of several versions."""
+        """The unit id under its old name, which said otherwise: kept only for service/embeddings.py,
+        whose `worker.api_id` means `unit_id` (another change moves that module)."""
         return self.config.unit_id
 
     @property
@@ -189,7 +195,7 @@ class ModelWorker:
         with self._lock:
             if self._accepted >= self.capacity:
                 raise Overloaded(
-                    f"model '{self.api_id}' is at capacity ({self.config.max_batch_size} requests running, "
+                    f"model '{self.unit_id}' is at capacity ({self.config.max_batch_size} requests running, "
                     f"{self.config.max_queue} waiting); retry shortly",
                     retry_after=1,
                 )
@@ -262,10 +268,10 @@ class ModelWorker:
                 self._tick()
                 self._unload_when_idle()
             except Exception as exc:  # a fault in the model code: fail what is in flight, keep serving
-                log.exception("worker for %s failed", self.api_id)
+                log.exception("worker for %s failed", self.unit_id)
                 reason = f"{type(exc).__name__}: {exc}"
                 self._drop_engine(ModelState.FAILED, reason, "failed")
-                self._fail_all(InternalError(f"model '{self.api_id}' failed: {reason}"))
+                self._fail_all(InternalError(f"model '{self.unit_id}' failed: {reason}"))
         self._drop_engine(ModelState.UNLOADED, None, "shutdown")
         self._drain(block=False)
         self._fail_all(ShuttingDown())
@@ -301,7 +307,7 @@ class ModelWorker:
             idle = self._engine is not None and not self._has_work()
             message.done.set_result(idle)  # decided; the slot is released once the memory is freed
             if idle:
-                log.info("unloading %s to make room for another model", self.api_id)
+                log.info("unloading %s to make room for another model", self.unit_id)
                 self._drop_engine(ModelState.UNLOADED, None, "evicted")
         elif isinstance(message, Embed):
             self._embeds.append(message)
@@ -328,7 +334,7 @@ class ModelWorker:
             for reply in self._load_waiters:
                 reply.set(None)
             self._load_waiters.clear()
-            embed_all(self._engine, self._embeds, self.api_id)
+            embed_all(self._engine, self._embeds, self.unit_id)
             self._embeds.clear()
         self._drop_cancelled_waiting()
         while self._pending and self._has_room():
@@ -346,7 +352,7 @@ class ModelWorker:
             self._fail_all(exc)
             return False
         if isinstance(engine, GenerationConfigSource):
-            self._generation = from_generation_config(engine.generation_sampling, self.api_id)
+            self._generation = from_generation_config(engine.generation_sampling, self.unit_id)
         self.last_active = time.monotonic()
         return True
 
@@ -360,7 +366,7 @@ class ModelWorker:
         if self._running or (self._pending and self._pending[0].queued_at < since):
             return
         self._yield_since = None
-        log.info("%s yields its turn to a waiting model", self.api_id)
+        log.info("%s yields its turn to a waiting model", self.unit_id)
         if self._residency is not None:
             self._residency.yielded()
         self._drop_engine(ModelState.UNLOADED, None, "swapped")
@@ -386,12 +392,12 @@ class ModelWorker:
         if job.params.omitted:
             job = replace(job, params=self.sampling_defaults.fill(job.params))
         try:
-            run = begin(self._engine, job, self.api_id)
+            run = begin(self._engine, job, self.unit_id)
         except LLMServeError as exc:
             self._retire(job, Failed(exc))
             return
         except Exception as exc:  # this request's problem (e.g. the tokenizer choked): fail it alone
-            log.exception("admitting a request for %s failed", self.api_id)
+            log.exception("admitting a request for %s failed", self.unit_id)
             error = InternalError(f"preparing the prompt failed: {type(exc).__name__}: {exc}")
             self._retire(job, Failed(error))
             return
@@ -407,7 +413,7 @@ class ModelWorker:
         """keep_alive: a loaded model with nothing running or waiting unloads when its time is up."""
         now = time.monotonic()
         if self._idle.due(now, idle=self._engine is not None and not self._has_work()):
-            log.info("unloading %s: idle for its keep_alive (%.1f s)", self.api_id, self._idle.keep_alive)
+            log.info("unloading %s: idle for its keep_alive (%.1f s)", self.unit_id, self._idle.keep_alive)
             self._drop_engine(ModelState.UNLOADED, None, "keep_alive")
         remaining = self._idle.remaining(now)
         self._expires_at = None if remaining is None else time.time() + remaining

@@ -1,4 +1,4 @@
-"""The /v1 routes (OpenAI API plus the seed's model management) and /health."""
+"""The /v1 routes (OpenAI API plus model management: list, status, load, unload, promote) and /health."""
 
 from __future__ import annotations
 
@@ -177,7 +177,7 @@ async def model_status(request: Request) -> Response:
 
 
 def _status(body: ModelStatusResponse) -> JSONResponse:
-    """The seed's `{"model_id", "status"}`, with `progress` only while the model loads."""
+    """The model management answer `{"model_id", "status"}`, with `progress` only while the model loads."""
     return JSONResponse(body.model_dump(exclude_none=True))
 
 
