@@ -147,7 +147,7 @@ class ModelWorker:
             memory_bytes=slot.memory_bytes,
             load_seconds=slot.load_seconds,
             loaded_at=slot.loaded_at,
-            expires_at=self._expires_at,
+            expires_at=self._expires_at if self._state is ModelState.LOADED else None,
             sampling=self.sampling_defaults,
             queue_depth=max(0, self._accepted - running),  # a sequence retires before it leaves `_running`
             running=running,
