@@ -173,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     multi.add_argument("--config", required=True, help="the multi-model JSON config")
     multi.add_argument("--default-model-id", help="API id of the default model (default: the first model)")
     _preload_option(multi)
-    _batching_options(multi)
+    _scheduling_options(multi)
+    _model_source_options(multi)
     _server_options(multi, defaults=False)
 
     plain = commands.add_parser("plain", help="serve one model")
@@ -182,7 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     plain.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto")
     plain.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     _preload_option(plain)
-    _batching_options(plain)
+    _scheduling_options(plain)
+    _model_source_options(plain)
     _server_options(plain, defaults=False)
 
     chat = commands.add_parser("chat", help="chat in the terminal with a running OpenAI-compatible server")
@@ -201,7 +203,9 @@ def _preload_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _batching_options(parser: argparse.ArgumentParser) -> None:
+def _scheduling_options(parser: argparse.ArgumentParser) -> None:
+    """How requests share the models and the models share the memory: batch and queue sizes, how many
+    models are resident and for how long (residency, turns, keep-alive)."""
     parser.add_argument(
         "--max-batch-size",
         type=_positive,
@@ -258,6 +262,10 @@ def _batching_options(parser: argparse.ArgumentParser) -> None:
         help="how long an idle model stays loaded, unless its config says: seconds or 5m, 1h...; "
         "-1 never unloads (default), 0 unloads after each request",
     )
+
+
+def _model_source_options(parser: argparse.ArgumentParser) -> None:
+    """Where models may come from besides the command line, and where converted ones are kept."""
     parser.add_argument(
         "--allow-runtime-models",
         action="store_true",

@@ -192,7 +192,7 @@ def test_503_exactly_when_batch_and_queue_are_full_and_a_cancelled_request_frees
     app, factory = slow_app(max_batch_size=2, max_queue=1)
 
     async def main(base: str) -> None:
-        worker = app.state.registry.resolve("m")
+        registry = app.state.registry
         async with httpx.AsyncClient(base_url=base, timeout=30) as http:
 
             async def open_stream() -> httpx.Response:
@@ -203,7 +203,7 @@ def test_503_exactly_when_batch_and_queue_are_full_and_a_cancelled_request_frees
             # Two run, one waits (its response starts only once it runs).
             running = [await open_stream(), await open_stream()]
             waiting = asyncio.create_task(open_stream())
-            await wait_for(lambda: worker.accepted == 3, "three requests accepted")
+            await wait_for(lambda: registry.status("m").in_flight == 3, "three requests accepted")
             refused = await http.post("/v1/chat/completions", json=body())
             assert refused.status_code == 503
             assert refused.headers["retry-after"] == "1"
@@ -219,7 +219,7 @@ def test_503_exactly_when_batch_and_queue_are_full_and_a_cancelled_request_frees
             await running[0].aclose()  # the client hangs up: its slot goes to the waiting request
             third = await asyncio.wait_for(waiting, 5)
             assert third.status_code == 200
-            await wait_for(lambda: worker.accepted == 2, "the cancelled request retired")
+            await wait_for(lambda: registry.status("m").in_flight == 2, "the cancelled request retired")
             assert (await http.post("/v1/chat/completions", json=body(3))).status_code == 200
             for stream in (running[1], third):
                 text = "".join([line async for line in stream.aiter_lines()])
@@ -227,7 +227,7 @@ def test_503_exactly_when_batch_and_queue_are_full_and_a_cancelled_request_frees
                 await stream.aclose()
         engine = factory.engines[0]
         assert isinstance(engine, ScriptedEngine)
-        assert len(engine.released) == 4 and worker.accepted == 0
+        assert len(engine.released) == 4 and registry.status("m").in_flight == 0
 
     with live_server(app) as base:
         asyncio.run(main(base))

@@ -24,7 +24,7 @@ from llmserve.engine.base import ChatMessage, GenerationParams
 from llmserve.errors import Overloaded
 from llmserve.models.jobs import Failed, Started
 from llmserve.models.registry import ModelRegistry
-from llmserve.models.worker import ModelState
+from llmserve.models.status import ModelState
 from llmserve.server import create_app
 
 USER = [{"role": "user", "content": "hi"}]
@@ -129,7 +129,7 @@ def test_drain_refuses_new_requests_and_stops_running_ones_after_the_timeout() -
             assert isinstance(events[-1], Failed) and isinstance(events[-1].error, Overloaded)
             engine = factory.engines[0]
             assert isinstance(engine, ScriptedEngine) and engine.released == [1]
-            assert registry.resolve(None).state is ModelState.LOADED
+            assert registry.status(None).state is ModelState.LOADED
         finally:
             await asyncio.to_thread(registry.shutdown, 10)
 

@@ -15,7 +15,7 @@ from llmserve.engine.base import ChatMessage, GenerationParams
 from llmserve.errors import InternalError, InvalidRequest, ModelLoadFailed, Overloaded
 from llmserve.models.jobs import Event, Failed, Finished, Started, TextDelta
 from llmserve.models.registry import ModelRegistry
-from llmserve.models.worker import ModelState
+from llmserve.models.status import ModelState
 
 A = ModelConfig("a", "org/a", PlainSpec(model_id="org/a"))
 B = ModelConfig("b", "org/b", PlainSpec(model_id="org/b"))
@@ -105,10 +105,10 @@ def test_concurrent_first_requests_cause_one_load() -> None:
         factory.load_gate = threading.Event()
         async with running(factory) as registry:
             tasks = [asyncio.create_task(generate(registry)) for _ in range(8)]
-            await wait_for(lambda: registry.status(None) == "reloading")
+            await wait_for(lambda: registry.status(None).api_status == "reloading")
             factory.load_gate.set()
             results = await asyncio.gather(*tasks)
-            assert registry.status(None) == "loaded"
+            assert registry.status(None).api_status == "loaded"
         assert factory.loads == ["org/a"]
         assert all(texts(events) == ["x", "y"] for events in results)
 
@@ -122,21 +122,21 @@ def test_failed_load_fails_every_waiting_request_and_the_next_one_retries() -> N
         factory.load_gate = threading.Event()
         async with running(factory, (A, B)) as registry:
             tasks = [asyncio.create_task(generate(registry)) for _ in range(3)]
-            await wait_for(lambda: registry.status(None) == "reloading")
+            await wait_for(lambda: registry.status(None).api_status == "reloading")
             factory.load_gate.set()
             for events in await asyncio.gather(*tasks):
                 assert len(events) == 1 and isinstance(events[0], Failed)
                 error = events[0].error
                 assert isinstance(error, ModelLoadFailed)
                 assert error.message == "loading model 'org/a' failed: RuntimeError: weights are corrupt"
-            assert registry.status("org/a") == "internal_error"
-            assert registry.resolve("org/a").last_error == "RuntimeError: weights are corrupt"
-            assert registry.status("org/b") == "unloaded"
+            assert registry.status("org/a").api_status == "internal_error"
+            assert registry.status("org/a").last_error == "RuntimeError: weights are corrupt"
+            assert registry.status("org/b").api_status == "unloaded"
             factory.fail_with = None
             events = await generate(registry)
             assert texts(events) == ["ok"]
-            assert registry.status("org/a") == "loaded"
-            assert registry.resolve("org/a").last_error is None
+            assert registry.status("org/a").api_status == "loaded"
+            assert registry.status("org/a").last_error is None
         assert factory.loads == ["org/a", "org/a"]
 
     asyncio.run(main())
@@ -171,10 +171,10 @@ def test_every_model_can_be_unloaded_and_unload_is_idempotent() -> None:
         async with running(factory, (A, B)) as registry:
             await registry.reload("org/a")
             await registry.reload("org/b")
-            assert [registry.status(m) for m in ("org/a", "org/b")] == ["loaded", "loaded"]
+            assert [registry.status(m).api_status for m in ("org/a", "org/b")] == ["loaded", "loaded"]
             for model in ("org/a", "org/b", "org/b"):
                 await registry.unload(model)
-            assert [registry.status(m) for m in ("org/a", "org/b")] == ["unloaded", "unloaded"]
+            assert [registry.status(m).api_status for m in ("org/a", "org/b")] == ["unloaded", "unloaded"]
             assert all(isinstance(e, ScriptedEngine) and e.closed for e in factory.engines)
             await registry.reload("org/b")
             await registry.reload("org/b")  # already loaded: no second load
@@ -215,10 +215,10 @@ def test_a_crash_while_generating_fails_the_request_and_the_next_request_reloads
             assert isinstance(events[-1], Failed)
             assert isinstance(events[-1].error, InternalError)
             assert events[-1].error.message == "model 'org/a' failed: RuntimeError: the model crashed"
-            assert registry.status(None) == "internal_error"
+            assert registry.status(None).api_status == "internal_error"
             crash[0] = False
             assert texts(await generate(registry)) == ["a", "b", "c"]
-            assert registry.status(None) == "loaded"
+            assert registry.status(None).api_status == "loaded"
         assert len(factory.loads) == 2
 
     asyncio.run(main())
@@ -259,9 +259,9 @@ def test_preload_loads_in_the_background() -> None:
         registry = ModelRegistry((A, B), "org/b", factory)
         registry.start(preload="default")
         try:
-            await wait_for(lambda: registry.resolve("org/b").state is ModelState.LOADED)
+            await wait_for(lambda: registry.status("org/b").state is ModelState.LOADED)
             assert factory.loads == ["org/b"]
-            assert registry.status("org/a") == "unloaded"
+            assert registry.status("org/a").api_status == "unloaded"
         finally:
             await asyncio.to_thread(registry.shutdown, 10)
 
@@ -278,7 +278,7 @@ def test_shutdown_fails_requests_still_in_flight() -> None:
         await asyncio.to_thread(registry.shutdown, 10)
         events = [event async for event in stream.until_done()]
         assert isinstance(events[-1], Failed) and isinstance(events[-1].error, Overloaded)
-        assert registry.resolve(None).state is ModelState.UNLOADED
+        assert registry.status(None).state is ModelState.UNLOADED
 
     asyncio.run(main())
 

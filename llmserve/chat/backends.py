@@ -16,7 +16,7 @@ import httpx
 
 from llmserve.config.sampling import FIELDS, Value
 from llmserve.errors import LLMServeError
-from llmserve.models.registry import ModelRegistry, seed_status
+from llmserve.models.registry import ModelRegistry
 from llmserve.protocol.base import parse_request
 from llmserve.protocol.openai_chat import ChatCompletionRequest
 from llmserve.service.chat import ChatService
@@ -103,7 +103,7 @@ class InProcessBackend:
         return self._registry.default_id
 
     async def models(self) -> list[tuple[str, str]]:
-        return [(w.api_id, seed_status(w)) for w in self._registry.workers]
+        return [(s.unit_id, s.api_status) for s in self._registry.statuses()]
 
     async def load(self, model: str) -> None:
         try:
@@ -119,7 +119,7 @@ class InProcessBackend:
 
     async def sampling_defaults(self, model: str) -> Defaults:
         try:
-            found = self._registry.resolve(model).sampling_defaults
+            found = self._registry.status(model).sampling
         except LLMServeError as exc:
             raise ChatError(exc.message) from None
         return {name: (found.values[name], found.sources[name]) for name in FIELDS}

@@ -1,13 +1,13 @@
 """One model's engine in memory: getting it in (room, load with progress, measurement) and out again
 (free the memory for real, or park the weights in CPU memory with `unload_mode: offload`).
 
-Runs on the model's worker thread only; `state`, `progress`, `memory_bytes` are read from other threads
-and each is replaced by a single assignment.
+Runs on the model's worker thread only. Its figures (`progress`, `memory_bytes`, `last_error`...) are read
+by the worker's `status()` from other threads: each is replaced by a single assignment, before the state
+change that publishes it.
 """
 
 from __future__ import annotations
 
-import enum
 import gc
 import logging
 import time
@@ -21,9 +21,11 @@ from llmserve.engine.memory import last_load_growth, trim_process_memory
 from llmserve.engine.progress import LoadProgress, report, reporting
 from llmserve.errors import LLMServeError, ModelLoadFailed, ModelTooLarge
 from llmserve.models.residency import Residency, Resident
+from llmserve.models.status import ModelState, UnloadReason
 
 log = logging.getLogger(__name__)
-_PARKABLE = frozenset({"unload", "keep_alive", "evicted", "swapped"})  # not on failure or shutdown
+# an unload that may park the weights (unload_mode: offload): not on failure or shutdown
+_PARKABLE: frozenset[UnloadReason] = frozenset({"unload", "keep_alive", "evicted", "swapped"})
 Estimator = Callable[[ModelConfig], Estimate | None]
 
 
@@ -38,14 +40,6 @@ def held(tensors: Footprint, growth: int | None) -> Footprint:
     return {**tensors, "cpu": max(tensors["cpu"], growth)}
 
 
-class ModelState(enum.Enum):
-    UNLOADED = "unloaded"
-    LOADING = "loading"
-    LOADED = "loaded"
-    UNLOADING = "unloading"
-    FAILED = "failed"
-
-
 class Slot:
     """Holds the engine of one model, and the figures of its last load."""
 
@@ -55,7 +49,7 @@ class Slot:
         factory: EngineFactory,
         residency: Residency | None,
         estimator: Estimator | None,
-        become: Callable[[ModelState, str], None],
+        become: Callable[[ModelState, UnloadReason | None], None],
         on_progress: Callable[[LoadProgress], None],
     ) -> None:
         self.config = config
@@ -110,7 +104,7 @@ class Slot:
 
     def load(self, owner: Resident, since: float) -> Engine:
         """Takes room, then loads (or wakes the parked engine). Raises the error of the waiting requests."""
-        self._become(ModelState.LOADING, "load")
+        self._become(ModelState.LOADING, None)
         started = time.perf_counter()
         self._report(LoadProgress("waiting_for_memory", 0.0))
         if self._residency is not None:
@@ -147,7 +141,7 @@ class Slot:
         self.loaded_at = time.monotonic()
         self.progress = None
         self.last_error = None
-        self._become(ModelState.LOADED, "load")
+        self._become(ModelState.LOADED, None)
         log.info(
             "model %s loaded in %.2f s, footprint %s",
             self.config.api_id,
@@ -163,7 +157,7 @@ class Slot:
             engine.wake()
         return engine
 
-    def drop(self, state: ModelState, reason: str, error: str | None = None) -> None:
+    def drop(self, state: ModelState, reason: UnloadReason, error: str | None = None) -> None:
         """Frees the model for real: the engine drops its tensors, then the process returns the pages.
         With `unload_mode: offload` an engine that can park its weights in CPU memory does instead.
         `error`: why, when the model failed."""

@@ -1,4 +1,6 @@
-"""ModelRegistry: the router of the design card. Resolves `default` and model ids, owns the workers.
+"""ModelRegistry: the models this server serves, one worker per model version. It resolves the names a
+request uses (`default`, an API id, `ID@VERSION`) to a version, admits work for it, loads, unloads,
+promotes and registers versions, and answers with each version's `ModelStatus` snapshot.
 
 An unknown model is always `ModelNotFound`; there is no fallback to the default model. A model may have
 several versions (config entries with the same API id and a `version` each), each its own worker:
@@ -8,6 +10,7 @@ several versions (config entries with the same API id and a `version` each), eac
 
 from __future__ import annotations
 
+import asyncio
 import re
 import threading
 import time
@@ -18,24 +21,16 @@ from llmserve.config.entries import ModelConfig
 from llmserve.engine.base import ChatMessage, EngineFactory, GenerationParams
 from llmserve.engine.progress import LoadProgress
 from llmserve.errors import ModelNotFound, ShuttingDown
-from llmserve.models.events import EventBus
+from llmserve.models.events import EventBus, progress_event, state_event
 from llmserve.models.jobs import EventStream, Generate
 from llmserve.models.lifecycle import Estimator
 from llmserve.models.residency import Residency
-from llmserve.models.worker import ModelState, ModelWorker
+from llmserve.models.status import ModelState, ModelStatus
+from llmserve.models.worker import ModelWorker
 
 DEFAULT_ALIAS = "default"
 Preload = Literal["default", "all", "none"]
-
-# The status names of the seed (mistral.rs). A model that is unloading still serves its running
-# requests, so it reports `loaded` until the memory is freed.
-_SEED_STATUS: dict[ModelState, str] = {
-    ModelState.LOADED: "loaded",
-    ModelState.UNLOADING: "loaded",
-    ModelState.UNLOADED: "unloaded",
-    ModelState.LOADING: "reloading",
-    ModelState.FAILED: "internal_error",
-}
+STOP_TIMEOUT = 30.0  # seconds a replaced version's thread has to end
 
 
 class ModelRegistry:
@@ -49,8 +44,9 @@ class ModelRegistry:
     ) -> None:
         self.residency = residency
         self.events = EventBus()
-        # called on every state change, from the worker's thread (metrics)
-        self.observers: list[Callable[[ModelWorker, ModelState, str], None]] = []
+        # called on every state change, from the worker's thread, with the snapshot taken at the change
+        # and the previous state (metrics)
+        self.observers: list[Callable[[ModelStatus, ModelState], None]] = []
         self._factory, self._estimator = factory, estimator
         self._workers: dict[str, ModelWorker] = {}
         self._defaults: dict[str, str] = {}  # versioned API id -> unit id of its default version
@@ -69,34 +65,41 @@ class ModelRegistry:
         worker.on_progress = self._progressed
         self._workers[model.unit_id] = worker
         if model.version is not None:
-            versions = [w.config for w in self.versions(model.api_id)]
+            versions = [w.config for w in self._versions(model.api_id)]
             marked = [c for c in versions if c.default_version]
             chosen = marked[0] if marked else max(versions, key=lambda c: version_key(c.version or ""))
             self._defaults[model.api_id] = chosen.unit_id
         return worker
 
-    @property
-    def workers(self) -> list[ModelWorker]:
-        return list(self._workers.values())
+    def statuses(self) -> list[ModelStatus]:
+        """Every model version, in config order."""
+        return [w.status() for w in self._workers.values()]
 
     def api_ids(self) -> list[str]:
         """Every model's API id once, in config order."""
         return list(dict.fromkeys(w.config.api_id for w in self._workers.values()))
 
-    def versions(self, api_id: str) -> list[ModelWorker]:
+    def _versions(self, api_id: str) -> list[ModelWorker]:
         return [w for w in self._workers.values() if w.config.api_id == api_id]
 
-    def version(self, api_id: str, version: str | None) -> ModelWorker:
-        """One version of the model `api_id` (None: its default version), as the V2 API and promote
-        name them; an unknown API id or version → `ModelNotFound`."""
+    def versions(self, api_id: str) -> list[ModelStatus]:
+        """Every version of the model `api_id`, in config order."""
+        return [w.status() for w in self._versions(api_id)]
+
+    def _version(self, api_id: str, version: str | None) -> ModelWorker:
         if api_id not in self.api_ids():
             raise ModelNotFound(api_id, self.api_ids())
         if version is None:
             return self.resolve(api_id)
-        for worker in self.versions(api_id):
+        for worker in self._versions(api_id):
             if worker.config.version_label == version:
                 return worker
         raise ModelNotFound(f"{api_id}@{version}", self.unit_ids())
+
+    def version(self, api_id: str, version: str | None) -> ModelStatus:
+        """One version of the model `api_id` (None: its default version), as the V2 API names them; an
+        unknown API id or version → `ModelNotFound`."""
+        return self._version(api_id, version).status()
 
     def unit_ids(self) -> list[str]:
         return list(self._workers)
@@ -112,7 +115,7 @@ class ModelRegistry:
         self._started = True
         for worker in self._workers.values():
             worker.start()
-        targets = {"all": self.workers, "default": [self.resolve(None)], "none": []}[preload]
+        targets = {"all": list(self._workers.values()), "default": [self.resolve(None)], "none": []}[preload]
         for worker in targets:
             worker.preload()
 
@@ -147,18 +150,19 @@ class ModelRegistry:
         if "@" in name:  # ID@VERSION of a model whose only version is the implicit "1"
             api_id, _, version = name.rpartition("@")
             if api_id in self.api_ids():
-                return self.version(api_id, version)
+                return self._version(api_id, version)
         raise ModelNotFound(name, self.unit_ids())
 
-    async def promote(self, api_id: str, version: str) -> tuple[ModelWorker, str]:
+    async def promote(self, api_id: str, version: str) -> tuple[ModelStatus, ModelStatus]:
         """Loads `version` of `api_id` (if needed) while the current default keeps serving, then makes it
         the default for new requests in one assignment; running requests finish where they are.
-        Returns the worker and the previous default unit id."""
-        worker = self.version(api_id, version)
-        self.check_room(worker)
+        Returns the promoted version and the previous default."""
+        worker = self._version(api_id, version)
+        worker.check_room()
         await worker.load()
         with self._lock:
-            previous = self.resolve(api_id).config.unit_id
+            old = self.resolve(api_id)
+            previous = old.config.unit_id
             self._defaults[api_id] = worker.config.unit_id
         self.events.publish(
             {
@@ -169,39 +173,36 @@ class ModelRegistry:
                 "time": time.time(),
             }
         )
-        return worker, previous
+        return worker.status(), old.status()
 
-    def register(self, model: ModelConfig) -> tuple[ModelWorker, ModelWorker | None]:
-        """Adds a model at run time (or replaces the version of the same name): returns the new worker,
-        started, and the one it replaces (to be unloaded and stopped by the caller)."""
+    async def register(self, model: ModelConfig) -> ModelStatus:
+        """Adds a model at run time, or replaces the version of the same name: the new one is started;
+        the one it replaces lets its running requests finish, unloads, and its thread ends."""
         with self._lock:
             old = self._workers.get(model.unit_id)
             worker = self._add(model)
         if self._started:
             worker.start()
-        return worker, old
+        if old is not None:
+            await old.unload()
+            await asyncio.to_thread(old.stop, STOP_TIMEOUT)
+        return worker.status()
 
-    def status(self, model: str | None) -> str:
-        return seed_status(self.resolve(model))
+    def status(self, model: str | None) -> ModelStatus:
+        """The model `model` names now (as `resolve`)."""
+        return self.resolve(model).status()
 
-    def _state_changed(self, worker: ModelWorker, previous: ModelState, reason: str) -> None:
-        self.events.publish(state_event(worker, previous, reason))
+    def _state_changed(self, status: ModelStatus, previous: ModelState) -> None:
+        self.events.publish(state_event(status, previous))
         for observer in self.observers:
-            observer(worker, previous, reason)
+            observer(status, previous)
 
-    def unit(self, unit_id: str) -> ModelWorker | None:
-        return self._workers.get(unit_id)
+    def unit(self, unit_id: str) -> ModelStatus | None:
+        worker = self._workers.get(unit_id)
+        return None if worker is None else worker.status()
 
-    def _progressed(self, worker: ModelWorker, progress: LoadProgress) -> None:
-        self.events.publish(
-            {"model": worker.api_id, "state": "loading", **progress.as_json(), "time": time.time()}
-        )
-
-    def check_room(self, worker: ModelWorker) -> None:
-        """A model bigger than the whole memory budget is refused before anything is queued (400)."""
-        error = worker.slot.too_big(compute=False)
-        if error is not None and worker.state is not ModelState.LOADED:
-            raise error
+    def _progressed(self, unit_id: str, progress: LoadProgress) -> None:
+        self.events.publish(progress_event(unit_id, progress))
 
     def admit(self, model: str | None) -> ModelWorker:
         """The worker that is to take new work for `model` (a generation, embeddings): the one check
@@ -210,7 +211,7 @@ class ModelRegistry:
         worker = self.resolve(model)
         if self.draining:
             raise ShuttingDown()
-        self.check_room(worker)
+        worker.check_room()
         return worker
 
     def generate(
@@ -231,39 +232,33 @@ class ModelRegistry:
         worker.submit(job)
         return worker, stream
 
-    async def reload(self, model: str | None) -> ModelWorker:
-        worker = self.resolve(model)
-        self.check_room(worker)
-        await worker.load()
-        return worker
+    async def reload(self, model: str | None) -> ModelStatus:
+        """Loads the model `model` names (a loaded one stays as it is)."""
+        return await self._load(self.resolve(model))
 
-    async def unload(self, model: str | None) -> ModelWorker:
+    async def load_unit(self, unit_id: str) -> ModelStatus:
+        """Loads the version `unit_id` (a `ModelStatus.unit_id`; a loaded one stays as it is)."""
+        worker = self._workers.get(unit_id)
+        if worker is None:
+            raise ModelNotFound(unit_id, self.unit_ids())
+        return await self._load(worker)
+
+    async def _load(self, worker: ModelWorker) -> ModelStatus:
+        worker.check_room()
+        await worker.load()
+        return worker.status()
+
+    async def unload(self, model: str | None) -> ModelStatus:
+        """Unloads the model once its running requests finish."""
         worker = self.resolve(model)
         await worker.unload()
-        return worker
+        return worker.status()
 
-
-def state_event(worker: ModelWorker, previous: ModelState, reason: str) -> dict[str, Any]:
-    """The event of a state change, as `GET /v1/models/events` sends it."""
-    event: dict[str, Any] = {
-        "model": worker.api_id,
-        "state": worker.state.value,
-        "previous": previous.value,
-        "status": seed_status(worker),
-        "time": time.time(),
-    }
-    if worker.state is ModelState.LOADED:
-        event["memory_bytes"] = worker.memory_bytes
-        event["load_seconds"] = worker.slot.load_seconds
-    if worker.state in (ModelState.UNLOADING, ModelState.UNLOADED, ModelState.FAILED):
-        event["reason"] = reason  # unload, keep_alive, evicted, no_room, load_failed, failed, shutdown
-    if worker.state is ModelState.FAILED:
-        event["error"] = worker.last_error
-    return event
-
-
-def seed_status(worker: ModelWorker) -> str:
-    return _SEED_STATUS[worker.state]
+    async def unload_versions(self, api_id: str) -> None:
+        """Unloads every version of the model `api_id` (404 when unknown), one after the other."""
+        self._version(api_id, None)
+        for worker in self._versions(api_id):
+            await worker.unload()
 
 
 def version_key(version: str) -> tuple[tuple[int, int | str], ...]:

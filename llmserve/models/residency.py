@@ -37,7 +37,7 @@ class Resident(Protocol):
     """What residency needs from a model worker."""
 
     @property
-    def api_id(self) -> str: ...  # the unit id (`ID@VERSION` of a version): what it is held under
+    def unit_id(self) -> str: ...  # the model version (`ID@VERSION`, or the API id): what it is held under
 
     @property
     def last_active(self) -> float: ...  # time.monotonic() of its last work
@@ -103,13 +103,13 @@ class Residency:
                 used[device] = used.get(device, 0) + size
         return used
 
-    def too_big(self, api_id: str, need: Footprint) -> ModelTooLarge | None:
+    def too_big(self, unit_id: str, need: Footprint) -> ModelTooLarge | None:
         """The error for a model that cannot fit even with every other model unloaded."""
         for device, size in need.items():
             limit = None if self.budget is None else self.budget.limit(device)
             if limit is not None and size > limit:
                 return ModelTooLarge(
-                    f"model '{api_id}' needs about {format_size(size)} on {device}, more than the whole "
+                    f"model '{unit_id}' needs about {format_size(size)} on {device}, more than the whole "
                     f"--memory-budget there ({format_size(limit)})"
                 )
         return None
@@ -128,7 +128,7 @@ class Residency:
         """Unloading `victim` frees something this load lacks (a slot, or bytes on a short device)."""
         if self.max_loaded is not None and len(self._loaded) >= self.max_loaded:
             return True
-        used, held = self._used(), self._held.get(victim.api_id, {})
+        used, held = self._used(), self._held.get(victim.unit_id, {})
         for device, size in need.items():
             limit = None if self.budget is None else self.budget.limit(device)
             if limit is not None and used.get(device, 0) + size > limit and held.get(device, 0) > 0:
@@ -141,16 +141,16 @@ class Residency:
         deadline = time.monotonic() + self.wait
         asked: list[Resident] = []
         with self._cond:
-            self._line.append(model.api_id)
+            self._line.append(model.unit_id)
         try:
             while not model.closing:
                 with self._cond:
-                    if model.api_id in self._loaded:
+                    if model.unit_id in self._loaded:
                         return True
-                    first = self._line[0] == model.api_id
+                    first = self._line[0] == model.unit_id
                     if first and self._fits(need):
-                        self._loaded[model.api_id] = model
-                        self._held[model.api_id] = dict(need)
+                        self._loaded[model.unit_id] = model
+                        self._held[model.unit_id] = dict(need)
                         return True
                     candidates = sorted(
                         (
@@ -170,10 +170,10 @@ class Residency:
             return False
         finally:
             for victim in asked:  # a turn asked for and no longer needed
-                if victim.api_id in self.loaded():
+                if victim.unit_id in self.loaded():
                     victim.yield_turn(None)
             with self._cond:
-                self._line.remove(model.api_id)
+                self._line.remove(model.unit_id)
                 self._cond.notify_all()
 
     def _make_room(
@@ -194,20 +194,20 @@ class Residency:
             if (idle_enough or now >= victim.loaded_at + victim.min_resident) and victim.evict(left):
                 with self._cond:  # it agreed: its place frees once its memory is returned
                     self.evictions += 1
-                    self._cond.wait_for(self._released(victim.api_id), timeout=RELEASE_TIMEOUT)
+                    self._cond.wait_for(self._released(victim.unit_id), timeout=RELEASE_TIMEOUT)
                 return True
         for victim in candidates:
             if now >= victim.loaded_at + victim.min_resident:
-                log.info("asking %s to yield its turn", victim.api_id)
+                log.info("asking %s to yield its turn", victim.unit_id)
                 victim.yield_turn(since)
                 asked.append(victim)
                 return False
         return False
 
-    def _released(self, api_id: str) -> Callable[[], bool]:
-        return lambda: api_id not in self._loaded
+    def _released(self, unit_id: str) -> Callable[[], bool]:
+        return lambda: unit_id not in self._loaded
 
-    def no_room(self, api_id: str) -> Overloaded:
+    def no_room(self, unit_id: str) -> Overloaded:
         """The error of the requests whose model found no room within the wait."""
         limits = []
         if self.max_loaded is not None:
@@ -215,18 +215,18 @@ class Residency:
         if self.budget is not None:
             limits.append(f"--memory-budget {self.budget.describe()} in use by busy models")
         return Overloaded(
-            f"no room to load model '{api_id}': {'; '.join(limits)}; retry shortly", retry_after=1
+            f"no room to load model '{unit_id}': {'; '.join(limits)}; retry shortly", retry_after=1
         )
 
-    def measured(self, api_id: str, footprint: Footprint) -> None:
+    def measured(self, unit_id: str, footprint: Footprint) -> None:
         """The model is loaded and `footprint` is what it really holds (replaces the estimate)."""
         with self._cond:
-            if api_id in self._held:
-                self._held[api_id] = dict(footprint)
+            if unit_id in self._held:
+                self._held[unit_id] = dict(footprint)
             over = [d for d, size in self._used().items() if self._over(d, size)]
         if over:
             log.warning(
-                "models in memory exceed --memory-budget on %s after loading %s", ", ".join(over), api_id
+                "models in memory exceed --memory-budget on %s after loading %s", ", ".join(over), unit_id
             )
 
     def _over(self, device: str, size: int) -> bool:
@@ -237,9 +237,9 @@ class Residency:
         with self._cond:
             self.swaps += 1
 
-    def release(self, api_id: str) -> None:
-        """`api_id` is no longer in memory (unloaded, evicted, failed)."""
+    def release(self, unit_id: str) -> None:
+        """`unit_id` is no longer in memory (unloaded, evicted, failed)."""
         with self._cond:
-            self._loaded.pop(api_id, None)
-            self._held.pop(api_id, None)
+            self._loaded.pop(unit_id, None)
+            self._held.pop(unit_id, None)
             self._cond.notify_all()

@@ -66,18 +66,18 @@ def _prompt_ids(engine: Engine, job: Generate) -> list[int]:
     return list(job.prompt)
 
 
-def begin(engine: Engine, job: Generate, api_id: str) -> Running:
+def begin(engine: Engine, job: Generate, unit_id: str) -> Running:
     """Starts `job` on `engine`; raises `InvalidRequest` when the prompt leaves no room to generate."""
     prompt = _prompt_ids(engine, job)
     room = engine.context_length - len(prompt)
     if room < 1:
         raise InvalidRequest(
-            f"the prompt is {len(prompt)} tokens; model '{api_id}' holds "
+            f"the prompt is {len(prompt)} tokens; model '{unit_id}' holds "
             f"{engine.context_length} tokens in all, so shorten the messages by {1 - room} or more",
             param="messages",
         )
     if job.params.logprobs is not None and not isinstance(engine, LogprobSource):
-        raise InvalidRequest(f"model '{api_id}' cannot report log probabilities", param="logprobs")
+        raise InvalidRequest(f"model '{unit_id}' cannot report log probabilities", param="logprobs")
     max_tokens = min(job.params.max_tokens or room, room)
     seq_id = engine.start(prompt, job.params)
     echo = "" if not job.echo else job.prompt if isinstance(job.prompt, str) else engine.decode(prompt)
@@ -125,13 +125,13 @@ def step_all(engine: Engine, running: list[Running], retire: Retire) -> list[Run
     return still
 
 
-def embed_all(engine: Engine | None, jobs: Sequence[Embed], api_id: str) -> None:
+def embed_all(engine: Engine | None, jobs: Sequence[Embed], unit_id: str) -> None:
     """Answers every waiting `Embed` with its vectors and token counts, or its error."""
     for job in jobs:
         try:
             if not isinstance(engine, Embedder):
                 raise InvalidRequest(
-                    f"model '{api_id}' is a chat model; embeddings need an Embedding model", param="model"
+                    f"model '{unit_id}' is a chat model; embeddings need an Embedding model", param="model"
                 )
             inputs = [engine.tokenize(i) if isinstance(i, str) else list(i) for i in job.inputs]
             job.reply.set((engine.embed(inputs), [len(i) for i in inputs]))

@@ -47,11 +47,12 @@ from llmserve.models.jobs import (
     Unload,
     Yield,
 )
-from llmserve.models.lifecycle import Estimator, ModelState, Slot
+from llmserve.models.lifecycle import Estimator, Slot
 from llmserve.models.residency import Residency
 from llmserve.models.sequences import Running, begin, embed_all, fill_defaults, step_all
+from llmserve.models.status import ModelState, ModelStatus, UnloadReason
 
-__all__ = ["ModelState", "ModelWorker"]
+__all__ = ["ModelWorker"]
 log = logging.getLogger(__name__)
 
 
@@ -80,42 +81,33 @@ class ModelWorker:
         self._preload = False
         self._stopping = False
         self._closed = False
-        self._admission = threading.Lock()
+        # Admission and every state change take it, and so does `status()`: a snapshot is consistent.
+        self._lock = threading.Lock()
         self._accepted = 0  # generations submitted and not yet retired (running + waiting)
-        # Read from other threads; each is replaced by a single assignment.
         self._state = ModelState.UNLOADED
-        self.on_state: Callable[[ModelWorker, ModelState, str], None] | None = None
-        self.on_progress: Callable[[ModelWorker, LoadProgress], None] | None = None
-        self.slot = Slot(config, factory, residency, estimator, self._become, self._progressed)
+        self._reason: UnloadReason | None = None  # of the last change to unloading, unloaded or failed
+        # Called on the worker thread: with the snapshot of each state change and the previous state,
+        # and with this unit's id and each load progress report.
+        self.on_state: Callable[[ModelStatus, ModelState], None] | None = None
+        self.on_progress: Callable[[str, LoadProgress], None] | None = None
+        self._slot = Slot(config, factory, residency, estimator, self._become, self._progressed)
         self._yield_since: float | None = None  # asked to yield: take no request queued from then on
-        self.expires_at: float | None = None  # time.time() when keep_alive will unload the idle model
+        self._expires_at: float | None = None  # time.time() when keep_alive will unload the idle model
         self._idle = IdleTimer(config.keep_alive)
         self._generation: dict[str, Value] = {}  # the model's generation config, read at each load
 
     @property
-    def api_id(self) -> str:
-        """The unit's name: the API id, or `ID@VERSION` for one of several versions."""
+    def unit_id(self) -> str:
+        """This model version's name: `ID@VERSION` for one of several versions, else the API id."""
         return self.config.unit_id
 
     @property
-    def state(self) -> ModelState:
-        return self._state
-
-    @property
     def _engine(self) -> Engine | None:
-        return self.slot.engine
-
-    @property
-    def last_error(self) -> str | None:
-        return self.slot.last_error
-
-    @property
-    def memory_bytes(self) -> int | None:
-        return self.slot.memory_bytes
+        return self._slot.engine
 
     @property
     def loaded_at(self) -> float:
-        return self.slot.loaded_at
+        return self._slot.loaded_at
 
     @property
     def min_resident(self) -> float:
@@ -127,15 +119,50 @@ class ModelWorker:
         known once it has loaded (it stays known after an unload)."""
         return SamplingDefaults.of(self.config.sampling, self._generation)
 
+    def status(self) -> ModelStatus:
+        """This model version now, taken under the worker's lock."""
+        with self._lock:
+            return self._snapshot()
+
+    def _snapshot(self) -> ModelStatus:
+        """The caller holds `_lock`."""
+        config, slot, running = self.config, self._slot, len(self._running)
+        return ModelStatus(
+            api_id=config.api_id,
+            unit_id=config.unit_id,
+            version=config.version,
+            version_label=config.version_label,
+            kind=config.kind,
+            quant_mode=config.quant_mode,
+            state=self._state,
+            reason=self._reason,
+            last_error=slot.last_error,
+            progress=slot.progress if self._state is ModelState.LOADING else None,
+            memory_bytes=slot.memory_bytes,
+            load_seconds=slot.load_seconds,
+            loaded_at=slot.loaded_at,
+            expires_at=self._expires_at if self._state is ModelState.LOADED else None,
+            sampling=self.sampling_defaults,
+            queue_depth=max(0, self._accepted - running),  # a sequence retires before it leaves `_running`
+            running=running,
+            capacity=self.capacity,
+        )
+
     def _progressed(self, progress: LoadProgress) -> None:
         if self.on_progress is not None:
-            self.on_progress(self, progress)
+            self.on_progress(self.config.unit_id, progress)
 
-    def _become(self, value: ModelState, reason: str = "unload") -> None:
-        """Sets the state; a change is reported to `on_state` with its reason (for events)."""
-        previous, self._state = self._state, value
-        if value is not previous and self.on_state is not None:
-            self.on_state(self, previous, reason)
+    def _become(self, value: ModelState, reason: UnloadReason | None) -> None:
+        """Sets the state (`reason`: why it is unloading, unloaded or failed); a change is reported to
+        `on_state` with its snapshot (for events and metrics), outside the lock."""
+        with self._lock:
+            previous, self._state = self._state, value
+            if value is previous:
+                return
+            self._reason = reason
+            status = self._snapshot()
+        if self.on_state is not None:
+            self.on_state(status, previous)
 
     # -- called from the event loop --
     def start(self) -> None:
@@ -150,21 +177,19 @@ class ModelWorker:
     def capacity(self) -> int:
         return self.config.max_batch_size + self.config.max_queue
 
-    @property
-    def running_count(self) -> int:
-        return len(self._running)
-
-    @property
-    def accepted(self) -> int:
-        """Generations running or waiting for this model."""
-        return self._accepted
+    def check_room(self) -> None:
+        """A model bigger than the whole memory budget is refused before anything is queued (400);
+        reads only figures known already (callable from the event loop)."""
+        error = self._slot.too_big(compute=False)
+        if error is not None and self._state is not ModelState.LOADED:
+            raise error
 
     def submit(self, job: Generate) -> None:
         """Queues a generation, or raises `Overloaded` when `max_batch_size + max_queue` are in flight."""
-        with self._admission:
+        with self._lock:
             if self._accepted >= self.capacity:
                 raise Overloaded(
-                    f"model '{self.api_id}' is at capacity ({self.config.max_batch_size} requests running, "
+                    f"model '{self.unit_id}' is at capacity ({self.config.max_batch_size} requests running, "
                     f"{self.config.max_queue} waiting); retry shortly",
                     retry_after=1,
                 )
@@ -179,7 +204,7 @@ class ModelWorker:
         self._idle.keep_alive = self.config.keep_alive if job.keep_alive is None else job.keep_alive
         if event is not None:
             job.stream.push(event)
-        with self._admission:
+        with self._lock:
             self._accepted -= 1
 
     @property
@@ -230,17 +255,17 @@ class ModelWorker:
 
     # -- the worker thread --
     def _run(self) -> None:
-        self.slot.estimate()  # early, so that a model too big for the memory budget is refused up front
+        self._slot.estimate()  # early, so that a model too big for the memory budget is refused up front
         while not self._stopping:
             try:
                 self._drain(block=not self._has_work(), timeout=self._idle.sleep(time.monotonic()))
                 self._tick()
                 self._unload_when_idle()
             except Exception as exc:  # a fault in the model code: fail what is in flight, keep serving
-                log.exception("worker for %s failed", self.api_id)
+                log.exception("worker for %s failed", self.unit_id)
                 reason = f"{type(exc).__name__}: {exc}"
                 self._drop_engine(ModelState.FAILED, reason, "failed")
-                self._fail_all(InternalError(f"model '{self.api_id}' failed: {reason}"))
+                self._fail_all(InternalError(f"model '{self.unit_id}' failed: {reason}"))
         self._drop_engine(ModelState.UNLOADED, None, "shutdown")
         self._drain(block=False)
         self._fail_all(ShuttingDown())
@@ -276,7 +301,7 @@ class ModelWorker:
             idle = self._engine is not None and not self._has_work()
             message.done.set_result(idle)  # decided; the slot is released once the memory is freed
             if idle:
-                log.info("unloading %s to make room for another model", self.api_id)
+                log.info("unloading %s to make room for another model", self.unit_id)
                 self._drop_engine(ModelState.UNLOADED, None, "evicted")
         elif isinstance(message, Embed):
             self._embeds.append(message)
@@ -303,7 +328,7 @@ class ModelWorker:
             for reply in self._load_waiters:
                 reply.set(None)
             self._load_waiters.clear()
-            embed_all(self._engine, self._embeds, self.api_id)
+            embed_all(self._engine, self._embeds, self.unit_id)
             self._embeds.clear()
         self._drop_cancelled_waiting()
         while self._pending and self._has_room():
@@ -315,13 +340,13 @@ class ModelWorker:
         since = self._pending[0].queued_at if self._pending else time.monotonic()
         self.last_active = time.monotonic()
         try:
-            engine = self.slot.load(self, since)
+            engine = self._slot.load(self, since)
         except LLMServeError as exc:
             self._drain(block=False)  # everyone waiting right now shares this failure
             self._fail_all(exc)
             return False
         if isinstance(engine, GenerationConfigSource):
-            self._generation = from_generation_config(engine.generation_sampling, self.api_id)
+            self._generation = from_generation_config(engine.generation_sampling, self.unit_id)
         self.last_active = time.monotonic()
         return True
 
@@ -335,7 +360,7 @@ class ModelWorker:
         if self._running or (self._pending and self._pending[0].queued_at < since):
             return
         self._yield_since = None
-        log.info("%s yields its turn to a waiting model", self.api_id)
+        log.info("%s yields its turn to a waiting model", self.unit_id)
         if self._residency is not None:
             self._residency.yielded()
         self._drop_engine(ModelState.UNLOADED, None, "swapped")
@@ -361,12 +386,12 @@ class ModelWorker:
         if job.params.omitted:
             job = replace(job, params=fill_defaults(self.sampling_defaults, job.params))
         try:
-            run = begin(self._engine, job, self.api_id)
+            run = begin(self._engine, job, self.unit_id)
         except LLMServeError as exc:
             self._retire(job, Failed(exc))
             return
         except Exception as exc:  # this request's problem (e.g. the tokenizer choked): fail it alone
-            log.exception("admitting a request for %s failed", self.api_id)
+            log.exception("admitting a request for %s failed", self.unit_id)
             error = InternalError(f"preparing the prompt failed: {type(exc).__name__}: {exc}")
             self._retire(job, Failed(error))
             return
@@ -382,10 +407,10 @@ class ModelWorker:
         """keep_alive: a loaded model with nothing running or waiting unloads when its time is up."""
         now = time.monotonic()
         if self._idle.due(now, idle=self._engine is not None and not self._has_work()):
-            log.info("unloading %s: idle for its keep_alive (%.1f s)", self.api_id, self._idle.keep_alive)
+            log.info("unloading %s: idle for its keep_alive (%.1f s)", self.unit_id, self._idle.keep_alive)
             self._drop_engine(ModelState.UNLOADED, None, "keep_alive")
         remaining = self._idle.remaining(now)
-        self.expires_at = None if remaining is None else time.time() + remaining
+        self._expires_at = None if remaining is None else time.time() + remaining
 
     def _fail_all(self, error: LLMServeError) -> None:
         for run in self._running:
@@ -403,7 +428,7 @@ class ModelWorker:
         self._pending.clear()
         self._load_waiters.clear()
 
-    def _drop_engine(self, state: ModelState, error: str | None, reason: str = "unload") -> None:
-        self.slot.drop(state, reason, error)
+    def _drop_engine(self, state: ModelState, error: str | None, reason: UnloadReason = "unload") -> None:
+        self._slot.drop(state, reason, error)
         if reason == "shutdown":
-            self.slot.drop_parked()
+            self._slot.drop_parked()

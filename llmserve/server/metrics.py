@@ -14,7 +14,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from llmserve.models.registry import ModelRegistry
-from llmserve.models.worker import ModelState, ModelWorker
+from llmserve.models.status import ModelState, ModelStatus
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LATENCY = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -22,8 +22,8 @@ _LOAD = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 LABELS = ("model", "version")
 
 
-def labels(worker: ModelWorker) -> tuple[str, str]:
-    return worker.config.api_id, worker.config.version_label
+def labels(status: ModelStatus) -> tuple[str, str]:
+    return status.api_id, status.version_label
 
 
 class _Live(Collector):
@@ -41,16 +41,13 @@ class _Live(Collector):
         memory = GaugeMetricFamily(
             "llmserve_model_memory_bytes", "weights in memory (0 when unloaded)", labels=LABELS
         )
-        for worker in self._registry.workers:
-            names = labels(worker)
+        for status in self._registry.statuses():
+            names = labels(status)
             for each in ModelState:
-                state.add_metric([*names, each.value], 1.0 if worker.state is each else 0.0)
-            in_flight = worker.accepted
-            decoding = worker.running_count
-            waiting.add_metric(list(names), float(max(0, in_flight - decoding)))
-            running.add_metric(list(names), float(decoding))
-            loaded = worker.state in (ModelState.LOADED, ModelState.UNLOADING)
-            memory.add_metric(list(names), float(worker.memory_bytes or 0) if loaded else 0.0)
+                state.add_metric([*names, each.value], 1.0 if status.state is each else 0.0)
+            waiting.add_metric(list(names), float(status.queue_depth))
+            running.add_metric(list(names), float(status.running))
+            memory.add_metric(list(names), float(status.memory_bytes or 0) if status.in_memory else 0.0)
         yield from (state, waiting, running, memory)
 
 
@@ -83,25 +80,26 @@ class Metrics:
         r.register(_Live(registry))
         registry.observers.append(self.on_state)
 
-    def on_state(self, worker: ModelWorker, previous: ModelState, reason: str) -> None:
-        names = labels(worker)
-        if worker.state is ModelState.LOADED:
+    def on_state(self, status: ModelStatus, previous: ModelState) -> None:
+        """A state change (`status`: the snapshot taken at the change), on the worker's thread."""
+        names = labels(status)
+        if status.state is ModelState.LOADED:
             self.loads.labels(*names).inc()
-            if worker.slot.load_seconds is not None:
-                self.load_seconds.labels(*names).observe(worker.slot.load_seconds)
-        elif worker.state is ModelState.FAILED and previous is ModelState.LOADING:
+            if status.load_seconds is not None:
+                self.load_seconds.labels(*names).observe(status.load_seconds)
+        elif status.state is ModelState.FAILED and previous is ModelState.LOADING:
             self.load_failures.labels(*names).inc()
-        elif worker.state is ModelState.UNLOADED and previous is ModelState.UNLOADING:
-            self.unloads.labels(*names, reason).inc()
+        elif status.state is ModelState.UNLOADED and previous is ModelState.UNLOADING:
+            self.unloads.labels(*names, status.reason or "unload").inc()
 
     def request_done(
         self, unit: str, prompt: int | None, generated: int | None, ttft: float | None, total: float
     ) -> None:
-        """A request that reached a model ended (`unit`: the worker's name)."""
-        worker = self._registry.unit(unit)
-        if worker is None:
+        """A request that reached a model ended (`unit`: the model version's unit id)."""
+        status = self._registry.unit(unit)
+        if status is None:
             return
-        names = labels(worker)
+        names = labels(status)
         self.requests.labels(*names).inc()
         self.prompt_tokens.labels(*names).inc(prompt or 0)
         self.generation_tokens.labels(*names).inc(generated or 0)

@@ -1,4 +1,4 @@
-"""The /v1 routes (OpenAI API plus the seed's model management) and /health."""
+"""The /v1 routes (OpenAI API plus model management: list, status, load, unload, promote) and /health."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from llmserve.errors import ModelNotFound, StatusOfUnknownModel
-from llmserve.models.registry import DEFAULT_ALIAS, ModelRegistry, seed_status
-from llmserve.models.worker import ModelState, ModelWorker
+from llmserve.models.registry import DEFAULT_ALIAS, ModelRegistry
+from llmserve.models.status import ModelStatus
 from llmserve.protocol.base import parse_request
 from llmserve.protocol.embeddings import EmbeddingRequest
 from llmserve.protocol.model_management import (
@@ -115,35 +115,35 @@ async def embeddings(request: Request) -> Response:
 async def list_models(request: Request) -> Response:
     registry = _registry(request)
     created = registry.created
-    default = registry.resolve(None)
-    cards = [_card(DEFAULT_ALIAS, default, created)]
+    cards = [_card(DEFAULT_ALIAS, registry.status(None), created)]
     for api_id in registry.api_ids():
         if registry.default_unit(api_id) is not None:  # versions: ID (its default version), then each
-            cards.append(_card(api_id, registry.resolve(api_id), created))
-        cards += [_card(w.api_id, w, created) for w in registry.versions(api_id)]
+            cards.append(_card(api_id, registry.status(api_id), created))
+        cards += [_card(s.unit_id, s, created) for s in registry.versions(api_id)]
     return _json(ModelList(data=cards))
 
 
-def _card(model_id: str, worker: ModelWorker, created: int) -> ModelCard:
-    mode = worker.config.quant_mode
-    sampling = None if worker.config.kind == "Embedding" else worker.sampling_defaults
+def _card(model_id: str, status: ModelStatus, created: int) -> ModelCard:
+    mode = status.quant_mode
+    sampling = None if status.kind == "Embedding" else status.sampling
     return ModelCard(
         id=model_id,
         created=created,
-        status=seed_status(worker),
+        status=status.api_status,
         quantization=None if mode is None else f"bitsandbytes-{mode}",
-        memory_bytes=worker.memory_bytes,
-        expires_at=None if worker.expires_at is None else int(worker.expires_at),
-        progress=_progress(worker),
-        version=worker.config.version,
+        memory_bytes=status.memory_bytes,
+        expires_at=None if status.expires_at is None else int(status.expires_at),
+        progress=_progress(status),
+        version=status.version,
         sampling_defaults=None if sampling is None else dict(sampling.values),
         sampling_sources=None if sampling is None else dict(sampling.sources),
     )
 
 
-def _progress(worker: ModelWorker) -> LoadProgressBody | None:
-    progress = worker.slot.progress
-    if progress is None or worker.state is not ModelState.LOADING:
+def _progress(status: ModelStatus) -> LoadProgressBody | None:
+    """Only while the model loads."""
+    progress = status.progress
+    if progress is None:
         return None
     return LoadProgressBody(stage=progress.stage, fraction=round(progress.fraction, 3))
 
@@ -151,8 +151,7 @@ def _progress(worker: ModelWorker) -> LoadProgressBody | None:
 async def get_model(request: Request) -> Response:
     registry = _registry(request)
     model_id = request.path_params["model_id"]
-    worker = registry.resolve(model_id)
-    return _json(_card(model_id, worker, registry.created))
+    return _json(_card(model_id, registry.status(model_id), registry.created))
 
 
 async def _model_id(request: Request) -> str:
@@ -160,41 +159,39 @@ async def _model_id(request: Request) -> str:
 
 
 async def unload_model(request: Request) -> Response:
-    worker = await _registry(request).unload(await _model_id(request))
-    return _status(ModelStatusResponse(model_id=worker.api_id, status="unloaded"))
+    status = await _registry(request).unload(await _model_id(request))
+    return _status(ModelStatusResponse(model_id=status.unit_id, status="unloaded"))
 
 
 async def reload_model(request: Request) -> Response:
-    worker = await _registry(request).reload(await _model_id(request))
-    return _status(ModelStatusResponse(model_id=worker.api_id, status="loaded"))
+    status = await _registry(request).reload(await _model_id(request))
+    return _status(ModelStatusResponse(model_id=status.unit_id, status="loaded"))
 
 
 async def model_status(request: Request) -> Response:
     model_id = await _model_id(request)
     try:
-        worker = _registry(request).resolve(model_id)
+        status = _registry(request).status(model_id)
     except ModelNotFound as exc:
         raise StatusOfUnknownModel(model_id, exc) from None
-    body = ModelStatusResponse(model_id=worker.api_id, status=seed_status(worker), progress=_progress(worker))
+    body = ModelStatusResponse(model_id=status.unit_id, status=status.api_status, progress=_progress(status))
     return _status(body)
 
 
 def _status(body: ModelStatusResponse) -> JSONResponse:
-    """The seed's `{"model_id", "status"}`, with `progress` only while the model loads."""
+    """The model management answer `{"model_id", "status"}`, with `progress` only while the model loads."""
     return JSONResponse(body.model_dump(exclude_none=True))
 
 
 async def promote_model(request: Request) -> Response:
     """Loads a version while the current default keeps serving, then makes it the default atomically."""
     body = parse_request(PromoteRequest, await read_json(request))
-    registry = _registry(request)
-    worker, previous = await registry.promote(body.model_id, body.version)
-    old = registry.unit(previous)
+    promoted, previous = await _registry(request).promote(body.model_id, body.version)
     return _json(
         PromoteResponse(
             model_id=body.model_id,
-            version=worker.config.version_label,
-            previous_version=previous if old is None else old.config.version_label,
+            version=promoted.version_label,
+            previous_version=previous.version_label,
         )
     )
 

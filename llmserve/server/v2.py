@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -18,7 +17,7 @@ from llmserve import __version__
 from llmserve.config.runtime import RuntimeModels
 from llmserve.errors import Forbidden, InvalidRequest, ModelLoadFailed, Overloaded
 from llmserve.models.registry import ModelRegistry
-from llmserve.models.worker import ModelState, ModelWorker
+from llmserve.models.status import ModelState, ModelStatus
 from llmserve.server.v2_infer import infer_routes, json_object, model_of
 
 EXTENSIONS = ["model_repository", "generate", "metrics"]
@@ -56,32 +55,31 @@ async def ready(request: Request) -> Response:
 
 
 async def model_metadata(request: Request) -> Response:
-    worker = model_of(request)
-    versions = [w.config.version_label for w in _registry(request).versions(worker.config.api_id)]
-    body: dict[str, Any] = {"name": worker.config.api_id, "versions": versions, "platform": PLATFORM}
+    status = model_of(request)
+    versions = [s.version_label for s in _registry(request).versions(status.api_id)]
+    body: dict[str, Any] = {"name": status.api_id, "versions": versions, "platform": PLATFORM}
     body |= {"inputs": [TEXT_IN], "outputs": [TEXT_OUT]}
     if "version" in request.path_params:
-        body["versions"] = [worker.config.version_label]
+        body["versions"] = [status.version_label]
     return JSONResponse(body)
 
 
 async def model_ready(request: Request) -> Response:
     """200 when this version is loaded, else 400 (as Triton answers)."""
-    worker = model_of(request)
-    body = {"name": worker.config.api_id, "version": worker.config.version_label}
-    ok = worker.state is ModelState.LOADED
+    status = model_of(request)
+    body = {"name": status.api_id, "version": status.version_label}
+    ok = status.state is ModelState.LOADED
     return JSONResponse({**body, "ready": ok}, status_code=200 if ok else 400)
 
 
-def index_entry(worker: ModelWorker) -> dict[str, str]:
-    state = worker.state
+def index_entry(status: ModelStatus) -> dict[str, str]:
+    state = status.state
     reason = ""
     if state is ModelState.UNLOADED:
         reason = "unloaded"
     elif state is ModelState.FAILED:
-        reason = worker.last_error or "failed"
-    config = worker.config
-    return {"name": config.api_id, "version": config.version_label, "state": _STATE[state], "reason": reason}
+        reason = status.last_error or "failed"
+    return {"name": status.api_id, "version": status.version_label, "state": _STATE[state], "reason": reason}
 
 
 def _only(body: dict[str, Any], field: str) -> dict[str, Any]:
@@ -97,7 +95,7 @@ async def repository_index(request: Request) -> Response:
     only_ready = body.get("ready", False)
     if not isinstance(only_ready, bool):
         raise InvalidRequest("'ready' must be true or false", param="ready")
-    entries = [index_entry(w) for w in _registry(request).workers]
+    entries = [index_entry(s) for s in _registry(request).statuses()]
     return JSONResponse([e for e in entries if e["state"] == "READY" or not only_ready])
 
 
@@ -117,17 +115,13 @@ async def load(request: Request) -> Response:
         runtime: RuntimeModels = request.app.state.runtime
         if not runtime.allowed:
             raise Forbidden("registering models at run time needs --allow-runtime-models")
-        worker, old = registry.register(runtime.model(name, parameters["config"]))
-        if old is not None:
-            await old.unload()
-            await anyio.to_thread.run_sync(old.stop, 30.0)
+        status = await registry.register(runtime.model(name, parameters["config"]))
     else:
-        worker = model_of(request)
-        if worker.state is ModelState.LOADED:
-            await worker.unload()
-    registry.check_room(worker)
+        status = model_of(request)
+        if status.state is ModelState.LOADED:  # loads anew
+            await registry.unload(status.unit_id)
     try:
-        await worker.load()
+        await registry.load_unit(status.unit_id)
     except (ModelLoadFailed, Overloaded) as exc:
         raise InvalidRequest(f"failed to load '{name}': {exc.message}") from None
     return Response(status_code=200)
@@ -135,15 +129,14 @@ async def load(request: Request) -> Response:
 
 async def unload(request: Request) -> Response:
     """Unloads every version of the model (running requests finish first)."""
-    api_id = model_of(request).config.api_id  # 404 for an unknown name
+    api_id = model_of(request).api_id  # 404 for an unknown name
     parameters = _parameters(await json_object(request, empty_ok=True))
     unknown = set(parameters) - {"unload_dependents"}
     if unknown:
         raise InvalidRequest(f"unknown parameter(s): {', '.join(sorted(unknown))}", param="parameters")
     if not isinstance(parameters.get("unload_dependents", False), bool):
         raise InvalidRequest("'unload_dependents' must be true or false", param="unload_dependents")
-    for worker in _registry(request).versions(api_id):
-        await worker.unload()
+    await _registry(request).unload_versions(api_id)
     return Response(status_code=200)
 
 

@@ -18,7 +18,7 @@ from llmserve.engine.base import ChatMessage, GenerationParams
 from llmserve.errors import InternalError, InvalidRequest, LLMServeError
 from llmserve.models.jobs import EventStream, Failed, Finished, Started, TextDelta
 from llmserve.models.registry import ModelRegistry
-from llmserve.models.worker import ModelWorker
+from llmserve.models.status import ModelStatus
 from llmserve.protocol.base import INT64_MAX
 from llmserve.server.body import read_json
 from llmserve.service.chat import RequestStats
@@ -74,22 +74,22 @@ def params_of(parameters: Any) -> GenerationParams:
     )
 
 
-def model_of(request: Request) -> ModelWorker:
+def model_of(request: Request) -> ModelStatus:
     """The model named in the path, at the path's version, else its default version; 404 when either
     is unknown."""
     registry: ModelRegistry = request.app.state.registry
     return registry.version(str(request.path_params["name"]).strip("/"), request.path_params.get("version"))
 
 
-async def _start(request: Request, text: Any, parameters: Any) -> tuple[ModelWorker, EventStream]:
+async def _start(request: Request, text: Any, parameters: Any) -> tuple[ModelStatus, EventStream]:
     if not isinstance(text, str) or not text:
         raise InvalidRequest("'text_input' must be a non-empty string", param="text_input")
     params = params_of(parameters)
-    worker = model_of(request)
+    status = model_of(request)
     registry: ModelRegistry = request.app.state.registry
-    _, stream = registry.generate(worker.api_id, [ChatMessage("user", text)], params)
+    _, stream = registry.generate(status.unit_id, [ChatMessage("user", text)], params)
     stats: RequestStats = request.state.stats
-    stats.model = worker.api_id
+    stats.model = status.unit_id
     try:
         event = await stream.get()
     except BaseException:
@@ -101,7 +101,7 @@ async def _start(request: Request, text: Any, parameters: Any) -> tuple[ModelWor
     if not isinstance(event, Started):
         stream.cancel()
         raise InternalError(f"unexpected first event {type(event).__name__}")
-    return worker, stream
+    return status, stream
 
 
 async def _text(stream: EventStream, stats: RequestStats) -> str:
@@ -128,22 +128,22 @@ async def json_object(request: Request, *, empty_ok: bool = False) -> dict[str, 
     return body
 
 
-def _names(worker: ModelWorker) -> dict[str, str]:
-    return {"model_name": worker.config.api_id, "model_version": worker.config.version_label}
+def _names(status: ModelStatus) -> dict[str, str]:
+    return {"model_name": status.api_id, "model_version": status.version_label}
 
 
 async def generate(request: Request) -> Response:
     body = await json_object(request)
-    worker, stream = await _start(request, body.get("text_input"), body.get("parameters"))
+    status, stream = await _start(request, body.get("text_input"), body.get("parameters"))
     text = await _text(stream, request.state.stats)
-    return JSONResponse({**_names(worker), "text_output": text})
+    return JSONResponse({**_names(status), "text_output": text})
 
 
 async def generate_stream(request: Request) -> Response:
     """SSE: one `data: {"model_name", "model_version", "text_output"}` per piece of text, the last with
     `finish_reason`; an error after the start is a `data: {"error": ...}` event."""
     body = await json_object(request)
-    worker, stream = await _start(request, body.get("text_input"), body.get("parameters"))
+    status, stream = await _start(request, body.get("text_input"), body.get("parameters"))
     stats: RequestStats = request.state.stats
 
     async def events() -> AsyncIterator[dict[str, str]]:
@@ -151,9 +151,9 @@ async def generate_stream(request: Request) -> Response:
             async for event in stream.until_done():
                 stats.observe(event)
                 if isinstance(event, TextDelta):
-                    yield _data({**_names(worker), "text_output": event.text})
+                    yield _data({**_names(status), "text_output": event.text})
                 elif isinstance(event, Finished):
-                    yield _data({**_names(worker), "text_output": "", "finish_reason": event.reason})
+                    yield _data({**_names(status), "text_output": "", "finish_reason": event.reason})
                 elif isinstance(event, Failed):
                     yield _data({"error": event.error.message})
         except LLMServeError as exc:
@@ -181,10 +181,10 @@ async def infer(request: Request) -> Response:
     data = found[0].get("data")
     if not isinstance(data, list) or len(data) != 1:
         raise InvalidRequest("text_input takes one string (shape [1])", param="inputs")
-    worker, stream = await _start(request, data[0], body.get("parameters"))
+    status, stream = await _start(request, data[0], body.get("parameters"))
     text = await _text(stream, request.state.stats)
     output = {"name": "text_output", "datatype": "BYTES", "shape": [1], "data": [text]}
-    answer: dict[str, Any] = _names(worker)
+    answer: dict[str, Any] = _names(status)
     if isinstance(body.get("id"), str):
         answer["id"] = body["id"]
     return JSONResponse({**answer, "outputs": [output]})

@@ -144,7 +144,7 @@ async def start_streams(
     try:
         for index in range(count):
             worker, stream = submit(index)
-            model = worker.api_id
+            model = worker.unit_id
             streams.append(stream)
         started = [await first_event(stream) for stream in streams]
     except BaseException:

@@ -48,7 +48,7 @@ async def create_embeddings(registry: ModelRegistry, request: EmbeddingRequest) 
     vectors, tokens = await reply.future
     if request.dimensions is not None and vectors and request.dimensions != len(vectors[0]):
         raise InvalidRequest(
-            f"model '{worker.api_id}' makes {len(vectors[0])}-dimensional embeddings and cannot shorten "
+            f"model '{worker.unit_id}' makes {len(vectors[0])}-dimensional embeddings and cannot shorten "
             f"them; 'dimensions' must be {len(vectors[0])} or left out",
             param="dimensions",
         )
@@ -58,6 +58,6 @@ async def create_embeddings(registry: ModelRegistry, request: EmbeddingRequest) 
             {"object": "embedding", "index": i, "embedding": _encode(v, request.encoding_format)}
             for i, v in enumerate(vectors)
         ],
-        "model": worker.api_id,
+        "model": worker.unit_id,
         "usage": {"prompt_tokens": sum(tokens), "total_tokens": sum(tokens)},
     }
