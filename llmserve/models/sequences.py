@@ -71,10 +71,11 @@ def begin(engine: Engine, job: Generate, unit_id: str) -> Running:
     prompt = _prompt_ids(engine, job)
     room = engine.context_length - len(prompt)
     if room < 1:
+        field = "messages" if job.prompt is None else "prompt"
         raise InvalidRequest(
             f"the prompt is {len(prompt)} tokens; model '{unit_id}' holds "
-            f"{engine.context_length} tokens in all, so shorten the messages by {1 - room} or more",
-            param="messages",
+            f"{engine.context_length} tokens in all, so shorten the {field} by {1 - room} or more",
+            param=field,
         )
     if job.params.logprobs is not None and not isinstance(engine, LogprobSource):
         raise InvalidRequest(f"model '{unit_id}' cannot report log probabilities", param="logprobs")

@@ -153,11 +153,6 @@ def test_a_prompt_that_fills_the_context_is_refused_before_it_starts(words: int,
     assert engine.params == [] and engine.sequences == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a raw /v1/completions prompt too long for the context is blamed on 'messages', "
-    "a field that request does not have (sequences.begin always says param='messages')",
-)
 def test_a_raw_prompt_that_fills_the_context_names_the_prompt() -> None:
     error = refused(RawEngine(["a"], context=4), prompt="w w w w")
     assert error.param == "prompt"
