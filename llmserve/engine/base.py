@@ -156,6 +156,10 @@ class LogprobSource(Protocol):
         """The last step's log probabilities of this sequence (when its parameters asked for them)."""
         ...
 
+    def token_bytes(self, token_id: int) -> bytes:
+        """The bytes this token adds to the output (part of a character's, for a partial one)."""
+        ...
+
 
 @runtime_checkable
 class GenerationConfigSource(Protocol):

@@ -31,6 +31,7 @@ from llmserve.engine.placement import model_device_map, own_weights, quantizatio
 from llmserve.engine.progress import report
 from llmserve.engine.sampling import GREEDY_BELOW, History, sample_rows, token_logprob
 from llmserve.engine.templates import plain_messages, template_messages
+from llmserve.engine.token_bytes import token_bytes_of
 from llmserve.errors import InvalidRequest
 
 log = logging.getLogger(__name__)
@@ -146,6 +147,7 @@ class HFEngine:
         self._last_logits_only: dict[str, int] = {"logits_to_keep": 1} if takes_keep else {}
         self._ids = itertools.count()
         self._guides = Guides(tokenizer)
+        self._token_bytes = token_bytes_of(tokenizer, self.decode)
 
     @classmethod
     def load(cls, config: ModelConfig) -> HFEngine:
@@ -286,6 +288,9 @@ class HFEngine:
             if seq.guide is not None:
                 seq.guide.advance(token)
         return tokens
+
+    def token_bytes(self, token_id: int) -> bytes:
+        return self._token_bytes(token_id)
 
     def take_logprobs(self, seq_id: int) -> TokenLogprob | None:
         seq = self._seqs.get(seq_id)

@@ -37,12 +37,13 @@ class Running:
     first_token_at: float | None = None  # time.monotonic() of its first generated token
 
 
-def logprob_entry(engine: Engine, found: TokenLogprob) -> dict[str, Any]:
-    """OpenAI's shape of one token's log probability: token text, its UTF-8 bytes, the alternatives."""
+def logprob_entry(engine: LogprobSource, found: TokenLogprob) -> dict[str, Any]:
+    """OpenAI's shape of one token's log probability: token text, the bytes it adds to the output (the
+    tokens of one character each carry their part of it), the alternatives."""
 
     def one(token_id: int, logprob: float) -> dict[str, Any]:
-        text = engine.decode([token_id])
-        return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
+        raw = engine.token_bytes(token_id)
+        return {"token": raw.decode("utf-8", errors="replace"), "logprob": logprob, "bytes": list(raw)}
 
     return {**one(found.token_id, found.logprob), "top_logprobs": [one(i, lp) for i, lp in found.top]}
 

@@ -67,6 +67,9 @@ class LogprobEngine(BytesEngine):
         self.last.update(zip(seq_ids, tokens, strict=True))
         return tokens
 
+    def token_bytes(self, token_id: int) -> bytes:
+        return self.raw[token_id]
+
     def take_logprobs(self, seq_id: int) -> TokenLogprob | None:
         self.asked.append(seq_id)
         token = self.last[seq_id]
@@ -93,12 +96,13 @@ class EmbedEngine(ScriptedEngine):
         return [[float(len(i)), float(sum(i))] for i in inputs]
 
 
-def entry(engine: Engine, token: int) -> dict[str, Any]:
-    """What LogprobEngine's token `token` becomes on the wire."""
-    text = engine.decode([token])
-    top = [{"token": text, "logprob": -token / 4, "bytes": list(text.encode())}]
+def entry(engine: LogprobEngine, token: int) -> dict[str, Any]:
+    """What LogprobEngine's token `token` becomes on the wire: its own bytes (part of a character's)."""
+    raw = engine.raw[token]
+    text = raw.decode("utf-8", errors="replace")
+    top = [{"token": text, "logprob": -token / 4, "bytes": list(raw)}]
     top.append({"token": "", "logprob": -8.0, "bytes": []})
-    return {"token": text, "logprob": -token / 4, "bytes": list(text.encode()), "top_logprobs": top}
+    return {"token": text, "logprob": -token / 4, "bytes": list(raw), "top_logprobs": top}
 
 
 def chat(text: str = "hi", **params: Any) -> Generate:
@@ -325,12 +329,6 @@ def test_logprob_entries_ride_on_the_delta_that_carries_their_text() -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: logprob_entry takes a token's `bytes` from engine.decode([id]), which is U+FFFD for "
-    "part of a character, so the tokens of one character do not join back into it (the reason OpenAI "
-    "sends `bytes`); the Engine protocol has no way to give a token's own bytes",
-)
 def test_the_bytes_of_the_tokens_of_one_character_join_into_it() -> None:
     engine = LogprobEngine([b"\xc3", b"\xa9"])
     (events,) = generate(engine, {"logprobs": 0})
