@@ -223,14 +223,14 @@ class ModelRegistry:
         prompt: str | tuple[int, ...] | None = None,
         echo: bool = False,
         tools: tuple[dict[str, Any], ...] | None = None,
-    ) -> tuple[ModelWorker, EventStream]:
-        """Queues a generation (loading the model first if needed) and returns its event stream;
-        `prompt`: a raw prompt instead of the chat `messages`."""
+    ) -> tuple[str, EventStream]:
+        """Queues a generation (loading the model first if needed) and returns the unit id of the model
+        version that runs it and its event stream; `prompt`: a raw prompt instead of the chat `messages`."""
         worker = self.admit(model)
         stream = EventStream()
         job = Generate(tuple(messages), params, stream, keep_alive, prompt=prompt, echo=echo, tools=tools)
         worker.submit(job)
-        return worker, stream
+        return worker.unit_id, stream
 
     async def reload(self, model: str | None) -> ModelStatus:
         """Loads the model `model` names (a loaded one stays as it is)."""

@@ -32,6 +32,7 @@ from llmserve.server.options import ServerOptions
 from llmserve.server.v2 import routes as v2_routes
 from llmserve.service.chat import ChatService
 from llmserve.service.completions import CompletionService
+from llmserve.service.v2 import V2Service
 
 log = logging.getLogger(__name__)
 OPEN_PATHS = frozenset({"/health", "/v2/health/live", "/v2/health/ready"})
@@ -92,6 +93,7 @@ def create_app(
     app.state.registry = registry
     app.state.metrics = metrics
     app.state.runtime = runtime or RuntimeModels()
+    app.state.v2 = V2Service(registry, app.state.runtime)
     app.state.options = options
     app.state.chat = ChatService(registry, allow_remote_images=options.allow_remote_images)
     app.state.completions = CompletionService(registry)

@@ -12,17 +12,15 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 
-from sse_starlette import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import Response
 
-from llmserve.models.registry import ModelRegistry
-
-PING_SECONDS = 15
+from llmserve.server.sse import event_source
+from llmserve.server.state import registry_of
 
 
 async def model_events(request: Request) -> Response:
-    registry: ModelRegistry = request.app.state.registry
+    registry = registry_of(request)
 
     async def events() -> AsyncIterator[dict[str, str]]:
         with registry.events.subscribe() as queue:
@@ -32,4 +30,4 @@ async def model_events(request: Request) -> Response:
                 kind = "load_progress" if "stage" in event else "model_state"
                 yield {"event": kind, "data": json.dumps(event, separators=(",", ":"))}
 
-    return EventSourceResponse(events(), ping=PING_SECONDS, sep="\n", headers={"Cache-Control": "no-cache"})
+    return event_source(events())

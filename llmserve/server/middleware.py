@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from llmserve.errors import InvalidAPIKey, RequestTooLarge
 from llmserve.server.errors import error_response, is_v2
 from llmserve.server.metrics import Metrics
-from llmserve.service.chat import RequestStats
+from llmserve.service.streams import RequestStats
 
 access_log = logging.getLogger("llmserve.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")

@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from llmserve.errors import ModelNotFound, StatusOfUnknownModel
-from llmserve.models.registry import DEFAULT_ALIAS, ModelRegistry
+from llmserve.models.registry import DEFAULT_ALIAS
 from llmserve.models.status import ModelStatus
 from llmserve.protocol.base import parse_request
 from llmserve.protocol.embeddings import EmbeddingRequest
@@ -30,19 +30,14 @@ from llmserve.protocol.openai_completions import CompletionRequest
 from llmserve.server.body import read_json
 from llmserve.server.events import model_events
 from llmserve.server.openapi import openapi_json
-from llmserve.server.options import ServerOptions
 from llmserve.server.sse import sse_response
-from llmserve.service.chat import RequestStats
+from llmserve.server.state import chat_of, completions_of, options_of, registry_of, stats_of
 from llmserve.service.embeddings import create_embeddings
+from llmserve.service.streams import RequestStats
 
 T = TypeVar("T")
 B = TypeVar("B", contravariant=True)
 CLIENT_CLOSED = 499  # nginx's "client closed request": logged, never seen by the client
-
-
-def _registry(request: Request) -> ModelRegistry:
-    registry: ModelRegistry = request.app.state.registry
-    return registry
 
 
 def _json(model: Any) -> JSONResponse:
@@ -79,13 +74,12 @@ class _Answering(Protocol[B]):
 
 
 async def _answer(request: Request, service: _Answering[B], body: B, stream: bool) -> Response:
-    stats: RequestStats = request.state.stats  # set by RequestLogMiddleware, which every app has
+    stats = stats_of(request)
     if stream:
         chunks = await until_disconnect(request, service.open_stream(body, stats))
         if chunks is None:
             return Response(status_code=CLIENT_CLOSED)
-        options: ServerOptions = request.app.state.options
-        return sse_response(chunks, options.shutdown_timeout + 5)
+        return sse_response(chunks, options_of(request).shutdown_timeout + 5)
     result = await until_disconnect(request, service.complete(body, stats))
     if result is None:
         return Response(status_code=CLIENT_CLOSED)
@@ -94,26 +88,26 @@ async def _answer(request: Request, service: _Answering[B], body: B, stream: boo
 
 async def chat_completions(request: Request) -> Response:
     body = parse_request(ChatCompletionRequest, await read_json(request))
-    return await _answer(request, request.app.state.chat, body, body.stream)
+    return await _answer(request, chat_of(request), body, body.stream)
 
 
 async def completions(request: Request) -> Response:
     body = parse_request(CompletionRequest, await read_json(request))
-    return await _answer(request, request.app.state.completions, body, body.stream)
+    return await _answer(request, completions_of(request), body, body.stream)
 
 
 async def embeddings(request: Request) -> Response:
     body = parse_request(EmbeddingRequest, await read_json(request))
-    result = await until_disconnect(request, create_embeddings(_registry(request), body))
+    result = await until_disconnect(request, create_embeddings(registry_of(request), body))
     if result is None:
         return Response(status_code=CLIENT_CLOSED)
-    stats: RequestStats = request.state.stats
+    stats = stats_of(request)
     stats.model, stats.prompt_tokens = result["model"], result["usage"]["prompt_tokens"]
     return JSONResponse(result)
 
 
 async def list_models(request: Request) -> Response:
-    registry = _registry(request)
+    registry = registry_of(request)
     created = registry.created
     cards = [_card(DEFAULT_ALIAS, registry.status(None), created)]
     for api_id in registry.api_ids():
@@ -149,7 +143,7 @@ def _progress(status: ModelStatus) -> LoadProgressBody | None:
 
 
 async def get_model(request: Request) -> Response:
-    registry = _registry(request)
+    registry = registry_of(request)
     model_id = request.path_params["model_id"]
     return _json(_card(model_id, registry.status(model_id), registry.created))
 
@@ -159,19 +153,19 @@ async def _model_id(request: Request) -> str:
 
 
 async def unload_model(request: Request) -> Response:
-    status = await _registry(request).unload(await _model_id(request))
+    status = await registry_of(request).unload(await _model_id(request))
     return _status(ModelStatusResponse(model_id=status.unit_id, status="unloaded"))
 
 
 async def reload_model(request: Request) -> Response:
-    status = await _registry(request).reload(await _model_id(request))
+    status = await registry_of(request).reload(await _model_id(request))
     return _status(ModelStatusResponse(model_id=status.unit_id, status="loaded"))
 
 
 async def model_status(request: Request) -> Response:
     model_id = await _model_id(request)
     try:
-        status = _registry(request).status(model_id)
+        status = registry_of(request).status(model_id)
     except ModelNotFound as exc:
         raise StatusOfUnknownModel(model_id, exc) from None
     body = ModelStatusResponse(model_id=status.unit_id, status=status.api_status, progress=_progress(status))
@@ -186,7 +180,7 @@ def _status(body: ModelStatusResponse) -> JSONResponse:
 async def promote_model(request: Request) -> Response:
     """Loads a version while the current default keeps serving, then makes it the default atomically."""
     body = parse_request(PromoteRequest, await read_json(request))
-    promoted, previous = await _registry(request).promote(body.model_id, body.version)
+    promoted, previous = await registry_of(request).promote(body.model_id, body.version)
     return _json(
         PromoteResponse(
             model_id=body.model_id,

@@ -1,4 +1,6 @@
-"""Server-sent events for streamed completions: `data: {json}` events, then `data: [DONE]`."""
+"""Server-sent events: the one place that builds an SSE response (OpenAI's streamed completions, V2's
+generate_stream, the model events), and OpenAI's stream framing (`data: {json}` events, then
+`data: [DONE]`)."""
 
 from __future__ import annotations
 
@@ -15,13 +17,41 @@ log = logging.getLogger(__name__)
 PING_SECONDS = 15
 
 
-def _data(payload: dict[str, Any]) -> dict[str, str]:
-    """One event; sse-starlette frames it with the response's `\n` separator."""
+def data(payload: dict[str, Any]) -> dict[str, str]:
+    """One `data: {json}` event; sse-starlette frames it with the response's `\n` separator."""
     return {"data": json.dumps(payload, ensure_ascii=False, separators=(",", ":"))}
 
 
+def event_source(
+    events: AsyncIterator[dict[str, str]], drain_seconds: float | None = None
+) -> EventSourceResponse:
+    """An SSE response of `events` (sse-starlette's dicts: data, event, comment), with a keep-alive
+    comment every PING_SECONDS; `drain_seconds`: how long a stream may go on once the server stops."""
+    return EventSourceResponse(
+        events,
+        ping=PING_SECONDS,
+        sep="\n",
+        headers={"Cache-Control": "no-cache"},
+        shutdown_grace_period=drain_seconds or 0,
+    )
+
+
+def json_events(chunks: AsyncGenerator[dict[str, Any], None]) -> AsyncIterator[dict[str, str]]:
+    """Each chunk as a `data:` event; the stream ends when `chunks` does (V2's generate_stream)."""
+
+    async def events() -> AsyncIterator[dict[str, str]]:
+        try:
+            async for chunk in chunks:
+                yield data(chunk)
+        finally:
+            await chunks.aclose()
+
+    return events()
+
+
 def sse_response(chunks: AsyncGenerator[dict[str, Any], None], drain_seconds: float) -> EventSourceResponse:
-    """Streams `chunks`; an error after the stream started becomes an error event before `[DONE]`.
+    """OpenAI's stream: `chunks`, then `[DONE]`; an error after the stream started becomes an error
+    event before `[DONE]`.
 
     On shutdown the stream goes on: the registry's drain ends it with an error event when its time is
     up, so sse-starlette's own cancel (after `drain_seconds` more) is only a last resort.
@@ -33,20 +63,14 @@ def sse_response(chunks: AsyncGenerator[dict[str, Any], None], drain_seconds: fl
     async def events() -> AsyncIterator[dict[str, str]]:
         try:
             async for chunk in chunks:
-                yield _data(chunk)
+                yield data(chunk)
         except LLMServeError as exc:
-            yield _data(exc.to_dict())
+            yield data(exc.to_dict())
         except Exception as exc:  # a bug must still end the stream in the documented shape
             log.exception("stream failed")
-            yield _data(InternalError(f"internal error: {type(exc).__name__}").to_dict())
+            yield data(InternalError(f"internal error: {type(exc).__name__}").to_dict())
         finally:
             await chunks.aclose()
         yield {"data": "[DONE]"}
 
-    return EventSourceResponse(
-        events(),
-        ping=PING_SECONDS,
-        sep="\n",
-        headers={"Cache-Control": "no-cache"},
-        shutdown_grace_period=drain_seconds,
-    )
+    return event_source(events(), drain_seconds)

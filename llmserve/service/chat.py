@@ -5,16 +5,15 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncGenerator, Callable
-from dataclasses import dataclass, replace
+from collections.abc import AsyncGenerator
+from dataclasses import replace
 from typing import Any
 
 from llmserve.config.keep_alive import parse_keep_alive
 from llmserve.engine.base import ChatMessage, Constraint, GenerationParams, Role
-from llmserve.errors import InternalError, InvalidRequest
-from llmserve.models.jobs import Event, EventStream, Failed, Finished, Started, TextDelta
+from llmserve.errors import InvalidRequest
+from llmserve.models.jobs import EventStream, Failed, Finished, TextDelta
 from llmserve.models.registry import ModelRegistry
-from llmserve.models.worker import ModelWorker
 from llmserve.protocol.openai_chat import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -31,6 +30,7 @@ from llmserve.protocol.openai_chat import (
 from llmserve.protocol.openai_generation import Usage
 from llmserve.service.images import image_bytes
 from llmserve.service.sampling import sampling_params
+from llmserve.service.streams import RequestStats, collect, merged, seeded, start_streams
 from llmserve.service.tools import ToolPlan, forcing, parse_calls, plan
 
 _ROLES: dict[str, Role] = {
@@ -40,26 +40,6 @@ _ROLES: dict[str, Role] = {
     "assistant": "assistant",
     "tool": "tool",
 }
-
-
-@dataclass
-class RequestStats:
-    """What the access log reports about one request; filled in as its events pass."""
-
-    model: str | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    first_token_at: float | None = None  # time.monotonic() of the first token
-
-    def observe(self, event: Event) -> None:
-        if isinstance(event, Started):
-            self.prompt_tokens = event.prompt_tokens
-        elif isinstance(event, TextDelta) and self.first_token_at is None:
-            self.first_token_at = time.monotonic()
-        elif isinstance(event, Finished):
-            self.completion_tokens = event.completion_tokens
-            if self.first_token_at is None:
-                self.first_token_at = event.first_token_at
 
 
 async def _message(index: int, message: ChatMessageIn, allow_remote: bool) -> ChatMessage:
@@ -129,46 +109,6 @@ async def to_generation(
     return messages, params, tool_plan
 
 
-def seeded(params: GenerationParams, index: int) -> GenerationParams:
-    """Choice `index` of several samples with seed + index (the first with the seed itself)."""
-    return params if params.seed is None or index == 0 else replace(params, seed=params.seed + index)
-
-
-async def start_streams(
-    count: int, submit: Callable[[int], tuple[ModelWorker, EventStream]]
-) -> tuple[str, list[EventStream], list[Started]]:
-    """Submits `count` generations and waits until each has started: (the model's name, the streams,
-    their `Started` events). A failure cancels every one of them, then is raised."""
-    streams: list[EventStream] = []
-    model = ""
-    try:
-        for index in range(count):
-            worker, stream = submit(index)
-            model = worker.unit_id
-            streams.append(stream)
-        started = [await first_event(stream) for stream in streams]
-    except BaseException:
-        for stream in streams:
-            stream.cancel()
-        raise
-    return model, streams, started
-
-
-async def first_event(stream: EventStream) -> Started:
-    """Waits until the model is loaded and the prompt accepted; raises the error if it failed."""
-    try:
-        event = await stream.get()
-    except BaseException:
-        stream.cancel()
-        raise
-    if isinstance(event, Failed):
-        raise event.error
-    if not isinstance(event, Started):
-        stream.cancel()
-        raise InternalError(f"unexpected first event {type(event).__name__}")
-    return event
-
-
 class ChatService:
     def __init__(self, registry: ModelRegistry, *, allow_remote_images: bool = False) -> None:
         self.registry = registry
@@ -234,49 +174,6 @@ class ChatService:
         model, streams, prompt_tokens, tool_plan = await self._start(request, stats)
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         return _chunks(model, streams, prompt_tokens, include_usage, bool(request.logprobs), stats, tool_plan)
-
-
-async def collect(
-    stream: EventStream, stats: RequestStats | None = None
-) -> tuple[str, list[dict[str, Any]], Finished]:
-    """A choice's text, its tokens' log probabilities and its end."""
-    parts: list[str] = []
-    entries: list[dict[str, Any]] = []
-    async for event in stream.until_done():
-        if stats is not None:
-            stats.observe(event)
-        if isinstance(event, TextDelta):
-            parts.append(event.text)
-            entries.extend(event.logprobs)
-        elif isinstance(event, Failed):
-            raise event.error
-        elif isinstance(event, Finished):
-            return "".join(parts), entries, event
-    raise InternalError("the generation ended without a result")
-
-
-async def merged(streams: list[EventStream]) -> AsyncGenerator[tuple[int, Event], None]:
-    """The events of all choices as they come, tagged with the choice's index."""
-    if len(streams) == 1:
-        async for event in streams[0].until_done():
-            yield 0, event
-        return
-    queue: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
-
-    async def pump(index: int, stream: EventStream) -> None:
-        async for event in stream.until_done():
-            await queue.put((index, event))
-
-    tasks = [asyncio.create_task(pump(i, s)) for i, s in enumerate(streams)]
-    try:
-        done = 0
-        while done < len(streams):
-            index, event = await queue.get()
-            done += isinstance(event, Finished | Failed)
-            yield index, event
-    finally:
-        for task in tasks:
-            task.cancel()
 
 
 async def _chunks(

@@ -20,8 +20,8 @@ from llmserve.models.jobs import EventStream, Failed, Finished, TextDelta
 from llmserve.models.registry import ModelRegistry
 from llmserve.protocol.openai_completions import CompletionRequest
 from llmserve.protocol.openai_generation import Usage
-from llmserve.service.chat import RequestStats, collect, merged, seeded, start_streams
 from llmserve.service.sampling import sampling_params
+from llmserve.service.streams import RequestStats, collect, merged, seeded, start_streams
 
 MAX_CHOICES = 128
 
