@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from llmserve.config.entries import ModelConfig
@@ -33,10 +33,12 @@ class ChatMessage:
 
 @dataclass(frozen=True)
 class Constraint:
-    """What the output must be (constrained decoding): `kind` "json_schema", `schema` its JSON text."""
+    """What the output must be (constrained decoding): `kind` "json_schema", `schema` its JSON text;
+    `grammar`: the grammar compiled from it, once, where the request is checked (engine/grammar.py)."""
 
     kind: str
     schema: str
+    grammar: str | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def json_object(cls) -> Constraint:

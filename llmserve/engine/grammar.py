@@ -10,6 +10,7 @@ llguidance is one 3 MB wheel with no dependencies, where xgrammar pulls triton a
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import llguidance
@@ -25,8 +26,18 @@ if TYPE_CHECKING:
 _LAYOUT: JsonCompileOptions = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 
 
+def compiled(constraint: Constraint) -> Constraint:
+    """The constraint with its grammar compiled and validated: the service calls this before a request
+    is queued (a bad schema is a 400 then), and the engine reuses the grammar."""
+    return (
+        constraint if constraint.grammar is not None else replace(constraint, grammar=grammar_of(constraint))
+    )
+
+
 def grammar_of(constraint: Constraint) -> str:
     """The llguidance grammar; raises `InvalidRequest` (400) naming what is wrong with the schema."""
+    if constraint.grammar is not None:
+        return constraint.grammar
     try:
         grammar = llguidance.LLMatcher.grammar_from_json_schema(constraint.schema, defaults=_LAYOUT)
     except Exception as exc:  # malformed schema text

@@ -72,10 +72,9 @@ def constraint_of(response_format: ResponseFormat | None) -> Constraint | None:
     else:
         assert response_format.json_schema is not None
         constraint = Constraint.json_schema(response_format.json_schema.schema_ or {})
-    from llmserve.engine.grammar import grammar_of  # llguidance; no torch
+    from llmserve.engine.grammar import compiled  # llguidance; no torch
 
-    grammar_of(constraint)
-    return constraint
+    return compiled(constraint)
 
 
 async def to_generation(
@@ -89,10 +88,9 @@ async def to_generation(
             raise InvalidRequest(
                 "a forced tool call and 'response_format' exclude each other", param="tool_choice"
             )
-        constraint = forcing(tool_plan)
-        from llmserve.engine.grammar import grammar_of
+        from llmserve.engine.grammar import compiled
 
-        grammar_of(constraint)  # the functions' parameter schemas
+        constraint = compiled(forcing(tool_plan))  # the functions' parameter schemas
     messages = [await _message(i, m, allow_remote_images) for i, m in enumerate(request.messages)]
     sampling = sampling_params(request)
     max_tokens = request.max_completion_tokens or request.max_tokens
