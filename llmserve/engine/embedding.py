@@ -154,7 +154,7 @@ class EmbeddingEngine:
     def start(self, prompt_ids: Sequence[int], params: GenerationParams) -> int:
         raise InvalidRequest("this is an embedding model: it does not generate text", param="model")
 
-    def step(self, seq_ids: Sequence[int]) -> list[int]:
+    def step(self, seq_ids: Sequence[int]) -> list[int | None]:
         raise RuntimeError("an embedding model has no sequences to step")
 
     def release(self, seq_id: int) -> None:

@@ -49,7 +49,7 @@ from llmserve.models.jobs import (
 )
 from llmserve.models.lifecycle import Estimator, Slot
 from llmserve.models.residency import Residency
-from llmserve.models.sequences import Running, begin, embed_all, fill_defaults, step_all
+from llmserve.models.sequences import Prepared, Running, embed_all, fill_defaults, prepare, start, step_all
 from llmserve.models.status import ModelState, ModelStatus, UnloadReason
 
 __all__ = ["ModelWorker"]
@@ -74,6 +74,8 @@ class ModelWorker:
             target=self._run, name=f"llmserve-worker:{config.api_id}", daemon=True
         )
         self._pending: deque[Generate] = deque()
+        # the first waiting request, encoded, while it waits for room in the KV cache budget
+        self._prepared: tuple[Generate, Prepared] | None = None
         self._running: list[Running] = []
         self._load_waiters: list[Reply[None]] = []
         self._embeds: list[Embed] = []
@@ -332,7 +334,8 @@ class ModelWorker:
             self._embeds.clear()
         self._drop_cancelled_waiting()
         while self._pending and self._has_room():
-            self._admit(self._pending.popleft())
+            if not self._admit(self._pending[0]):
+                break
         if self._running:
             self._step()
 
@@ -378,25 +381,61 @@ class ModelWorker:
         yielding = self._yield_since is not None and self._pending[0].queued_at >= self._yield_since
         return loaded and not yielding and len(self._running) < self.config.max_batch_size
 
-    def _admit(self, job: Generate) -> None:
+    def _admit(self, job: Generate) -> bool:
+        """Starts the first waiting request `job` if its tokens fit the KV cache budget beside those
+        running (False: it waits, and so do those behind it); a request that cannot be served fails."""
         if job.stream.cancelled:
+            self._pending.popleft()
             self._retire(job, None)
-            return
+            return True
+        prepared = self._prepare(job)
+        if prepared is None:
+            self._pending.popleft()
+            return True
+        kv = self._slot.kv
+        if kv is not None and self._running and not kv.fits((run.end for run in self._running), prepared.end):
+            return False
+        self._pending.popleft()
+        self._prepared = None
         assert self._engine is not None
-        if job.params.omitted:
-            job = replace(job, params=fill_defaults(self.sampling_defaults, job.params))
         try:
-            run = begin(self._engine, job, self.unit_id)
+            run = start(self._engine, prepared)
         except LLMServeError as exc:
             self._retire(job, Failed(exc))
-            return
+            return True
+        except Exception as exc:  # this request's problem (e.g. a token outside the vocabulary)
+            log.exception("starting a request for %s failed", self.unit_id)
+            self._retire(
+                job, Failed(InternalError(f"starting the request failed: {type(exc).__name__}: {exc}"))
+            )
+            return True
+        job.stream.push(Started(run.prompt_tokens, run.echo))
+        self._running.append(run)
+        return True
+
+    def _prepare(self, job: Generate) -> Prepared | None:
+        """`job` encoded and checked, once while it waits; None when it failed (it is retired)."""
+        if self._prepared is not None and self._prepared[0] is job:
+            return self._prepared[1]
+        assert self._engine is not None
+        filled = (
+            replace(job, params=fill_defaults(self.sampling_defaults, job.params))
+            if job.params.omitted
+            else job
+        )
+        kv = self._slot.kv
+        try:
+            prepared = prepare(self._engine, filled, self.unit_id, None if kv is None else kv.tokens)
+        except LLMServeError as exc:
+            self._retire(job, Failed(exc))
+            return None
         except Exception as exc:  # this request's problem (e.g. the tokenizer choked): fail it alone
             log.exception("admitting a request for %s failed", self.unit_id)
             error = InternalError(f"preparing the prompt failed: {type(exc).__name__}: {exc}")
             self._retire(job, Failed(error))
-            return
-        job.stream.push(Started(run.prompt_tokens, run.echo))
-        self._running.append(run)
+            return None
+        self._prepared = (job, prepared)
+        return prepared
 
     def _step(self) -> None:
         assert self._engine is not None
@@ -429,6 +468,7 @@ class ModelWorker:
         self._load_waiters.clear()
 
     def _drop_engine(self, state: ModelState, error: str | None, reason: UnloadReason = "unload") -> None:
+        self._prepared = None  # encoded for this load's budget
         self._slot.drop(state, reason, error)
         if reason == "shutdown":
             self._slot.drop_parked()
