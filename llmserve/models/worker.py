@@ -29,7 +29,7 @@ from dataclasses import replace
 from llmserve.config.entries import ModelConfig
 from llmserve.config.keep_alive import IdleTimer
 from llmserve.config.sampling import SamplingDefaults, Value, from_generation_config
-from llmserve.engine.base import Engine, EngineFactory, GenerationConfigSource
+from llmserve.engine.base import Engine, EngineFactory, GenerationConfigSource, KVCacheSource
 from llmserve.engine.progress import LoadProgress
 from llmserve.errors import InternalError, LLMServeError, Overloaded, ShuttingDown
 from llmserve.models.jobs import (
@@ -50,7 +50,7 @@ from llmserve.models.jobs import (
 from llmserve.models.lifecycle import Estimator, Slot
 from llmserve.models.residency import Residency
 from llmserve.models.sequences import Prepared, Running, embed_all, fill_defaults, prepare, start, step_all
-from llmserve.models.status import ModelState, ModelStatus, UnloadReason
+from llmserve.models.status import KVUsage, ModelState, ModelStatus, UnloadReason
 
 __all__ = ["ModelWorker"]
 log = logging.getLogger(__name__)
@@ -76,6 +76,7 @@ class ModelWorker:
         self._pending: deque[Generate] = deque()
         # the first waiting request, encoded, while it waits for room in the KV cache budget
         self._prepared: tuple[Generate, Prepared] | None = None
+        self._kv_held = 0  # the engine's token slots after the last step
         self._running: list[Running] = []
         self._load_waiters: list[Reply[None]] = []
         self._embeds: list[Embed] = []
@@ -148,7 +149,15 @@ class ModelWorker:
             queue_depth=max(0, self._accepted - running),  # a sequence retires before it leaves `_running`
             running=running,
             capacity=self.capacity,
+            kv=self._kv_usage(),
         )
+
+    def _kv_usage(self) -> KVUsage | None:
+        kv = self._slot.kv
+        if kv is None or self._state is not ModelState.LOADED:
+            return None
+        reserved = kv.cost(run.end for run in list(self._running))
+        return KVUsage(kv.tokens, reserved, self._kv_held, kv.bytes_per_token, kv.source)
 
     def _progressed(self, progress: LoadProgress) -> None:
         if self.on_progress is not None:
@@ -441,6 +450,8 @@ class ModelWorker:
         assert self._engine is not None
         self.last_active = time.monotonic()
         self._running = step_all(self._engine, self._running, self._retire)
+        if isinstance(self._engine, KVCacheSource):
+            self._kv_held = self._engine.kv_tokens_held
 
     def _unload_when_idle(self) -> None:
         """keep_alive: a loaded model with nothing running or waiting unloads when its time is up."""

@@ -1,0 +1,106 @@
+"""Admission by tokens on a real (tiny) model with a small KV cache budget: many long requests are all
+answered, the token slots held never pass the budget (the engine's own counters), one that could never
+fit is a 400 saying what it needs and what the model holds, and requests are served in arrival order."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from fakes import Factory
+from tiny import build_model
+
+from llmserve.config.entries import ModelConfig, PlainSpec
+from llmserve.engine.base import ChatMessage, Engine, GenerationParams
+from llmserve.engine.hf import HFEngine
+from llmserve.errors import InvalidRequest
+from llmserve.models.jobs import Event, Failed, Finished, Started
+from llmserve.models.kv_budget import KVBudget, derived_memory
+from llmserve.models.registry import ModelRegistry
+
+BUDGET_TOKENS = 200
+LONG = "the capital of France is Paris and the capital of Italy is Rome " * 6
+
+
+@pytest.fixture(scope="module")
+def directory(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_model(tmp_path_factory.mktemp("models") / "tiny")
+
+
+def config(directory: Path, tokens: int) -> ModelConfig:
+    per_token = 2 * 2 * 2 * 16 * 4  # layers x (keys, values) x KV heads x head size x fp32
+    return ModelConfig(
+        "t",
+        "tiny",
+        PlainSpec(model_id=str(directory)),
+        "float32",
+        kv_cache_memory=tokens * per_token,
+        prefill_chunk=64,
+    )
+
+
+def test_cost_is_rows_times_the_longest_when_padded() -> None:
+    padded = KVBudget(tokens=300, bytes_per_token=10, padded=True, source="derived")
+    assert padded.cost([100, 50]) == 200
+    assert padded.fits([100, 50], 100) and not padded.fits([100, 50], 101)
+    alone = KVBudget(tokens=300, bytes_per_token=10, padded=False, source="derived")
+    assert alone.cost([100, 50]) == 150 and alone.fits([100, 50], 150)
+    assert padded.bytes == 3000
+    assert derived_memory(1000, None) == 800 and derived_memory(1000, 500) == 400
+    assert derived_memory(None, None) is None and derived_memory(-5, None) == 0
+
+
+async def _ask(registry: ModelRegistry, text: str, max_tokens: int | None) -> list[Event]:
+    _, stream = registry.generate(None, [ChatMessage("user", text)], GenerationParams(max_tokens=max_tokens))
+    return [event async for event in stream.until_done()]
+
+
+def test_long_requests_wait_for_room_and_are_all_answered(directory: Path) -> None:
+    factory = Factory(lambda c: HFEngine.load(c))
+
+    async def main() -> Sequence[list[Event]]:
+        registry = ModelRegistry([config(directory, BUDGET_TOKENS)], "tiny", factory)
+        registry.start(preload="none")
+        try:
+            asks = [_ask(registry, f"{i} {LONG}", 8) for i in range(6)]
+            asks += [_ask(registry, "hello", 8) for _ in range(4)]
+            return await asyncio.gather(*asks)
+        finally:
+            await asyncio.to_thread(registry.shutdown, 10)
+
+    answers = asyncio.run(main())
+    assert all(isinstance(a[0], Started) and isinstance(a[-1], Finished) for a in answers)
+    (engine,) = factory.engines
+    assert isinstance(engine, HFEngine)
+    longest = max(a[0].prompt_tokens for a in answers if isinstance(a[0], Started)) + 8
+    assert 2 * longest > BUDGET_TOKENS  # so two long ones never ran together
+    assert longest - 1 <= engine.kv_peak_tokens <= BUDGET_TOKENS  # the last token never enters the cache
+
+
+def test_a_prompt_beyond_the_budget_is_a_400_and_no_max_tokens_is_clamped(directory: Path) -> None:
+    factory = Factory(lambda c: HFEngine.load(c))
+
+    async def main() -> tuple[list[Event], list[Event]]:
+        registry = ModelRegistry([config(directory, 100)], "tiny", factory)
+        registry.start(preload="none")
+        try:
+            return await _ask(registry, LONG, 8), await _ask(registry, "hello", None)
+        finally:
+            await asyncio.to_thread(registry.shutdown, 10)
+
+    too_long, unbounded = asyncio.run(main())
+    (failed,) = too_long
+    assert isinstance(failed, Failed) and isinstance(failed.error, InvalidRequest)
+    message = failed.error.message
+    assert (
+        message.startswith("the prompt is 1")
+        and "model 'tiny' holds 100 tokens in its KV cache budget" in message
+    )
+    assert failed.error.param == "messages"
+    started, finished = unbounded[0], unbounded[-1]
+    assert isinstance(started, Started) and isinstance(finished, Finished)
+    assert started.prompt_tokens + finished.completion_tokens <= 100
+    engines: list[Engine] = factory.engines
+    assert len(engines) == 1
