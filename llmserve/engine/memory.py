@@ -115,21 +115,36 @@ def _own_cgroups() -> list[tuple[str, str]]:
 
 def cgroup_memory(root: str = "/sys/fs/cgroup") -> tuple[int, int] | None:
     """(limit, usage) in bytes of the memory cgroup this process is in, v2 (`memory.max`,
-    `memory.current`) or v1 (`memory.limit_in_bytes`, `memory.usage_in_bytes`); None when no limit is
-    set (v1 writes a huge number for none)."""
+    `memory.current`) or v1 (`memory.limit_in_bytes`, `memory.usage_in_bytes`), usage without the
+    inactive page cache; None when no limit is set (v1 writes a huge number for none)."""
     for controllers, path in _own_cgroups():
         if controllers == "":
             base = os.path.join(root, path.lstrip("/"))
             limit, usage = _read_int(f"{base}/memory.max"), _read_int(f"{base}/memory.current")
+            inactive = _stat(f"{base}/memory.stat", "inactive_file")
         elif "memory" in controllers.split(","):
             base = os.path.join(root, "memory", path.lstrip("/"))
             limit = _read_int(f"{base}/memory.limit_in_bytes")
             usage = _read_int(f"{base}/memory.usage_in_bytes")
+            inactive = _stat(f"{base}/memory.stat", "total_inactive_file")
         else:
             continue
         if limit is not None and usage is not None and limit < 1 << 60:
-            return limit, usage
+            # page cache the kernel reclaims before it kills anything is not in use (as `docker stats`)
+            return limit, max(0, usage - inactive)
     return None
+
+
+def _stat(path: str, key: str) -> int:
+    try:
+        with open(path, encoding="ascii") as file:
+            for line in file:
+                name, _, value = line.partition(" ")
+                if name == key:
+                    return int(value)
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def meminfo_available() -> int | None:

@@ -14,7 +14,8 @@ after the models already held, times `KV_SHARE`: the rest is for prefill activat
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 KV_SHARE = 0.8  # of the memory left after the weights, what the KV cache may take when derived
@@ -28,6 +29,7 @@ class KVBudget:
     bytes_per_token: int
     padded: bool
     source: str  # "kv_cache_memory" (set) or "derived"
+    device: str = "cpu"  # where the cache lives
 
     @property
     def bytes(self) -> int:
@@ -55,3 +57,64 @@ def derived_memory(available: int | None, budget_left: int | None) -> int | None
     if not known:
         return None
     return int(max(0, min(known)) * KV_SHARE)
+
+
+class KVLedger:
+    """What the loaded models' requests reserve in KV cache, per device, across all models: a request
+    is admitted only when every model's reservations together fit what the device can give the KV
+    cache now, `KV_SHARE` of (what is free + what the caches already hold), and, with a memory
+    budget, what the budget leaves after the weights. So two models whose budgets were each derived
+    from the same free memory cannot together exceed it.
+
+    Workers call it from their own threads; `available` reads the device's free memory (engine/memory)."""
+
+    def __init__(
+        self,
+        available: Callable[[str], int | None],
+        budget_left: Callable[[str], int | None] = lambda device: None,
+    ) -> None:
+        self._available = available
+        self._budget_left = budget_left
+        self._lock = threading.Lock()
+        self._reserved: dict[str, tuple[str, int]] = {}  # unit id -> (device, bytes)
+        self._held: dict[str, Callable[[], int]] = {}  # unit id -> bytes its caches hold now
+
+    def track(self, unit_id: str, held: Callable[[], int]) -> None:
+        with self._lock:
+            self._held[unit_id] = held
+
+    def forget(self, unit_id: str) -> None:
+        with self._lock:
+            self._reserved.pop(unit_id, None)
+            self._held.pop(unit_id, None)
+
+    def reserved(self, device: str | None = None) -> int:
+        with self._lock:
+            return sum(b for d, b in self._reserved.values() if device is None or d == device)
+
+    def pool(self, device: str) -> int | None:
+        """Bytes the KV caches of all models on `device` may reserve now; None: unknown (no limit)."""
+        with self._lock:
+            held = sum(f() for u, f in self._held.items() if self._reserved.get(u, ("", 0))[0] == device)
+        free = self._available(device)
+        from_free = None if free is None else int((free + held) * KV_SHARE)
+        left = self._budget_left(device)
+        known = [n for n in (from_free, left) if n is not None]
+        return min(known) if known else None
+
+    def try_reserve(self, unit_id: str, device: str, total: int) -> bool:
+        """Sets `unit_id`'s reservation on `device` to `total` bytes if all reservations then fit the pool
+        (a smaller one always does)."""
+        pool = self.pool(device)
+        with self._lock:
+            previous = self._reserved.get(unit_id, (device, 0))[1]
+            others = sum(b for u, (d, b) in self._reserved.items() if d == device and u != unit_id)
+            if total > previous and pool is not None and others + total > pool:
+                return False
+            self._reserved[unit_id] = (device, total)
+            return True
+
+    def others_reserve(self, unit_id: str, device: str) -> bool:
+        """Whether another model holds a reservation on `device` (so waiting can free room)."""
+        with self._lock:
+            return any(b > 0 for u, (d, b) in self._reserved.items() if d == device and u != unit_id)

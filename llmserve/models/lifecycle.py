@@ -136,7 +136,9 @@ class Slot:
         self.memory_bytes = engine.memory_bytes
         estimate = self.estimate()
         weights = held(engine.memory_by_device, last_load_growth())
-        self.footprint = add(weights, {} if estimate is None else estimate.kv_reserve)
+        # an engine with a KV cache has its requests' reservations counted as they come (KVLedger)
+        reserve = {} if estimate is None or isinstance(engine, KVCacheSource) else estimate.kv_reserve
+        self.footprint = add(weights, reserve)
         if self._residency is not None:
             self._residency.measured(self.config.unit_id, self.footprint)
         self.kv = self._kv_budget(engine)
@@ -172,7 +174,7 @@ class Slot:
             tokens = self.config.max_batch_size * engine.context_length
         else:
             tokens = budget_tokens(memory, per_token)
-        budget = KVBudget(tokens, per_token, engine.kv_padded, source)
+        budget = KVBudget(tokens, per_token, engine.kv_padded, source, engine.kv_device)
         log.info(
             "%s: KV cache budget %d tokens (%s, %s per token, %s)",
             self.config.api_id,

@@ -24,7 +24,6 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import replace
 
 from llmserve.config.entries import ModelConfig
 from llmserve.config.keep_alive import IdleTimer
@@ -32,6 +31,7 @@ from llmserve.config.sampling import SamplingDefaults, Value, from_generation_co
 from llmserve.engine.base import Engine, EngineFactory, GenerationConfigSource, KVCacheSource
 from llmserve.engine.progress import LoadProgress
 from llmserve.errors import InternalError, LLMServeError, Overloaded, ShuttingDown
+from llmserve.models.admission import Admission
 from llmserve.models.jobs import (
     Abort,
     Embed,
@@ -47,9 +47,10 @@ from llmserve.models.jobs import (
     Unload,
     Yield,
 )
+from llmserve.models.kv_budget import KVLedger
 from llmserve.models.lifecycle import Estimator, Slot
 from llmserve.models.residency import Residency
-from llmserve.models.sequences import Prepared, Running, embed_all, fill_defaults, prepare, start, step_all
+from llmserve.models.sequences import Running, embed_all, start, step_all
 from llmserve.models.status import KVUsage, ModelState, ModelStatus, UnloadReason
 
 __all__ = ["ModelWorker"]
@@ -65,6 +66,7 @@ class ModelWorker:
         factory: EngineFactory,
         residency: Residency | None = None,
         estimator: Estimator | None = None,
+        ledger: KVLedger | None = None,
     ) -> None:
         self.config = config
         self._residency = residency
@@ -74,8 +76,7 @@ class ModelWorker:
             target=self._run, name=f"llmserve-worker:{config.api_id}", daemon=True
         )
         self._pending: deque[Generate] = deque()
-        # the first waiting request, encoded, while it waits for room in the KV cache budget
-        self._prepared: tuple[Generate, Prepared] | None = None
+        self._admission = Admission(config.unit_id, ledger)
         self._kv_held = 0  # the engine's token slots after the last step
         self._running: list[Running] = []
         self._load_waiters: list[Reply[None]] = []
@@ -359,6 +360,7 @@ class ModelWorker:
             return False
         if isinstance(engine, GenerationConfigSource):
             self._generation = from_generation_config(engine.generation_sampling, self.unit_id)
+        self._admission.loaded(self._slot.kv, lambda: self._kv_held)
         self.last_active = time.monotonic()
         return True
 
@@ -391,60 +393,33 @@ class ModelWorker:
         return loaded and not yielding and len(self._running) < self.config.max_batch_size
 
     def _admit(self, job: Generate) -> bool:
-        """Starts the first waiting request `job` if its tokens fit the KV cache budget beside those
-        running (False: it waits, and so do those behind it); a request that cannot be served fails."""
+        """Starts the first waiting request `job` when its tokens fit beside those running (False: it
+        waits, and so do those behind it); a request that cannot be served fails (models/admission.py)."""
         if job.stream.cancelled:
             self._pending.popleft()
             self._retire(job, None)
             return True
-        prepared = self._prepare(job)
-        if prepared is None:
-            self._pending.popleft()
-            return True
-        kv = self._slot.kv
-        if kv is not None and self._running and not kv.fits((run.end for run in self._running), prepared.end):
-            return False
-        self._pending.popleft()
-        self._prepared = None
         assert self._engine is not None
         try:
+            prepared = self._admission.prepare(self._engine, job, self.sampling_defaults)
+            if self._admission.verdict([run.end for run in self._running], prepared) == "wait":
+                return False
             run = start(self._engine, prepared)
         except LLMServeError as exc:
+            self._pending.popleft()
             self._retire(job, Failed(exc))
             return True
         except Exception as exc:  # this request's problem (e.g. a token outside the vocabulary)
             log.exception("starting a request for %s failed", self.unit_id)
+            self._pending.popleft()
             self._retire(
                 job, Failed(InternalError(f"starting the request failed: {type(exc).__name__}: {exc}"))
             )
             return True
+        self._pending.popleft()
         job.stream.push(Started(run.prompt_tokens, run.echo))
         self._running.append(run)
         return True
-
-    def _prepare(self, job: Generate) -> Prepared | None:
-        """`job` encoded and checked, once while it waits; None when it failed (it is retired)."""
-        if self._prepared is not None and self._prepared[0] is job:
-            return self._prepared[1]
-        assert self._engine is not None
-        filled = (
-            replace(job, params=fill_defaults(self.sampling_defaults, job.params))
-            if job.params.omitted
-            else job
-        )
-        kv = self._slot.kv
-        try:
-            prepared = prepare(self._engine, filled, self.unit_id, None if kv is None else kv.tokens)
-        except LLMServeError as exc:
-            self._retire(job, Failed(exc))
-            return None
-        except Exception as exc:  # this request's problem (e.g. the tokenizer choked): fail it alone
-            log.exception("admitting a request for %s failed", self.unit_id)
-            error = InternalError(f"preparing the prompt failed: {type(exc).__name__}: {exc}")
-            self._retire(job, Failed(error))
-            return None
-        self._prepared = (job, prepared)
-        return prepared
 
     def _step(self) -> None:
         assert self._engine is not None
@@ -452,6 +427,7 @@ class ModelWorker:
         self._running = step_all(self._engine, self._running, self._retire)
         if isinstance(self._engine, KVCacheSource):
             self._kv_held = self._engine.kv_tokens_held
+        self._admission.reserve([run.end for run in self._running])  # what finished gives back its room
 
     def _unload_when_idle(self) -> None:
         """keep_alive: a loaded model with nothing running or waiting unloads when its time is up."""
@@ -477,9 +453,11 @@ class ModelWorker:
         self._running.clear()
         self._pending.clear()
         self._load_waiters.clear()
+        self._admission.reserve([])
 
     def _drop_engine(self, state: ModelState, error: str | None, reason: UnloadReason = "unload") -> None:
-        self._prepared = None  # encoded for this load's budget
+        self._kv_held = 0
+        self._admission.unloaded()
         self._slot.drop(state, reason, error)
         if reason == "shutdown":
             self._slot.drop_parked()

@@ -5,6 +5,7 @@ fit is a 400 saying what it needs and what the model holds, and requests are ser
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from llmserve.engine.base import ChatMessage, Engine, GenerationParams
 from llmserve.engine.hf import HFEngine
 from llmserve.errors import InvalidRequest
 from llmserve.models.jobs import Event, Failed, Finished, Started
-from llmserve.models.kv_budget import KVBudget, derived_memory
+from llmserve.models.kv_budget import KV_SHARE, KVBudget, KVLedger, derived_memory
 from llmserve.models.registry import ModelRegistry
 
 BUDGET_TOKENS = 200
@@ -104,3 +105,82 @@ def test_a_prompt_beyond_the_budget_is_a_400_and_no_max_tokens_is_clamped(direct
     assert started.prompt_tokens + finished.completion_tokens <= 100
     engines: list[Engine] = factory.engines
     assert len(engines) == 1
+
+
+def test_the_ledger_keeps_every_models_reservations_within_the_device() -> None:
+    free = {"cpu": 1000}
+    ledger = KVLedger(lambda device: free.get(device), lambda device: None)
+    ledger.track("a", lambda: 0)
+    ledger.track("b", lambda: 0)
+    assert ledger.pool("cpu") == 800  # KV_SHARE of what is free
+    assert ledger.try_reserve("a", "cpu", 500)
+    assert not ledger.try_reserve("b", "cpu", 400)  # 900 > 800
+    assert ledger.others_reserve("b", "cpu") and not ledger.others_reserve("a", "cpu")
+    assert ledger.try_reserve("b", "cpu", 300)
+    assert ledger.try_reserve("a", "cpu", 100)  # shrinking always fits
+    assert ledger.reserved("cpu") == 400
+    free["cpu"] = 0  # memory taken elsewhere: what the caches hold still counts as theirs
+    ledger.track("a", lambda: 100)
+    assert ledger.pool("cpu") == 80
+    assert not ledger.try_reserve("a", "cpu", 200)
+    ledger.forget("b")
+    assert ledger.reserved() == 100
+    budgeted = KVLedger(lambda device: 10_000, lambda device: 50)
+    assert budgeted.pool("cpu") == 50  # --memory-budget after the weights
+
+
+def test_two_models_on_one_device_share_what_it_has(directory: Path) -> None:
+    """Each model alone may hold 300 tokens; the device has room for 300 tokens in all (KV_SHARE of
+    free memory): the second model's long request waits until the first one's finishes."""
+    per_token = 2 * 2 * 2 * 16 * 4
+    factory = Factory(lambda c: HFEngine.load(c))
+    one = dataclasses.replace(config(directory, 300), label="one", api_id="one")
+    two = dataclasses.replace(config(directory, 300), label="two", api_id="two")
+    free = int(300 * per_token / KV_SHARE) + 1  # before any cache: the caches take from it
+    ledger = Recording(lambda device: free - ledger.held_bytes())
+
+    async def main() -> list[list[Event]]:
+        registry = ModelRegistry([one, two], "one", factory)
+        registry.kv = ledger
+        for worker in registry._workers.values():
+            worker._admission.ledger = registry.kv
+        registry.start(preload="none")
+        try:
+            await registry.reload("one")
+            await registry.reload("two")
+            asks = [_ask_model(registry, name, f"{name} {LONG}", 8) for name in ("one", "two", "one", "two")]
+            answers = await asyncio.gather(*asks)
+            for _ in range(100):  # the worker gives the room back right after the step that finished
+                if registry.kv.reserved() == 0:
+                    break
+                await asyncio.sleep(0.01)
+            assert registry.kv.reserved() == 0
+            return answers
+        finally:
+            await asyncio.to_thread(registry.shutdown, 10)
+
+    answers = asyncio.run(main())
+    assert all(isinstance(a[-1], Finished) for a in answers)
+    engines = [e for e in factory.engines if isinstance(e, HFEngine)]
+    assert len(engines) == 2
+    assert 150 * per_token <= ledger.most <= 300 * per_token  # never both long ones at once ...
+    assert all(e.kv_peak_tokens >= 150 for e in engines)  # ... yet each ran its own
+
+
+class Recording(KVLedger):
+    """A ledger that remembers the most bytes reserved at once."""
+
+    most = 0
+
+    def held_bytes(self) -> int:
+        return sum(held() for held in self._held.values())
+
+    def try_reserve(self, unit_id: str, device: str, total: int) -> bool:
+        taken = super().try_reserve(unit_id, device, total)
+        self.most = max(self.most, self.reserved(device))
+        return taken
+
+
+async def _ask_model(registry: ModelRegistry, model: str, text: str, max_tokens: int) -> list[Event]:
+    _, stream = registry.generate(model, [ChatMessage("user", text)], GenerationParams(max_tokens=max_tokens))
+    return [event async for event in stream.until_done()]
