@@ -11,6 +11,7 @@ import inspect
 import itertools
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,7 @@ from llmserve.engine.gguf import load_gguf
 from llmserve.engine.grammar import Guide, Guides
 from llmserve.engine.kvcache import returned_cache, with_cache
 from llmserve.engine.memory import metered_load
+from llmserve.engine.pacing import PrefillPacer
 from llmserve.engine.placement import model_device_map, own_weights, quantization_config, unmapped_reads
 from llmserve.engine.progress import report
 from llmserve.engine.sampling import GREEDY_BELOW, History, sample_rows, token_logprob
@@ -179,7 +181,7 @@ class HFEngine:
         self._ids = itertools.count()
         self._guides = Guides(tokenizer)
         self._token_bytes = token_bytes_of(tokenizer, self.decode)
-        self._prefill_chunk = max(1, prefill_chunk)
+        self._pacer = PrefillPacer(prefill_chunk)
         self._kv_bytes_per_token = kv_bytes_per_token(text_config, model.dtype)
         self._peak = 0
 
@@ -330,10 +332,13 @@ class HFEngine:
 
     def _decode(self) -> dict[int, int]:
         """One forward pass for every row of the batch."""
+        started = time.perf_counter()
         seq_ids = list(self._batch.seq_ids)
         seqs = [self._seqs[i] for i in seq_ids]
         logits = self._batch.forward(self._model, [seq.last for seq in seqs])
-        return dict(zip(seq_ids, self._pick(logits, seqs), strict=True))
+        chosen = dict(zip(seq_ids, self._pick(logits, seqs), strict=True))
+        self._pacer.decoded(time.perf_counter() - started)
+        return chosen
 
     def _pick(self, logits: torch.Tensor, seqs: Sequence[_Sequence]) -> list[int]:
         """The next token of each row (within its grammar, if it has one); records the log
@@ -363,11 +368,17 @@ class HFEngine:
         return found
 
     def _prefill(self, seq_ids: list[int], tokens: dict[int, int]) -> None:
-        """Reads new prompts, at most `prefill_chunk` tokens in all per step, in arrival order: prompts
+        """Reads new prompts, as many tokens per step as the pacer allows (engine/pacing.py; at most
+        `prefill_chunk`), in arrival order: prompts
         read whole run in padded groups of similar length, each group joining the batch in one copy; a
         prompt longer than what is left of the step's tokens is read a chunk at a time into its own
         cache. A model whose cache cannot be batched prefills and steps each sequence alone."""
-        left = self._prefill_chunk
+        decoding = len(self._batch) > 0 or any(
+            seq.cache is not None and seq.prompt is None for seq in self._seqs.values()
+        )
+        left = self._pacer.budget(decoding)
+        started = time.perf_counter()
+        read = 0
         whole: list[int] = []
         for seq_id in seq_ids:
             seq = self._seqs[seq_id]
@@ -377,12 +388,14 @@ class HFEngine:
                 break
             if seq.done == 0 and (remaining <= left or seq.extras is not None):  # images: in one pass
                 whole.append(seq_id)
-                left -= remaining
+                take = remaining
             else:
                 take = min(remaining, left)
-                left -= take
                 self._prefill_chunk_of(seq_id, take, tokens)
+            left -= take
+            read += take
         self._prefill_whole(whole, tokens)
+        self._pacer.prefilled(read, time.perf_counter() - started)
 
     def _prefill_chunk_of(self, seq_id: int, take: int, tokens: dict[int, int]) -> None:
         """Reads the next `take` tokens of a long prompt into its own cache; on its last chunk the sequence
