@@ -48,3 +48,14 @@ def test_available_host_memory_is_the_least_of_the_cgroup_and_the_kernel(
     monkeypatch.setattr(memory, "cgroup_memory", lambda: None)
     assert memory.available_host_memory() == 10 << 30
     assert memory.available_memory("cpu") == 10 << 30
+
+
+def test_embedding_inputs_go_in_passes_of_bounded_tokens() -> None:
+    from llmserve.engine.embedding import token_batches
+
+    lengths = [100, 5, 4000, 7, 3000, 100]
+    batches = token_batches(lengths, 8192)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    assert all(len(b) * max(lengths[i] for i in b) <= 8192 for b in batches)
+    assert token_batches([10_000, 3], 8192) == [[1], [0]]  # one input alone may be longer
+    assert token_batches([5] * 4, 8192) == [[0, 1, 2, 3]]
