@@ -343,6 +343,7 @@ class ModelWorker:
             embed_all(self._engine, self._embeds, self.unit_id)
             self._embeds.clear()
         self._drop_cancelled_waiting()
+        self._prepare_arrivals()
         while self._pending and self._has_room():
             if not self._admit(self._pending[0]):
                 break
@@ -382,6 +383,7 @@ class ModelWorker:
     def _drop_cancelled_waiting(self) -> None:
         if any(job.stream.cancelled for job in self._pending):
             for job in [job for job in self._pending if job.stream.cancelled]:
+                self._admission.discard(job)
                 self._retire(job, None)
             self._pending = deque(job for job in self._pending if not job.stream.cancelled)
 
@@ -392,11 +394,28 @@ class ModelWorker:
         yielding = self._yield_since is not None and self._pending[0].queued_at >= self._yield_since
         return loaded and not yielding and len(self._running) < self.config.max_batch_size
 
+    def _prepare_arrivals(self) -> None:
+        """Encodes the requests that arrived, so that one that can never be served fails now."""
+        if self._engine is None or self._unload_waiters:
+            return
+        failed = []
+        for job in self._pending:
+            try:
+                self._admission.prepare(self._engine, job, self.sampling_defaults)
+            except LLMServeError as exc:
+                failed.append((job, exc))
+        if failed:
+            gone = {id(job) for job, _ in failed}
+            self._pending = deque(job for job in self._pending if id(job) not in gone)
+            for job, error in failed:
+                self._retire(job, Failed(error))
+
     def _admit(self, job: Generate) -> bool:
         """Starts the first waiting request `job` when its tokens fit beside those running (False: it
         waits, and so do those behind it); a request that cannot be served fails (models/admission.py)."""
         if job.stream.cancelled:
             self._pending.popleft()
+            self._admission.discard(job)
             self._retire(job, None)
             return True
         assert self._engine is not None
@@ -444,6 +463,7 @@ class ModelWorker:
                 self._engine.release(run.seq_id)
             self._retire(run.job, Failed(error))
         for job in self._pending:
+            self._admission.discard(job)
             self._retire(job, Failed(error))
         for reply in self._load_waiters:
             reply.fail(error)

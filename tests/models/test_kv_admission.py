@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -150,7 +151,7 @@ def test_two_models_on_one_device_share_what_it_has(directory: Path) -> None:
             await registry.reload("two")
             asks = [_ask_model(registry, name, f"{name} {LONG}", 8) for name in ("one", "two", "one", "two")]
             answers = await asyncio.gather(*asks)
-            for _ in range(100):  # the worker gives the room back right after the step that finished
+            for _ in range(500):  # the worker gives the room back right after the step that finished
                 if registry.kv.reserved() == 0:
                     break
                 await asyncio.sleep(0.01)
@@ -184,3 +185,32 @@ class Recording(KVLedger):
 async def _ask_model(registry: ModelRegistry, model: str, text: str, max_tokens: int) -> list[Event]:
     _, stream = registry.generate(model, [ChatMessage("user", text)], GenerationParams(max_tokens=max_tokens))
     return [event async for event in stream.until_done()]
+
+
+def test_a_prompt_that_can_never_fit_is_refused_on_arrival_not_after_its_wait(directory: Path) -> None:
+    factory = Factory(lambda c: HFEngine.load(c))
+    done: dict[str, float] = {}
+
+    async def timed(registry: ModelRegistry, name: str, text: str) -> list[Event]:
+        events = await _ask(registry, text, 8)
+        done[name] = time.monotonic()
+        return events
+
+    async def main() -> list[list[Event]]:
+        registry = ModelRegistry([config(directory, BUDGET_TOKENS)], "tiny", factory)
+        registry.start(preload="none")
+        try:
+            await registry.reload("tiny")
+            return await asyncio.gather(
+                timed(registry, "a", LONG),  # runs
+                timed(registry, "b", f"b {LONG}"),  # waits for a: two do not fit
+                timed(registry, "c", LONG * 2),  # can never fit
+            )
+        finally:
+            await asyncio.to_thread(registry.shutdown, 10)
+
+    a, b, c = asyncio.run(main())
+    assert isinstance(a[-1], Finished) and isinstance(b[-1], Finished)
+    (failed,) = c
+    assert isinstance(failed, Failed) and "in its KV cache budget" in failed.error.message
+    assert done["c"] < done["a"] < done["b"]
