@@ -395,7 +395,7 @@ class HFEngine:
             left -= take
             read += take
         self._prefill_whole(whole, tokens)
-        self._pacer.prefilled(read, time.perf_counter() - started)
+        self._pacer.prefilled(read, time.perf_counter() - started, decoding)
 
     def _prefill_chunk_of(self, seq_id: int, take: int, tokens: dict[int, int]) -> None:
         """Reads the next `take` tokens of a long prompt into its own cache; on its last chunk the sequence
