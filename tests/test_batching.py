@@ -12,8 +12,9 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import live_server, plain
 from fakes import Factory, ScriptedEngine
+from model_configs import plain
+from servers import live_server
 from tiny import build_model
 
 from llmserve.engine.base import ChatMessage, GenerationParams

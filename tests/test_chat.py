@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pexpect
 import pytest
-from conftest import free_port, live_server, plain, write_config
+from cli_run import ENV, piped
 from fakes import Factory, Slowed, assert_cancelled
+from model_configs import plain, write_config
+from servers import free_port, live_server
 from tiny import reference_greedy
 
 from llmserve.config.entries import ModelConfig, PlainSpec
@@ -20,23 +20,10 @@ from llmserve.config.sampling import Sampling
 from llmserve.engine import load_engine
 from llmserve.server import create_app
 
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TERM": "dumb"}
-
 
 def spawn(*args: str) -> pexpect.spawn:
     return pexpect.spawn(
         sys.executable, ["-m", "llmserve", *args], env=ENV, encoding="utf-8", timeout=60, dimensions=(40, 200)
-    )
-
-
-def piped(stdin: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "llmserve", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=120,
     )
 
 

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import assert_schema, plain, sse_data
+from model_configs import plain
 from starlette.testclient import TestClient
+from wire import assert_schema, sse_data
 
 from llmserve.server import create_app
 

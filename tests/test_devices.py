@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import plain
+from model_configs import plain
 
 from llmserve.engine import devices
 from llmserve.engine.devices import cpu_bf16, resolve_dtype

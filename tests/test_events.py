@@ -2,49 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import threading
 from typing import Any
 
 import httpx
-from conftest import live_server
+from app_calls import HELLO, watching
 from fakes import Factory, ScriptedEngine
-from test_keep_alive import HELLO, config
+from model_configs import config
+from servers import live_server
 
 from llmserve.server import create_app
-
-
-def collect(
-    base: str,
-    count: int,
-    into: list[dict[str, Any]],
-    ready: threading.Event,
-    kind_wanted: str = "model_state",
-) -> None:
-    with httpx.stream("GET", f"{base}/v1/models/events", timeout=30) as response:
-        assert response.status_code == 200
-        assert response.headers["content-type"].startswith("text/event-stream")
-        kind = None
-        for line in response.iter_lines():
-            if line.startswith(": subscribed"):
-                ready.set()
-            elif line.startswith("event: "):
-                kind = line[len("event: ") :]
-            elif line.startswith("data: ") and kind == kind_wanted:
-                into.append(json.loads(line[len("data: ") :]))
-                if len(into) == count:
-                    return
-
-
-def watching(
-    base: str, count: int, kind: str = "model_state"
-) -> tuple[threading.Thread, list[dict[str, Any]]]:
-    events: list[dict[str, Any]] = []
-    ready = threading.Event()
-    thread = threading.Thread(target=collect, args=(base, count, events, ready, kind), daemon=True)
-    thread.start()
-    assert ready.wait(10)
-    return thread, events
 
 
 def brief(events: list[dict[str, Any]]) -> list[tuple[Any, ...]]:

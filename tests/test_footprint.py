@@ -10,7 +10,7 @@ from typing import Any
 import gguf
 import numpy as np
 import pytest
-from conftest import plain
+from model_configs import plain
 
 from llmserve.config.entries import GGUFSpec, ModelConfig
 from llmserve.engine.footprint import KV_RESERVE_TOKENS, estimate, read_gguf

@@ -13,14 +13,15 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-from conftest import live_server, plain
 from hypothesis import HealthCheck, settings
+from model_configs import plain
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
     status_code_conformance,
 )
+from servers import live_server
 from starlette.routing import Route
 
 from llmserve.server import create_app

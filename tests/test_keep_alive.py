@@ -11,18 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from app_calls import HELLO, status
+from cli_run import one_line_error, run_cli
 from fakes import Factory, ScriptedEngine
+from model_configs import config
 from starlette.testclient import TestClient
-from test_cli import one_line_error, run_cli
 
 from llmserve.build import setup_from_args
 from llmserve.cli import build_parser
-from llmserve.config.entries import ModelConfig, ModelDefaults, PlainSpec, parse_config
+from llmserve.config.entries import ModelConfig, ModelDefaults, parse_config
 from llmserve.config.keep_alive import NEVER, parse_keep_alive
 from llmserve.errors import ConfigError
 from llmserve.server import create_app
-
-HELLO = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
 
 
 @pytest.mark.parametrize(
@@ -70,19 +70,11 @@ def test_config_and_command_line(tmp_path: Path) -> None:
     assert line.startswith("llmserve plain: error: argument --keep-alive: keep_alive 'later' is not seconds")
 
 
-def config(keep_alive: float, name: str = "m") -> ModelConfig:
-    return ModelConfig(name, name, PlainSpec(model_id="unused"), keep_alive=keep_alive)
-
-
 @contextmanager
 def serving(*models: ModelConfig, step_delay: float = 0.0) -> Iterator[tuple[TestClient, Factory]]:
     factory = Factory(lambda c: ScriptedEngine(["a", "b", "c", "d"], step_delay=step_delay))
     with TestClient(create_app(list(models), models[0].api_id, factory=factory, preload="none")) as client:
         yield client, factory
-
-
-def status(client: TestClient, model: str = "m") -> str:
-    return str(client.post("/v1/models/status", json={"model_id": model}).json()["status"])
 
 
 def wait_for(client: TestClient, wanted: str, model: str = "m", timeout: float = 10) -> float:

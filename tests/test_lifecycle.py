@@ -10,11 +10,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import live_server, plain
+from app_calls import HELLO, watching
 from fakes import Factory, ScriptedEngine
+from model_configs import config, plain
+from servers import live_server
 from starlette.testclient import TestClient
-from test_events import watching
-from test_keep_alive import HELLO, config
 
 from llmserve.config.entries import parse_config
 from llmserve.engine import load_engine

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import plain
+from app_calls import HELLO
 from fakes import Factory, ScriptedEngine
+from model_configs import config, plain
 from starlette.testclient import TestClient
-from test_keep_alive import HELLO, config
 from tiny import build_model
 from transformers import AutoModelForCausalLM
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import plain
+from app_calls import HELLO, ask, status, stream_in_background
+from cli_run import one_line_error, run_cli
+from model_configs import plain
+from scripted_app import serving
 from starlette.testclient import TestClient
-from test_cli import one_line_error, run_cli
-from test_keep_alive import HELLO
-from test_residency import ask, serving, status
 
 from llmserve.cli import build_parser
 from llmserve.config.sizes import Budget, format_size, parse_budget, parse_size
@@ -137,8 +137,6 @@ def test_busy_models_are_not_evicted_for_the_budget_and_the_load_gets_a_503() ->
     with serving(
         "a", "b", limit=None, budget=Budget(every=1500), wait=0.3, step_delay=0.4, min_resident=60
     ) as (client, _, _):
-        from test_residency import stream_in_background
-
         results: list[object] = []
         running = stream_in_background(client, "a", results)
         while status(client, "a") != "loaded":

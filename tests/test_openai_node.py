@@ -12,8 +12,11 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from conftest import assert_schema, live_server, plain
-from test_tools import WEATHER, long_context_copy
+from model_configs import plain
+from servers import live_server
+from tiny import long_context_copy
+from tool_specs import WEATHER
+from wire import assert_schema
 
 from llmserve.config.entries import parse_config
 from llmserve.server import create_app
@@ -37,7 +40,7 @@ def test_the_npm_client(tiny_dir: Path, tmp_path: Path) -> None:
     models = [plain(long_context_copy(tiny_dir, tmp_path / "roomy"), "tiny")]
     embedding = None
     try:
-        from test_embeddings import minilm_dir
+        from minilm import minilm_dir
 
         minilm_dir()
         models += parse_config(

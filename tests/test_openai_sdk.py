@@ -8,7 +8,9 @@ from pathlib import Path
 
 import openai
 import pytest
-from conftest import assert_schema, live_server, plain
+from model_configs import plain
+from servers import live_server
+from wire import assert_schema
 
 from llmserve.server import create_app
 
@@ -75,7 +77,7 @@ def test_async_client(base_url: str) -> None:
 
 def test_embeddings_through_the_sdk(tiny_dir: Path) -> None:
     import torch
-    from test_embeddings import TEXTS, minilm_dir, reference
+    from minilm import TEXTS, minilm_dir, reference
 
     from llmserve.config.entries import parse_config
 
@@ -105,7 +107,8 @@ def test_tools_and_response_format_through_the_sdk(tiny_dir: Path, tmp_path: Pat
     import json
 
     import jsonschema
-    from test_tools import WEATHER, long_context_copy
+    from tiny import long_context_copy
+    from tool_specs import WEATHER
 
     roomy = long_context_copy(tiny_dir, tmp_path / "roomy")
     with live_server(create_app([plain(roomy, "tiny")], "tiny", preload="none")) as url:

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import llmserve_process, write_config
+from model_configs import write_config
+from servers import llmserve_process
 
 NOISE = (
     "deprecat",

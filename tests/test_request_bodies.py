@@ -11,9 +11,10 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import live_server, plain
+from minilm import minilm_dir
+from model_configs import plain
+from servers import live_server
 from starlette.routing import Route
-from test_embeddings import minilm_dir
 
 from llmserve.config.entries import parse_config
 from llmserve.errors import InvalidRequest

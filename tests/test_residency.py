@@ -5,70 +5,18 @@ wait in line, then get a 503 with Retry-After. Real app, scripted engines."""
 from __future__ import annotations
 
 import dataclasses
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
-import httpx
+from app_calls import ask, status, stream_in_background
 from fakes import Factory, ScriptedEngine
+from model_configs import config
+from scripted_app import serving
 from starlette.testclient import TestClient
-from test_keep_alive import HELLO, config, status
 
 from llmserve.cli import build_parser
-from llmserve.config.entries import ModelConfig
-from llmserve.config.sizes import Budget
-from llmserve.engine.footprint import Estimate
 from llmserve.models.residency import Residency
 from llmserve.server import create_app
-
-
-@contextmanager
-def serving(
-    *names: str,
-    limit: int | None = 1,
-    wait: float = 5.0,
-    step_delay: float = 0.0,
-    evict_pinned: bool = False,
-    pinned: tuple[str, ...] = (),
-    engine: type[ScriptedEngine] = ScriptedEngine,
-    min_resident: float = 0.0,
-    budget: Budget | None = None,
-    sizes: dict[str, int] | None = None,
-    estimates: dict[str, int] | None = None,
-    max_batch_size: int = 64,
-) -> Iterator[tuple[TestClient, Factory, Residency]]:
-    """Scripted models `names`; `sizes`: what each one's engine measures (default 1000 bytes on the CPU),
-    `estimates`: what its files say before a load (default: its size)."""
-    sizes = sizes or {}
-    models = [
-        dataclasses.replace(
-            config(-1, n),
-            keep_alive=float("inf"),
-            pinned=n in pinned,
-            min_resident=min_resident,
-            max_batch_size=max_batch_size,
-        )
-        for n in names
-    ]
-    pieces = ["a", "b", "c", "d"]
-    factory = Factory(lambda c: engine(pieces, step_delay=step_delay, memory=sizes.get(c.api_id, 1000)))
-    guesses = {**{n: sizes.get(n, 1000) for n in names}, **(estimates or {})}
-
-    def estimator(config: ModelConfig) -> Estimate:
-        return Estimate(weights={"cpu": guesses[config.api_id]}, kv_reserve={})
-
-    residency = Residency(limit, budget=budget, wait=wait, evict_pinned=evict_pinned)
-    app = create_app(
-        models, names[0], factory=factory, preload="none", residency=residency, estimator=estimator
-    )
-    with TestClient(app) as client:
-        yield client, factory, residency
-
-
-def ask(client: TestClient, model: str, **body: Any) -> httpx.Response:
-    return client.post("/v1/chat/completions", json={**HELLO, "model": model, **body})
 
 
 def test_loading_another_model_evicts_the_idle_one() -> None:
@@ -89,18 +37,6 @@ def test_the_least_recently_used_goes_first() -> None:
             assert ask(client, model).status_code == 200
         assert [status(client, m) for m in ("a", "b", "c")] == ["loaded", "unloaded", "loaded"]
         assert factory.loads == ["a", "b", "c"]
-
-
-def stream_in_background(client: TestClient, model: str, results: list[Any]) -> threading.Thread:
-    def run() -> None:
-        with client.stream(
-            "POST", "/v1/chat/completions", json={**HELLO, "model": model, "max_tokens": 4, "stream": True}
-        ) as response:
-            results.append((model, response.status_code, response.read().decode()))
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread
 
 
 def test_a_busy_model_is_never_evicted_and_the_load_waits_its_turn() -> None:

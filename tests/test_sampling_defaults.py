@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import plain
 from fakes import ConfiguredEngine, Factory, ScriptedEngine
+from model_configs import plain
 from starlette.testclient import TestClient
 from tiny import reference_greedy
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import plain
+from draws import draws
+from model_configs import plain
 from starlette.testclient import TestClient
-from test_engine_hf import draws
 
 from llmserve.engine.base import GenerationParams
 from llmserve.engine.sampling import History, sample, shape

@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import live_server, plain
+from cli_run import piped
+from model_configs import plain
+from servers import live_server
 from starlette.testclient import TestClient
-from test_chat import piped
 
 from llmserve.cli import build_parser, public_warning, server_options
 from llmserve.server import ServerOptions, create_app

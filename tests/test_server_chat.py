@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import assert_schema, plain, sse_data
+from model_configs import plain
 from starlette.testclient import TestClient
 from tiny import reference_greedy
+from wire import assert_schema, sse_data
 
 from llmserve.server import create_app
 

@@ -14,10 +14,12 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import assert_schema, live_server, plain
 from fakes import Factory, ScriptedEngine, Slowed, assert_cancelled
+from model_configs import plain
+from servers import live_server
 from starlette.testclient import TestClient
 from tiny import build_model, reference_greedy
+from wire import assert_schema
 
 from llmserve.config.entries import ModelConfig, PlainSpec
 from llmserve.engine import load_engine

@@ -14,8 +14,9 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import llmserve_process, plain, write_config
 from fakes import Factory, ScriptedEngine
+from model_configs import plain, write_config
+from servers import llmserve_process
 from starlette.testclient import TestClient
 
 from llmserve.config.entries import ModelConfig, PlainSpec, parse_config
@@ -151,7 +152,7 @@ def test_drain_refuses_new_requests_and_stops_running_ones_after_the_timeout() -
 def test_while_draining_every_generation_like_route_is_refused_before_a_load(
     tiny_dir: Path, path: str, body: dict[str, Any]
 ) -> None:
-    from test_embeddings import minilm_dir
+    from minilm import minilm_dir
 
     minilm_dir()
     minilm = parse_config(

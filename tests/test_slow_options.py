@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
-from test_vision import ask, data_url, png
-from tiny_vision import build_vision_model
+from tiny_vision import ask, build_vision_model, data_url, png
 
 from llmserve.config.entries import GGUFSpec, load_config, parse_config
 from llmserve.engine.gguf import is_complete, save_converted

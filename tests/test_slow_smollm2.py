@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import assert_schema, sse_data
 from starlette.testclient import TestClient
+from wire import assert_schema, sse_data
 
 from llmserve.config.entries import load_config
 from llmserve.server import create_app

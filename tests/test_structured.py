@@ -10,8 +10,9 @@ from typing import Any
 
 import jsonschema
 import pytest
-from conftest import plain, sse_data
+from model_configs import plain
 from starlette.testclient import TestClient
+from wire import sse_data
 
 from llmserve.server import create_app
 

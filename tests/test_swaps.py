@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from test_residency import ask, serving, status
+from app_calls import ask, status
+from scripted_app import serving
 
 from llmserve.config.entries import ModelDefaults, parse_config
 

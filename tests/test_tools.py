@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
-from conftest import assert_schema, plain, sse_data
+from model_configs import plain
 from starlette.testclient import TestClient
+from tiny import long_context_copy
+from tool_specs import TIME, WEATHER
+from wire import assert_schema, sse_data
 
 from llmserve.engine.base import ChatMessage
 from llmserve.engine.templates import plain_messages
@@ -22,23 +24,6 @@ from llmserve.errors import InvalidRequest
 from llmserve.server import create_app
 from llmserve.service.tools import ToolPlan, parse_calls, plan
 
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The weather in a city",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string", "maxLength": 20}, "unit": {"enum": ["C", "F"]}},
-            "required": ["city", "unit"],
-            "additionalProperties": False,
-        },
-    },
-}
-TIME = {
-    "type": "function",
-    "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}},
-}
 USER = [{"role": "user", "content": "What is the weather in Paris?"}]
 TOOLS_TEMPLATE = (
     "{% if tools %}<|tools|>{% for t in tools %}{{ t | tojson }}{% endfor %}\n{% endif %}"
@@ -116,14 +101,6 @@ def test_hermes_rendering_for_templates_without_tools() -> None:
         "content": '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>',
     }
     assert rendered[3] == {"role": "user", "content": "<tool_response>\nSunny\n</tool_response>"}
-
-
-def long_context_copy(tiny_dir: Path, target: Path) -> Path:
-    """The tiny model with room for tool descriptions (rotary positions: no weight depends on it)."""
-    shutil.copytree(tiny_dir, target)
-    config = json.loads((target / "config.json").read_text())
-    (target / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 4096}))
-    return target
 
 
 @pytest.fixture(scope="module")

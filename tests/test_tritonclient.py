@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 import httpx
-from conftest import live_server, plain
+from model_configs import plain
+from servers import live_server
 
 from llmserve.server import create_app
 

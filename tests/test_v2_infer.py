@@ -11,10 +11,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import live_server, plain, sse_data
+from app_calls import index
+from model_configs import plain
 from prometheus_client.parser import text_string_to_metric_families
+from servers import live_server
 from starlette.applications import Starlette
-from test_v2_repository import assert_kserve, index
+from wire import assert_kserve, sse_data
 
 from llmserve.config.runtime import RuntimeModels
 from llmserve.server import create_app

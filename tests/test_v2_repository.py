@@ -6,67 +6,19 @@ names, and one registry shared with /v1."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Any
 
 import httpx
 import jsonschema
 import pytest
-import yaml
-from conftest import live_server
+from app_calls import HELLO, index
 from fakes import Factory, ScriptedEngine
-from test_keep_alive import HELLO
+from model_configs import model
+from scripted_app import v2_server
+from wire import assert_kserve
 
 from llmserve import __version__
-from llmserve.config.entries import ModelConfig, PlainSpec
-from llmserve.server import create_app
 
-SPEC = yaml.safe_load((Path(__file__).parent / "data" / "kserve_rest_predict_v2.yaml").read_text())
-# Triton extension_model_repository.md: index entries and their states (ModelReadyStateString)
-INDEX_SCHEMA = {
-    "type": "array",
-    "items": {
-        "type": "object",
-        "properties": {
-            "name": {"type": "string"},
-            "version": {"type": "string"},
-            "state": {"enum": ["UNKNOWN", "READY", "UNAVAILABLE", "LOADING", "UNLOADING"]},
-            "reason": {"type": "string"},
-        },
-        "required": ["name", "version", "state", "reason"],
-        "additionalProperties": False,
-    },
-}
 ERROR_SCHEMA = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
-
-
-def assert_kserve(name: str, instance: Any) -> None:
-    schema = {"$ref": f"#/components/schemas/{name}", "components": SPEC["components"]}
-    jsonschema.validate(instance, schema)
-
-
-def model(name: str, version: str | None = None, default_version: bool = False) -> ModelConfig:
-    return ModelConfig(
-        name, name, PlainSpec(model_id="unused"), version=version, default_version=default_version
-    )
-
-
-@contextmanager
-def v2_server(*models: ModelConfig, factory: Factory | None = None) -> Iterator[tuple[str, Factory]]:
-    factory = factory or Factory(lambda c: ScriptedEngine(["a", "b"]))
-    app = create_app(list(models), models[0].api_id, factory=factory, preload="none")
-    with live_server(app) as base:
-        yield base, factory
-
-
-def index(base: str, **body: Any) -> list[dict[str, str]]:
-    response = httpx.post(f"{base}/v2/repository/index", json=body or None)
-    assert response.status_code == 200
-    entries: list[dict[str, str]] = response.json()
-    jsonschema.validate(entries, INDEX_SCHEMA)
-    return entries
 
 
 def test_server_metadata_and_health() -> None:

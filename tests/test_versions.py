@@ -11,10 +11,11 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import live_server
+from app_calls import HELLO, index
 from fakes import Factory, ScriptedEngine
-from test_keep_alive import HELLO
-from test_v2_repository import index, model, v2_server
+from model_configs import model
+from scripted_app import v2_server
+from servers import live_server
 
 from llmserve.config.entries import parse_config
 from llmserve.errors import ConfigError

@@ -3,7 +3,6 @@ only when allowed), exactly what raw generate answers, and a clear 400 for every
 
 from __future__ import annotations
 
-import base64
 import io
 import threading
 from collections.abc import Iterator
@@ -13,35 +12,15 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import assert_schema, plain
+from model_configs import plain
 from PIL import Image
 from starlette.testclient import TestClient
-from tiny_vision import IMAGE_TOKENS, build_vision_model
+from tiny_vision import IMAGE_TOKENS, ask, build_vision_model, data_url, png
+from wire import assert_schema
 
 from llmserve.config.entries import parse_config
 from llmserve.server import create_app
 from llmserve.server.options import ServerOptions
-
-
-def png(
-    size: tuple[int, int] = (40, 30), color: tuple[int, int, int] = (200, 10, 10), mode: str = "RGB"
-) -> bytes:
-    buffer = io.BytesIO()
-    Image.new(mode, size, color if mode == "RGB" else 0).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-def data_url(data: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(data).decode()
-
-
-def ask(url: str, text: str = "What is in the picture?") -> list[dict[str, Any]]:
-    return [
-        {
-            "role": "user",
-            "content": [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": text}],
-        }
-    ]
 
 
 @pytest.fixture(scope="module")
