@@ -12,6 +12,7 @@ import pytest
 from cli_run import ENV, piped
 from fakes import Factory, Slowed, assert_cancelled
 from model_configs import plain, write_config
+from paths import CONFIGS
 from servers import free_port, live_server
 from tiny import reference_greedy
 
@@ -195,9 +196,7 @@ def test_chat_url_must_be_http() -> None:
 
 @pytest.mark.slow
 def test_smollm2_answers_paris_in_the_terminal() -> None:
-    child = spawn(
-        "-i", "multi-model", "--config", str(Path(__file__).parents[1] / "configs" / "default.json")
-    )
+    child = spawn("-i", "multi-model", "--config", str(CONFIGS / "default.json"))
     child.timeout = 180
     child.expect_exact(">>> ")
     child.sendline("What is the capital of France?")  # at the config's defaults: no slash command first

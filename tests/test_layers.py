@@ -8,7 +8,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).parents[1] / "llmserve"
+from paths import ROOT
+
+PACKAGE = ROOT / "llmserve"
 LAYER = {
     "errors": 0,
     "config": 1,

@@ -13,6 +13,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 from model_configs import plain
+from paths import TESTS
 from servers import live_server
 from tiny import long_context_copy
 from tool_specs import WEATHER
@@ -21,7 +22,7 @@ from wire import assert_schema
 from llmserve.config.entries import parse_config
 from llmserve.server import create_app
 
-NODE = Path(__file__).parent / "node"
+NODE = TESTS / "node"
 
 
 def node_ready(workdir: Path) -> None:

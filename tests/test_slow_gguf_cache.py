@@ -12,6 +12,7 @@ from typing import Any
 
 import gguf
 import pytest
+from paths import CONFIGS
 from starlette.testclient import TestClient
 
 from llmserve.config.entries import GGUFSpec, load_config
@@ -19,7 +20,7 @@ from llmserve.engine.gguf import converted_dir, has_tokenizer, is_complete
 from llmserve.server import create_app
 
 pytestmark = pytest.mark.slow
-CONFIG = Path(__file__).parents[1] / "configs" / "default.json"
+CONFIG = CONFIGS / "default.json"
 BODY = {
     "messages": [{"role": "user", "content": "What is the capital of France?"}],
     "temperature": 0,

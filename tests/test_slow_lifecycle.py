@@ -7,9 +7,9 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import os
-from pathlib import Path
 
 import pytest
+from paths import CONFIGS
 from starlette.testclient import TestClient
 
 from llmserve.config.entries import load_config
@@ -18,7 +18,7 @@ from llmserve.models.residency import Residency
 from llmserve.server import create_app
 
 pytestmark = pytest.mark.slow
-CONFIG = Path(__file__).parents[1] / "configs" / "default.json"
+CONFIG = CONFIGS / "default.json"
 BODY = {"messages": [{"role": "user", "content": "What is the capital of France?"}], "temperature": 0}
 
 

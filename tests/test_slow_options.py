@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from paths import CONFIGS
 from starlette.testclient import TestClient
 from tiny_vision import ask, build_vision_model, data_url, png
 
@@ -18,7 +19,7 @@ from llmserve.engine.gguf import is_complete, save_converted
 from llmserve.server import create_app
 
 pytestmark = pytest.mark.slow
-CONFIG = Path(__file__).parents[1] / "configs" / "default.json"
+CONFIG = CONFIGS / "default.json"
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"

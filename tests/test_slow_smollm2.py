@@ -6,9 +6,9 @@ import importlib.util
 import json
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from paths import CONFIGS
 from starlette.testclient import TestClient
 from wire import assert_schema, sse_data
 
@@ -16,7 +16,7 @@ from llmserve.config.entries import load_config
 from llmserve.server import create_app
 
 pytestmark = pytest.mark.slow
-CONFIG = Path(__file__).parents[1] / "configs" / "default.json"
+CONFIG = CONFIGS / "default.json"
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 from model_configs import plain
+from paths import TESTS
 from servers import live_server
 
 from llmserve.server import create_app
@@ -17,7 +18,7 @@ from llmserve.server import create_app
 
 def test_tritonclient_against_llmserve(tiny_dir: Path) -> None:
     with live_server(create_app([plain(tiny_dir, "tiny")], "tiny", preload="none")) as base:
-        script = Path(__file__).parent / "triton_client.py"
+        script = TESTS / "triton_client.py"
         run = subprocess.run(
             [sys.executable, str(script), base.removeprefix("http://")],
             capture_output=True,

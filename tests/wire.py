@@ -4,13 +4,12 @@ openapi.yaml) and KServe's (data/kserve_rest_predict_v2.yaml), and the payloads 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
+from paths import DATA
 
-DATA = Path(__file__).parent / "data"
 _SCHEMAS = json.loads((DATA / "openai_schemas.json").read_text())
 SPEC = yaml.safe_load((DATA / "kserve_rest_predict_v2.yaml").read_text())
 
