@@ -35,7 +35,7 @@ def layer_of(module: str) -> int | None:
 def test_every_module_lives_in_a_layer() -> None:
     for path in PACKAGE.rglob("*.py"):
         top = path.relative_to(PACKAGE).parts[0].removesuffix(".py")
-        assert top in LAYER or top == "__init__", f"{path}: not in a layer of tests/test_layers.py"
+        assert top in LAYER or top == "__init__", f"{path}: not in a layer of tests/project/test_layers.py"
 
 
 def module_name(path: Path) -> str:
