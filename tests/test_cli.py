@@ -2,30 +2,16 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import llmserve_process, write_config
+from cli_run import one_line_error, run_cli
+from model_configs import write_config
+from servers import llmserve_process
 
 from llmserve.build import setup_from_args
 from llmserve.cli import build_parser, server_options
-
-
-def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "llmserve", *args], capture_output=True, text=True, timeout=60, cwd=cwd
-    )
-
-
-def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    return lines[0]
 
 
 def test_missing_config_file(tmp_path: Path) -> None:

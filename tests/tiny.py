@@ -1,7 +1,10 @@
-"""Builds tiny random-weight chat models (a real tokenizer + Llama weights, a few MB) for the tests."""
+"""Builds tiny random-weight chat models (a real tokenizer + Llama weights, a few MB) for the tests,
+what raw `generate` answers on them, and a copy with room for a longer context."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -97,3 +100,11 @@ def reference_greedy(
     new = out[0, ids.shape[1] :].tolist()
     hit_eos = new[-1] == tokenizer.eos_token_id
     return tokenizer.decode(new, skip_special_tokens=True), ids.shape[1], len(new), hit_eos
+
+
+def long_context_copy(tiny_dir: Path, target: Path) -> Path:
+    """The tiny model with room for tool descriptions (rotary positions: no weight depends on it)."""
+    shutil.copytree(tiny_dir, target)
+    config = json.loads((target / "config.json").read_text())
+    (target / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 4096}))
+    return target

@@ -1,12 +1,17 @@
 """Builds a tiny random-weight Llava (CLIP vision tower + Llama text model, a few MB) with a real processor
 config (CLIP image processor, the tiny tokenizer with an <image> token, a chat template that places
-images), so the VisionPlain path runs end to end in the tests."""
+images), so the VisionPlain path runs end to end in the tests; and the PNG images and image messages
+the tests send it."""
 
 from __future__ import annotations
 
+import base64
+import io
 from pathlib import Path
+from typing import Any
 
 import torch
+from PIL import Image
 from tiny import build_tokenizer, llama_config
 from transformers import (
     CLIPImageProcessorPil,
@@ -67,3 +72,25 @@ def build_vision_model(directory: Path, seed: int = 0) -> Path:
     model.save_pretrained(directory)
     processor.save_pretrained(directory)
     return directory
+
+
+def png(
+    size: tuple[int, int] = (40, 30), color: tuple[int, int, int] = (200, 10, 10), mode: str = "RGB"
+) -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, size, color if mode == "RGB" else 0).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def data_url(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode()
+
+
+def ask(url: str, text: str = "What is in the picture?") -> list[dict[str, Any]]:
+    """A user message with the image at `url` and a question about it."""
+    return [
+        {
+            "role": "user",
+            "content": [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": text}],
+        }
+    ]

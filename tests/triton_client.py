@@ -1,5 +1,5 @@
 """NVIDIA's tritonclient (HTTP), unchanged, against llmserve: python triton_client.py HOST:PORT.
-Run in its own process by tests/test_tritonclient.py (tritonclient's HTTP client uses gevent)."""
+Run in its own process by tests/server/test_tritonclient.py (tritonclient's HTTP client uses gevent)."""
 
 import json
 import sys

@@ -1,5 +1,5 @@
 // The official openai npm package against a live llmserve: node client.mjs BASE_URL [EMBEDDING_MODEL]
-// Prints one JSON document of what the server answered; tests/test_openai_node.py checks it.
+// Prints one JSON document of what the server answered; tests/server/test_openai_node.py checks it.
 import OpenAI from "openai";
 
 const [baseURL, embeddingModel] = process.argv.slice(2);

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import httpx
 import psutil
-from conftest import llmserve_process, write_config
+from model_configs import write_config
+from servers import llmserve_process
 
 DURATION = 30.0
 CLIENTS = 32
