@@ -285,7 +285,7 @@ def test_shutdown_fails_requests_still_in_flight() -> None:
 
 def test_time_to_first_token_is_known_when_no_text_came_first() -> None:
     """A first token whose text is held back (a possible stop) still times the first token."""
-    from llmserve.service.chat import RequestStats
+    from llmserve.service.streams import RequestStats
 
     async def main() -> None:
         async with running(scripted(["o", " w"])) as registry:
