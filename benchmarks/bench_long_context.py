@@ -6,9 +6,9 @@ default settings, inside a memory cgroup of --limit (cgroup v1 or v2, where this
 one; else with `--memory-budget` = --limit, which bounds the KV budget the same way but is not enforced
 by the kernel). Then:
 
-1. idle: a short greedy stream (`max_tokens` 64) alone: its inter-token latency (ITL);
-2. load: N chat requests of ~--prompt-tokens tokens each (`max_tokens` 8) at once, and the same short
-   stream again while they run, repeated until they are all answered.
+1. idle: a greedy stream of 200 tokens alone (`ignore_eos`): its inter-token latency (ITL);
+2. load: a greedy stream starts (up to 8,000 tokens), then N chat requests of ~--prompt-tokens tokens
+   each (`max_tokens` 8) at once; the stream runs beside them until they are all answered.
 
 Reported: requests answered (and errors), total time, the server's peak memory (the cgroup's peak, or
 the process tree's RSS sampled every 0.1 s), whether the server is alive at the end, the KV budget and
@@ -143,12 +143,16 @@ def long_prompt(i: int, tokens: int) -> str:
     return text + "\nIn one sentence: what does the archive hold?"
 
 
-async def short_stream(client: httpx.AsyncClient, base: str) -> list[float]:
-    """The gaps between the content chunks of one greedy 64-token stream."""
+async def short_stream(
+    client: httpx.AsyncClient, base: str, tokens: int, until: asyncio.Event | None = None
+) -> list[float]:
+    """The gaps between the content chunks of one greedy stream of `tokens` tokens (`ignore_eos`, so it
+    runs its length); with `until`, it stops when that is set."""
     body = {
         "model": MODEL,
         "messages": [{"role": "user", "content": "Count from one to forty in words."}],
-        "max_tokens": 64,
+        "max_tokens": tokens,
+        "ignore_eos": True,
         "temperature": 0,
         "stream": True,
     }
@@ -157,6 +161,8 @@ async def short_stream(client: httpx.AsyncClient, base: str) -> list[float]:
         async for line in response.aiter_lines():
             if line.startswith("data: {") and '"content":"' in line and '"content":""' not in line:
                 times.append(time.monotonic())
+            if until is not None and until.is_set():
+                break
     return [b - a for a, b in itertools.pairwise(times)]
 
 
@@ -173,34 +179,32 @@ async def long_request(client: httpx.AsyncClient, base: str, i: int, tokens: int
 
 async def trial(base: str, args: argparse.Namespace) -> dict[str, Any]:
     async with httpx.AsyncClient(timeout=3600) as client:
-        await short_stream(client, base)  # warm
-        idle: list[float] = []
-        for _ in range(3):
-            idle += await short_stream(client, base)
+        await short_stream(client, base, 16)  # warm
+        idle = await short_stream(client, base, 200)
+        done = asyncio.Event()
+        # the short stream starts first and runs beside the long requests until they are all answered
+        beside = None
+        if args.beside:
+            beside = asyncio.create_task(short_stream(client, base, 8000, done))
+            await asyncio.sleep(1.0)
         started = time.monotonic()
         tasks = [
             asyncio.create_task(long_request(client, base, i, args.prompt_tokens))
             for i in range(args.requests)
         ]
-        loaded: list[float] = []
-        most_reserved, budget = 0, 0
-
-        async def watch() -> None:
-            nonlocal most_reserved, budget
-            while not all(t.done() for t in tasks):
-                cards = (await client.get(f"{base}/v1/models")).json()["data"]
-                kv = next((c["kv_cache"] for c in cards if c["id"] == MODEL and c.get("kv_cache")), None)
-                if kv:
-                    most_reserved = max(most_reserved, kv["reserved_tokens"])
-                    budget = kv["budget_tokens"]
-                await asyncio.sleep(0.5)
-
-        watcher = asyncio.create_task(watch())
+        most_reserved, most_held, budget = 0, 0, 0
         while not all(t.done() for t in tasks):
-            loaded += await short_stream(client, base)
+            cards = (await client.get(f"{base}/v1/models")).json()["data"]
+            kv = next((c["kv_cache"] for c in cards if c["id"] == MODEL and c.get("kv_cache")), None)
+            if kv:
+                most_reserved = max(most_reserved, kv["reserved_tokens"])
+                most_held = max(most_held, kv["held_tokens"])
+                budget = kv["budget_tokens"]
+            await asyncio.sleep(0.5)
         results = await asyncio.gather(*tasks, return_exceptions=True)
         total = time.monotonic() - started
-        await watcher
+        done.set()
+        loaded = [] if beside is None else await beside
     answered = [r for r in results if isinstance(r, tuple) and r[0] == 200]
     return {
         "requests": args.requests,
@@ -210,9 +214,10 @@ async def trial(base: str, args: argparse.Namespace) -> dict[str, Any]:
         "total_seconds": round(total, 1),
         "kv_budget_tokens": budget,
         "kv_most_reserved_tokens": most_reserved,
+        "kv_most_held_tokens": most_held,
         "itl_idle_ms": {"p50": percentile(idle, 0.5) * 1000, "p95": percentile(idle, 0.95) * 1000},
-        "itl_loaded_ms": {"p50": percentile(loaded, 0.5) * 1000, "p95": percentile(loaded, 0.95) * 1000},
-        "itl_loaded_samples": len(loaded),
+        "itl_beside_ms": {"p50": percentile(loaded, 0.5) * 1000, "p95": percentile(loaded, 0.95) * 1000},
+        "itl_beside_samples": len(loaded),
     }
 
 
@@ -221,6 +226,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=32)
     parser.add_argument("--prompt-tokens", type=int, default=7200)
     parser.add_argument("--limit", default="8GiB")
+    parser.add_argument(
+        "--no-beside",
+        dest="beside",
+        action="store_false",
+        help="no stream beside the long requests (they are then prefilled at full chunks)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "long_context.json")
     parser.add_argument("extra", nargs="*", help="more llmserve arguments (after --)")
     args = parser.parse_args()
