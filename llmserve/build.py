@@ -34,6 +34,8 @@ def model_defaults(args: argparse.Namespace) -> ModelDefaults:
         cache_dir=args.cache_dir,
         keep_alive=args.keep_alive,
         min_resident=args.min_resident,
+        kv_cache_memory=args.kv_cache_memory,
+        prefill_chunk=args.prefill_chunk,
     )
 
 

@@ -26,9 +26,10 @@ from llmserve.config.entries import (
     DEFAULT_MAX_BATCH_SIZE,
     DEFAULT_MAX_QUEUE,
     DEFAULT_MIN_RESIDENT,
+    DEFAULT_PREFILL_CHUNK,
 )
 from llmserve.config.keep_alive import NEVER, parse_keep_alive
-from llmserve.config.sizes import Budget, parse_budget
+from llmserve.config.sizes import Budget, parse_budget, parse_size
 from llmserve.errors import ConfigError
 from llmserve.server.options import ServerOptions
 
@@ -83,6 +84,23 @@ def _budget(text: str) -> Budget:
         return parse_budget(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _size(text: str) -> int:
+    try:
+        size = parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if size <= 0:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a positive size")
+    return size
+
+
+def _chunk(text: str) -> int:
+    value = int(text) if text.strip().isdigit() else 0
+    if value < 16:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number of 16 or more")
+    return value
 
 
 def _keep_alive(text: str) -> float:
@@ -231,6 +249,22 @@ def _scheduling_options(parser: argparse.ArgumentParser) -> None:
         metavar="SIZE",
         help="memory the loaded models may use, per device: 12GiB, or cpu=20GiB,cuda:0=70GiB; loading "
         "another model unloads the least recently used idle ones until it fits (default: no limit)",
+    )
+    parser.add_argument(
+        "--kv-cache-memory",
+        type=_size,
+        metavar="SIZE",
+        help="memory each model's requests may hold in KV cache (e.g. 4GiB), unless its config says; a "
+        "request waits until its prompt + max_tokens fit (default: derived at load, from the free "
+        "memory, cgroup limits included, and --memory-budget)",
+    )
+    parser.add_argument(
+        "--prefill-chunk",
+        type=_chunk,
+        default=DEFAULT_PREFILL_CHUNK,
+        metavar="TOKENS",
+        help="prompt tokens a model reads per step: a longer prompt is read over several steps while the "
+        f"other streams go on (default {DEFAULT_PREFILL_CHUNK})",
     )
     parser.add_argument(
         "--load-wait",

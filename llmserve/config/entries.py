@@ -43,12 +43,14 @@ from llmserve.config.options import (
     read_template,
 )
 from llmserve.config.sampling import Sampling
+from llmserve.config.sizes import parse_size
 from llmserve.config.validation import describe, json_path, valid_keys
 from llmserve.errors import ConfigError
 
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 DEFAULT_MAX_BATCH_SIZE = 64
 DEFAULT_MAX_QUEUE = 256
+DEFAULT_PREFILL_CHUNK = 512  # prompt tokens read per decode step (chunked prefill)
 DEFAULT_MIN_RESIDENT = 10.0  # seconds a busy model keeps its turn in memory before yielding it
 UnloadMode = Literal["drop", "offload"]
 PACKAGE_PREFIX = "package:"
@@ -113,6 +115,15 @@ class ModelEntry(_Strict):
     revision: str | None = None  # a hub branch, tag or commit of the model's files
     default_version: bool = False
     sampling: Sampling | None = None  # defaults for the sampling fields a request leaves out
+    kv_cache_memory: str | Annotated[int, Field(gt=0)] | None = None  # "2GiB"; None: derived at load
+    prefill_chunk: Annotated[int, Field(ge=16)] | None = None  # None: the command line's default
+
+    @field_validator("kv_cache_memory")
+    @classmethod
+    def _check_kv_memory(cls, value: str | int | None) -> str | int | None:
+        if isinstance(value, str) and parse_size(value) <= 0:
+            raise ValueError(f"'{value}' is not a positive size")
+        return value
 
     @field_validator("in_situ_quant")
     @classmethod
@@ -154,6 +165,10 @@ class ModelEntry(_Strict):
             raise ValueError("num_device_layers places layers on GPUs; it contradicts device 'cpu'")
         if self.sampling is not None and self.Embedding is not None:
             raise ValueError("sampling applies to models that generate text, not to an Embedding model")
+        if self.Embedding is not None and (
+            self.kv_cache_memory is not None or self.prefill_chunk is not None
+        ):
+            raise ValueError("kv_cache_memory and prefill_chunk apply to models that generate text")
         return self
 
     @property
@@ -184,6 +199,8 @@ class ModelConfig:
     revision: str | None = None  # hub revision (branch, tag, commit) of the files
     default_version: bool = False  # the version "ID" means (else the newest)
     sampling: Sampling | None = None  # defaults of the sampling fields a request leaves out
+    kv_cache_memory: int | None = None  # bytes its requests' KV cache may hold; None: derived at load
+    prefill_chunk: int = DEFAULT_PREFILL_CHUNK  # prompt tokens read per decode step
 
     @property
     def version_label(self) -> str:
@@ -272,6 +289,8 @@ class ModelDefaults:
     cache_dir: str | None = None
     keep_alive: float = NEVER
     min_resident: float = DEFAULT_MIN_RESIDENT
+    kv_cache_memory: int | None = None  # --kv-cache-memory; None: derived at load
+    prefill_chunk: int = DEFAULT_PREFILL_CHUNK
 
 
 def parse_config(
@@ -329,6 +348,8 @@ def parse_config(
                 revision=entry.revision,
                 default_version=entry.default_version,
                 sampling=entry.sampling,
+                kv_cache_memory=_kv_memory(entry.kv_cache_memory, defaults.kv_cache_memory),
+                prefill_chunk=entry.prefill_chunk or defaults.prefill_chunk,
                 in_situ_quant=entry.in_situ_quant,
                 device_layers=(
                     None if entry.num_device_layers is None else parse_device_layers(entry.num_device_layers)
@@ -338,6 +359,12 @@ def parse_config(
         )
     _check_default_versions(models, source)
     return models
+
+
+def _kv_memory(value: str | int | None, default: int | None) -> int | None:
+    if value is None:
+        return default
+    return parse_size(value) if isinstance(value, str) else value
 
 
 def _check_default_versions(models: list[ModelConfig], source: str) -> None:

@@ -118,8 +118,9 @@ class Engine(Protocol):
         """Register a sequence; returns its id."""
         ...
 
-    def step(self, seq_ids: Sequence[int]) -> list[int]:
-        """Advance each sequence by one token; returns the new token of each, in order."""
+    def step(self, seq_ids: Sequence[int]) -> list[int | None]:
+        """Advance each sequence by one token; returns the new token of each, in order, or None for a
+        sequence whose prompt is still being read (chunked prefill: it gets its first token later)."""
         ...
 
     def release(self, seq_id: int) -> None:
@@ -160,6 +161,38 @@ class LogprobSource(Protocol):
 
     def token_bytes(self, token_id: int) -> bytes:
         """The bytes this token adds to the output (part of a character's, for a partial one)."""
+        ...
+
+
+@runtime_checkable
+class KVCacheSource(Protocol):
+    """An engine whose sequences hold a KV cache that grows with their tokens: what the worker needs to
+    admit requests by the tokens they may hold (models/kv_budget.py)."""
+
+    @property
+    def kv_bytes_per_token(self) -> int:
+        """Bytes of keys and values one token holds across every layer."""
+        ...
+
+    @property
+    def kv_device(self) -> str:
+        """Where the cache lives ("cpu", "cuda:N")."""
+        ...
+
+    @property
+    def kv_padded(self) -> bool:
+        """True when the running sequences share one left-padded cache: it holds rows x the longest
+        row, not the sum of the rows."""
+        ...
+
+    @property
+    def kv_tokens_held(self) -> int:
+        """Token slots (padding included) the caches hold now."""
+        ...
+
+    @property
+    def kv_peak_tokens(self) -> int:
+        """The most token slots held at once since the engine loaded, counted within each step."""
         ...
 
 

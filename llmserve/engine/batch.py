@@ -52,6 +52,11 @@ class Batch:
         return len(self.seq_ids)
 
     @property
+    def tokens_held(self) -> int:
+        """Token slots in the cache: rows x columns, padding included."""
+        return len(self) * self.width
+
+    @property
     def width(self) -> int:
         """Columns in the cache (the longest row plus the padding of the others)."""
         return int(self._mask.shape[1])
@@ -62,8 +67,11 @@ class Batch:
         width = max(self.width, int(mask.shape[1]))
         parts = [self._cache, cache] if self._cache is not None else [cache]
         for index, layer in enumerate(cache.layers):
-            layer.keys = torch.cat([_left_pad(p.layers[index].keys, width) for p in parts], dim=0)
-            layer.values = torch.cat([_left_pad(p.layers[index].values, width) for p in parts], dim=0)
+            keys = torch.cat([_left_pad(p.layers[index].keys, width) for p in parts], dim=0)
+            values = torch.cat([_left_pad(p.layers[index].values, width) for p in parts], dim=0)
+            for part in parts:  # layer by layer, so that the copy never holds two whole batches
+                part.layers[index].keys = part.layers[index].values = None
+            layer.keys, layer.values = keys, values
         masks = [m.new_zeros((m.shape[0], width - m.shape[1])) for m in (self._mask, mask)]
         self._mask = torch.cat(
             [torch.cat([masks[0], self._mask], dim=1), torch.cat([masks[1], mask.long()], dim=1)], dim=0

@@ -24,6 +24,7 @@ from llmserve.engine.progress import report
 from llmserve.errors import InvalidRequest
 
 log = logging.getLogger(__name__)
+EMBED_BATCH_TOKENS = 8192  # padded tokens per forward pass
 _POOLING = ("cls_token", "max_tokens", "mean_sqrt_len_tokens", "mean_tokens")
 
 
@@ -66,6 +67,19 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
     summed = (hidden * weights).sum(dim=1)
     counts = weights.sum(dim=1).clamp(min=1e-9)
     return summed / (counts.sqrt() if mode == "mean_sqrt_len_tokens" else counts)
+
+
+def token_batches(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
+    """Input indices in forward passes of at most `max_tokens` padded tokens each (rows x the longest;
+    one input alone may be longer), similar lengths together, so that a request of many long inputs
+    needs no more activation memory than one pass of `max_tokens`."""
+    batches: list[list[int]] = []
+    for index in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        if batches and (len(batches[-1]) + 1) * lengths[index] <= max_tokens:
+            batches[-1].append(index)
+        else:
+            batches.append([index])
+    return batches
 
 
 class EmbeddingEngine:
@@ -126,6 +140,13 @@ class EmbeddingEngine:
         vocab = int(self._model.config.vocab_size)
         if any(not 0 <= t < vocab for ids in inputs for t in ids):
             raise InvalidRequest(f"token ids must be between 0 and {vocab - 1} for this model", param="input")
+        out: list[list[float]] = [[] for _ in inputs]
+        for group in token_batches([len(ids) for ids in inputs], EMBED_BATCH_TOKENS):
+            for index, vector in zip(group, self._embed_batch([inputs[i] for i in group]), strict=True):
+                out[index] = vector
+        return out
+
+    def _embed_batch(self, inputs: Sequence[Sequence[int]]) -> list[list[float]]:
         width = max(len(ids) for ids in inputs)
         pad = int(self._tokenizer.pad_token_id or 0)
         batch = torch.tensor([list(i) + [pad] * (width - len(i)) for i in inputs], device=self._device)
@@ -154,7 +175,7 @@ class EmbeddingEngine:
     def start(self, prompt_ids: Sequence[int], params: GenerationParams) -> int:
         raise InvalidRequest("this is an embedding model: it does not generate text", param="model")
 
-    def step(self, seq_ids: Sequence[int]) -> list[int]:
+    def step(self, seq_ids: Sequence[int]) -> list[int | None]:
         raise RuntimeError("an embedding model has no sequences to step")
 
     def release(self, seq_id: int) -> None:

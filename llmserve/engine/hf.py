@@ -11,6 +11,7 @@ import inspect
 import itertools
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,11 +23,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 from llmserve.config.entries import GGUFSpec, ModelConfig
 from llmserve.engine.base import ChatMessage, GenerationParams, TokenLogprob
 from llmserve.engine.batch import Batch, joinable, left_padded, prefill_groups
-from llmserve.engine.devices import bytes_by_device, free_memory, resolve_device, resolve_dtype
+from llmserve.engine.devices import bytes_by_device, device_name, free_memory, resolve_device, resolve_dtype
 from llmserve.engine.gguf import load_gguf
 from llmserve.engine.grammar import Guide, Guides
 from llmserve.engine.kvcache import returned_cache, with_cache
 from llmserve.engine.memory import metered_load
+from llmserve.engine.pacing import PrefillPacer
 from llmserve.engine.placement import model_device_map, own_weights, quantization_config, unmapped_reads
 from llmserve.engine.progress import report
 from llmserve.engine.sampling import GREEDY_BELOW, History, sample_rows, token_logprob
@@ -39,6 +41,27 @@ log = logging.getLogger(__name__)
 # transformers sets torch's process-wide default dtype while it builds a model, so two loads at once on two
 # workers would build parts of each model in the other's dtype: loads take turns.
 LOAD_LOCK = threading.Lock()
+PREFILL_CHUNK = 512  # prompt tokens read per step, across the new sequences (config: prefill_chunk)
+
+
+def kv_bytes_per_token(text_config: Any, dtype: torch.dtype) -> int:
+    """Keys and values of one token in every layer: layers x 2 x KV heads x head size x dtype bytes."""
+    layers = int(getattr(text_config, "num_hidden_layers", 0) or 0)
+    heads = int(getattr(text_config, "num_attention_heads", 0) or 0)
+    kv_heads = int(getattr(text_config, "num_key_value_heads", 0) or heads)
+    head_dim = getattr(text_config, "head_dim", None) or int(getattr(text_config, "hidden_size", 0)) // max(
+        heads, 1
+    )
+    return 2 * layers * kv_heads * int(head_dim) * dtype.itemsize
+
+
+def _cache_length(cache: Any) -> int:
+    """Token slots of a one-sequence cache (rows x length of its first layer)."""
+    layers = getattr(cache, "layers", None)
+    if not layers or getattr(layers[0], "keys", None) is None:
+        return 0
+    keys = layers[0].keys
+    return int(keys.shape[0] * keys.shape[-2])
 
 
 def _load_pretrained(config: ModelConfig, dtype: torch.dtype | str, device: torch.device) -> tuple[Any, Any]:
@@ -105,7 +128,9 @@ class _Sequence:
     generator: torch.Generator | None
     prompt: list[int] | None  # until the first step prefills it
     last: int = -1  # the token the next step feeds
-    cache: Any = None  # its own cache, only when the model's cache cannot be batched
+    cache: Any = None  # its own cache: while its prompt is read in chunks, or when the model's cache
+    # cannot be batched
+    done: int = 0  # prompt tokens in its cache so far (chunked prefill)
     extras: dict[str, Any] | None = None  # more prompt-pass inputs (a vision model's pixel values)
     history: History | None = None  # kept only when its parameters shape the logits (penalties...)
     logprobs: TokenLogprob | None = None  # the last step's, when asked for
@@ -133,7 +158,15 @@ _NO_HISTORY = History()
 class HFEngine:
     """A causal LM and its tokenizer on one device."""
 
-    def __init__(self, model: Any, tokenizer: Any, device: torch.device, *, batched: bool = True) -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        device: torch.device,
+        *,
+        batched: bool = True,
+        prefill_chunk: int = PREFILL_CHUNK,
+    ) -> None:
         self._model: Any = model
         self._tokenizer: Any = tokenizer
         self._device = device
@@ -148,6 +181,9 @@ class HFEngine:
         self._ids = itertools.count()
         self._guides = Guides(tokenizer)
         self._token_bytes = token_bytes_of(tokenizer, self.decode)
+        self._pacer = PrefillPacer(prefill_chunk)
+        self._kv_bytes_per_token = kv_bytes_per_token(text_config, model.dtype)
+        self._peak = 0
 
     @classmethod
     def load(cls, config: ModelConfig) -> HFEngine:
@@ -157,7 +193,7 @@ class HFEngine:
         model.eval()
         first = model.get_input_embeddings().weight.device  # where inputs go (num_device_layers may split)
         log.info("loaded %s on %s (%s)", config.api_id, first, model.dtype)
-        return cls(model, tokenizer, first)
+        return cls(model, tokenizer, first, prefill_chunk=config.prefill_chunk)
 
     @property
     def context_length(self) -> int:
@@ -242,9 +278,12 @@ class HFEngine:
         )
         return seq_id
 
-    def step(self, seq_ids: Sequence[int]) -> list[int]:
+    def step(self, seq_ids: Sequence[int]) -> list[int | None]:
         """Advances every started, unreleased sequence: those in the batch by one shared forward pass,
-        new ones by their prompt pass. `seq_ids` must name all of them (the worker's running set)."""
+        new ones by their prompt pass, at most `prefill_chunk` prompt tokens per step (a longer prompt is
+        read over several steps, so that it neither stalls the running streams nor needs the attention
+        memory of its whole length at once: None for it until its last chunk). `seq_ids` must name all
+        of them (the worker's running set)."""
         given = set(seq_ids)
         if len(seq_ids) != len(self._seqs) or given != set(self._seqs):
             raise ValueError("step() takes every started and unreleased sequence, each once")
@@ -255,22 +294,51 @@ class HFEngine:
             if len(self._batch):
                 tokens.update(self._decode())
             for seq_id in seq_ids:  # sequences whose cache cannot join the batch hold their own
-                if self._seqs[seq_id].cache is not None:
-                    tokens[seq_id] = self._step_alone(self._seqs[seq_id])
+                seq = self._seqs[seq_id]
+                if seq.cache is not None and seq.prompt is None:
+                    tokens[seq_id] = self._step_alone(seq)
             self._prefill(fresh, tokens)
         for seq_id, token in tokens.items():
             seq = self._seqs[seq_id]
             seq.last = token
             if seq.history is not None:
                 seq.history.generated.append(token)
-        return [tokens[i] for i in seq_ids]
+        self._note_held()
+        return [tokens.get(i) for i in seq_ids]
+
+    @property
+    def kv_bytes_per_token(self) -> int:
+        return self._kv_bytes_per_token
+
+    @property
+    def kv_padded(self) -> bool:
+        return self._joinable
+
+    @property
+    def kv_device(self) -> str:
+        return device_name(self._device)
+
+    @property
+    def kv_tokens_held(self) -> int:
+        alone = sum(_cache_length(seq.cache) for seq in self._seqs.values() if seq.cache is not None)
+        return self._batch.tokens_held + alone
+
+    @property
+    def kv_peak_tokens(self) -> int:
+        return self._peak
+
+    def _note_held(self, extra: int = 0) -> None:
+        self._peak = max(self._peak, self.kv_tokens_held + extra)
 
     def _decode(self) -> dict[int, int]:
         """One forward pass for every row of the batch."""
+        started = time.perf_counter()
         seq_ids = list(self._batch.seq_ids)
         seqs = [self._seqs[i] for i in seq_ids]
         logits = self._batch.forward(self._model, [seq.last for seq in seqs])
-        return dict(zip(seq_ids, self._pick(logits, seqs), strict=True))
+        chosen = dict(zip(seq_ids, self._pick(logits, seqs), strict=True))
+        self._pacer.decoded(time.perf_counter() - started)
+        return chosen
 
     def _pick(self, logits: torch.Tensor, seqs: Sequence[_Sequence]) -> list[int]:
         """The next token of each row (within its grammar, if it has one); records the log
@@ -300,8 +368,64 @@ class HFEngine:
         return found
 
     def _prefill(self, seq_ids: list[int], tokens: dict[int, int]) -> None:
-        """Runs the new prompts in padded groups of similar length; each group joins the batch in one copy.
-        A model whose cache cannot be batched prefills and steps each sequence alone."""
+        """Reads new prompts, as many tokens per step as the pacer allows (engine/pacing.py; at most
+        `prefill_chunk`), in arrival order: prompts
+        read whole run in padded groups of similar length, each group joining the batch in one copy; a
+        prompt longer than what is left of the step's tokens is read a chunk at a time into its own
+        cache. A model whose cache cannot be batched prefills and steps each sequence alone."""
+        decoding = len(self._batch) > 0 or any(
+            seq.cache is not None and seq.prompt is None for seq in self._seqs.values()
+        )
+        left = self._pacer.budget(decoding)
+        started = time.perf_counter()
+        read = 0
+        whole: list[int] = []
+        for seq_id in seq_ids:
+            seq = self._seqs[seq_id]
+            assert seq.prompt is not None
+            remaining = len(seq.prompt) - seq.done
+            if left <= 0:
+                break
+            if seq.done == 0 and (remaining <= left or seq.extras is not None):  # images: in one pass
+                whole.append(seq_id)
+                take = remaining
+            else:
+                take = min(remaining, left)
+                self._prefill_chunk_of(seq_id, take, tokens)
+            left -= take
+            read += take
+        self._prefill_whole(whole, tokens)
+        self._pacer.prefilled(read, time.perf_counter() - started, decoding)
+
+    def _prefill_chunk_of(self, seq_id: int, take: int, tokens: dict[int, int]) -> None:
+        """Reads the next `take` tokens of a long prompt into its own cache; on its last chunk the sequence
+        gets its first token and joins the batch."""
+        seq = self._seqs[seq_id]
+        assert seq.prompt is not None
+        start = seq.done
+        ids = torch.tensor([seq.prompt[start : start + take]], dtype=torch.long, device=self._device)
+        positions = torch.arange(start, start + take, dtype=torch.long, device=self._device).view(1, -1)
+        mask = torch.ones((1, start + take), dtype=torch.long, device=self._device)
+        cache = seq.cache if seq.cache is not None else DynamicCache(config=self._model.config)
+        out = self._model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            **with_cache(self._model, cache),
+            **self._last_logits_only,
+        )
+        seq.cache = returned_cache(self._model, out)
+        seq.done = start + take
+        if seq.done < len(seq.prompt):
+            return
+        tokens[seq_id] = self._pick(out.logits[:, -1, :], [seq])[0]
+        seq.prompt = None
+        if self._joinable:
+            self._note_held()
+            cache, seq.cache = seq.cache, None
+            self._batch.join([seq_id], cache, mask)
+
+    def _prefill_whole(self, seq_ids: list[int], tokens: dict[int, int]) -> None:
         seqs = [self._seqs[i] for i in seq_ids]
         prompts = [seq.prompt or [] for seq in seqs]
         groups = [[i] for i in range(len(seqs))]
@@ -323,6 +447,7 @@ class HFEngine:
                 tokens[seq_ids[i]] = token
                 seqs[i].prompt = None
                 seqs[i].extras = None
+            self._note_held(int(ids.numel()))  # the group's cache beside the batch, before it joins
             if self._joinable:
                 self._batch.join([seq_ids[i] for i in group], returned_cache(self._model, out), mask)
             else:

@@ -15,11 +15,12 @@ from collections.abc import Callable
 
 from llmserve.config.entries import ModelConfig
 from llmserve.config.sizes import Footprint, format_size
-from llmserve.engine.base import Engine, EngineFactory
+from llmserve.engine.base import Engine, EngineFactory, KVCacheSource
 from llmserve.engine.footprint import Estimate, add
-from llmserve.engine.memory import last_load_growth, trim_process_memory
+from llmserve.engine.memory import available_memory, last_load_growth, trim_process_memory
 from llmserve.engine.progress import LoadProgress, report, reporting
 from llmserve.errors import LLMServeError, ModelLoadFailed, ModelTooLarge
+from llmserve.models.kv_budget import KVBudget, budget_tokens, derived_memory
 from llmserve.models.residency import Residency, Resident
 from llmserve.models.status import ModelState, UnloadReason
 
@@ -68,6 +69,7 @@ class Slot:
         self.last_error: str | None = None  # why the last load or the model failed
         self._estimate: Estimate | None = None
         self._estimated = False
+        self.kv: KVBudget | None = None  # the loaded engine's KV budget (None: it holds no KV cache)
 
     def estimate(self) -> Estimate | None:
         """The footprint from the model's files, once (only when a memory budget asks for it)."""
@@ -134,9 +136,12 @@ class Slot:
         self.memory_bytes = engine.memory_bytes
         estimate = self.estimate()
         weights = held(engine.memory_by_device, last_load_growth())
-        self.footprint = add(weights, {} if estimate is None else estimate.kv_reserve)
+        # an engine with a KV cache has its requests' reservations counted as they come (KVLedger)
+        reserve = {} if estimate is None or isinstance(engine, KVCacheSource) else estimate.kv_reserve
+        self.footprint = add(weights, reserve)
         if self._residency is not None:
             self._residency.measured(self.config.unit_id, self.footprint)
+        self.kv = self._kv_budget(engine)
         self.load_seconds = time.perf_counter() - started
         self.loaded_at = time.monotonic()
         self.progress = None
@@ -150,6 +155,36 @@ class Slot:
         )
         return engine
 
+    def _kv_budget(self, engine: Engine) -> KVBudget | None:
+        """The KV budget: `kv_cache_memory` when set, else derived from what the device and the memory
+        budget have left now that the weights are in (models/kv_budget.py)."""
+        if not isinstance(engine, KVCacheSource):
+            return None
+        per_token = engine.kv_bytes_per_token
+        memory, source = self.config.kv_cache_memory, "kv_cache_memory"
+        if memory is None:
+            source = "derived"
+            budget_left = None
+            if self._residency is not None and self._residency.budget is not None:
+                limit = self._residency.budget.limit(engine.kv_device)
+                used = self._residency.used().get(engine.kv_device, 0)
+                budget_left = None if limit is None else limit - used
+            memory = derived_memory(available_memory(engine.kv_device), budget_left)
+        if memory is None:  # nothing to read the free memory from: the batch's size bounds it, as before
+            tokens = self.config.max_batch_size * engine.context_length
+        else:
+            tokens = budget_tokens(memory, per_token)
+        budget = KVBudget(tokens, per_token, engine.kv_padded, source, engine.kv_device)
+        log.info(
+            "%s: KV cache budget %d tokens (%s, %s per token, %s)",
+            self.config.api_id,
+            budget.tokens,
+            format_size(budget.bytes),
+            format_size(per_token),
+            source,
+        )
+        return budget
+
     def _wake(self) -> Engine | None:
         engine, self.parked = self.parked, None
         if engine is not None:
@@ -162,6 +197,7 @@ class Slot:
         With `unload_mode: offload` an engine that can park its weights in CPU memory does instead.
         `error`: why, when the model failed."""
         engine, self.engine = self.engine, None
+        self.kv = None
         if engine is not None:
             self._become(ModelState.UNLOADING, reason)
             try:

@@ -19,10 +19,12 @@ from typing import Any, Literal
 
 from llmserve.config.entries import ModelConfig
 from llmserve.engine.base import ChatMessage, EngineFactory, GenerationParams
+from llmserve.engine.memory import available_memory
 from llmserve.engine.progress import LoadProgress
 from llmserve.errors import ModelNotFound, ShuttingDown
 from llmserve.models.events import EventBus, progress_event, state_event
 from llmserve.models.jobs import EventStream, Generate
+from llmserve.models.kv_budget import KVLedger
 from llmserve.models.lifecycle import Estimator
 from llmserve.models.residency import Residency
 from llmserve.models.status import ModelState, ModelStatus
@@ -43,6 +45,10 @@ class ModelRegistry:
         estimator: Estimator | None = None,
     ) -> None:
         self.residency = residency
+        budget_left = residency.weights_left if residency is not None else (lambda device: None)
+        self.kv = KVLedger(available_memory, budget_left)
+        if residency is not None:
+            residency.kv_reserved = self.kv.reserved
         self.events = EventBus()
         # called on every state change, from the worker's thread, with the snapshot taken at the change
         # and the previous state (metrics)
@@ -60,7 +66,7 @@ class ModelRegistry:
         self.draining = False
 
     def _add(self, model: ModelConfig) -> ModelWorker:
-        worker = ModelWorker(model, self._factory, self.residency, self._estimator)
+        worker = ModelWorker(model, self._factory, self.residency, self._estimator, self.kv)
         worker.on_state = self._state_changed
         worker.on_progress = self._progressed
         self._workers[model.unit_id] = worker

@@ -86,6 +86,9 @@ class Residency:
         self._loaded: dict[str, Resident] = {}
         self._held: dict[str, Footprint] = {}
         self._line: deque[str] = deque()  # loaders waiting for room, in arrival order
+        # what the loaded models' requests reserve in KV cache, counted with their weights (set by the
+        # registry); the KV ledger asks `weights_left` in turn
+        self.kv_reserved: Callable[[str], int] = lambda device: 0
 
     def loaded(self) -> list[str]:
         with self._cond:
@@ -97,11 +100,26 @@ class Residency:
             return self._used()
 
     def _used(self) -> Footprint:
+        """Weights (and estimates while loading) plus the KV cache the requests reserve."""
+        used = self._weights()
+        for device in list(used):
+            used[device] += self.kv_reserved(device)
+        return used
+
+    def _weights(self) -> Footprint:
         used: Footprint = {}
         for held in self._held.values():
             for device, size in held.items():
                 used[device] = used.get(device, 0) + size
         return used
+
+    def weights_left(self, device: str) -> int | None:
+        """What the budget of `device` leaves after the models' weights; None: not limited."""
+        limit = None if self.budget is None else self.budget.limit(device)
+        if limit is None:
+            return None
+        with self._cond:
+            return limit - self._weights().get(device, 0)
 
     def too_big(self, unit_id: str, need: Footprint) -> ModelTooLarge | None:
         """The error for a model that cannot fit even with every other model unloaded."""

@@ -35,6 +35,7 @@ class Running:
     logprobs: list[dict[str, Any]] = field(default_factory=list)  # of tokens whose text is held back
     echo: str = ""  # the prompt's text, when the job asked for it
     first_token_at: float | None = None  # time.monotonic() of its first generated token
+    end: int = 0  # the most tokens its sequence may hold: prompt + max_tokens
 
 
 def logprob_entry(engine: LogprobSource, found: TokenLogprob) -> dict[str, Any]:
@@ -67,25 +68,53 @@ def _prompt_ids(engine: Engine, job: Generate) -> list[int]:
     return list(job.prompt)
 
 
-def begin(engine: Engine, job: Generate, unit_id: str) -> Running:
-    """Starts `job` on `engine`; raises `InvalidRequest` when the prompt leaves no room to generate."""
+@dataclass(frozen=True)
+class Prepared:
+    """A request with its prompt encoded and checked, ready to start: `end` is the most tokens its
+    sequence may come to hold (prompt + max_tokens, clamped to what the model holds)."""
+
+    job: Generate
+    prompt: list[int]
+    max_tokens: int
+
+    @property
+    def end(self) -> int:
+        return len(self.prompt) + self.max_tokens
+
+
+def prepare(engine: Engine, job: Generate, unit_id: str, kv_tokens: int | None = None) -> Prepared:
+    """Encodes `job`'s prompt; raises `InvalidRequest` when it leaves no room to generate, in the
+    model's context or in its KV cache budget (`kv_tokens`: even with nothing else running)."""
     prompt = _prompt_ids(engine, job)
-    room = engine.context_length - len(prompt)
+    holds = engine.context_length
+    what = "in all"
+    if kv_tokens is not None and kv_tokens < holds:
+        holds, what = kv_tokens, "in its KV cache budget"
+    room = holds - len(prompt)
     if room < 1:
         field = "messages" if job.prompt is None else "prompt"
         raise InvalidRequest(
-            f"the prompt is {len(prompt)} tokens; model '{unit_id}' holds "
-            f"{engine.context_length} tokens in all, so shorten the {field} by {1 - room} or more",
+            f"the prompt is {len(prompt)} tokens; model '{unit_id}' holds {holds} tokens {what}, "
+            f"so shorten the {field} by {1 - room} or more",
             param=field,
         )
     if job.params.logprobs is not None and not isinstance(engine, LogprobSource):
         raise InvalidRequest(f"model '{unit_id}' cannot report log probabilities", param="logprobs")
-    max_tokens = min(job.params.max_tokens or room, room)
+    return Prepared(job, prompt, min(job.params.max_tokens or room, room))
+
+
+def begin(engine: Engine, job: Generate, unit_id: str, kv_tokens: int | None = None) -> Running:
+    """Prepares `job` and starts it at once (see `prepare`)."""
+    return start(engine, prepare(engine, job, unit_id, kv_tokens))
+
+
+def start(engine: Engine, prepared: Prepared) -> Running:
+    """Starts the prepared request's sequence on `engine`."""
+    job, prompt = prepared.job, prepared.prompt
     seq_id = engine.start(prompt, job.params)
     echo = "" if not job.echo else job.prompt if isinstance(job.prompt, str) else engine.decode(prompt)
-    return Running(
-        job, seq_id, len(prompt), OutputText(engine.decode, job.params.stop, max_tokens), echo=echo
-    )
+    output = OutputText(engine.decode, job.params.stop, prepared.max_tokens)
+    return Running(job, seq_id, len(prompt), output, echo=echo, end=prepared.end)
 
 
 Retire = Callable[[Generate, Finished | Failed | None], None]
@@ -107,6 +136,9 @@ def step_all(engine: Engine, running: list[Running], retire: Retire) -> list[Run
     still: list[Running] = []
     now = time.monotonic()
     for run, token in zip(live, tokens, strict=True):
+        if token is None:  # its prompt is still being read
+            still.append(run)
+            continue
         if run.first_token_at is None:
             run.first_token_at = now
         params = run.job.params

@@ -53,6 +53,23 @@ API_STATUS: dict[ModelState, ApiStatus] = {
 
 
 @dataclass(frozen=True)
+class KVUsage:
+    """A loaded model's KV cache in tokens: its budget, what its admitted requests reserve (prompt +
+    max_tokens each, rows x the longest in a padded batch), and the token slots its caches hold now."""
+
+    budget_tokens: int
+    reserved_tokens: int
+    held_tokens: int
+    bytes_per_token: int
+    source: str  # "kv_cache_memory" (set) or "derived" (from the free memory at load)
+
+    @property
+    def utilisation(self) -> float:
+        """Reserved over budget, 0 to 1."""
+        return self.reserved_tokens / self.budget_tokens if self.budget_tokens else 0.0
+
+
+@dataclass(frozen=True)
 class ModelStatus:
     """One model version at one moment."""
 
@@ -74,6 +91,7 @@ class ModelStatus:
     queue_depth: int  # generations accepted and waiting to start
     running: int  # sequences decoding
     capacity: int  # generations it accepts at once: max_batch_size + max_queue
+    kv: KVUsage | None = None  # while loaded, for an engine with a KV cache
 
     @property
     def api_status(self) -> ApiStatus:

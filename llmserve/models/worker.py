@@ -24,14 +24,14 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import replace
 
 from llmserve.config.entries import ModelConfig
 from llmserve.config.keep_alive import IdleTimer
 from llmserve.config.sampling import SamplingDefaults, Value, from_generation_config
-from llmserve.engine.base import Engine, EngineFactory, GenerationConfigSource
+from llmserve.engine.base import Engine, EngineFactory, GenerationConfigSource, KVCacheSource
 from llmserve.engine.progress import LoadProgress
 from llmserve.errors import InternalError, LLMServeError, Overloaded, ShuttingDown
+from llmserve.models.admission import Admission
 from llmserve.models.jobs import (
     Abort,
     Embed,
@@ -47,10 +47,11 @@ from llmserve.models.jobs import (
     Unload,
     Yield,
 )
+from llmserve.models.kv_budget import KVLedger
 from llmserve.models.lifecycle import Estimator, Slot
 from llmserve.models.residency import Residency
-from llmserve.models.sequences import Running, begin, embed_all, fill_defaults, step_all
-from llmserve.models.status import ModelState, ModelStatus, UnloadReason
+from llmserve.models.sequences import Running, embed_all, start, step_all
+from llmserve.models.status import KVUsage, ModelState, ModelStatus, UnloadReason
 
 __all__ = ["ModelWorker"]
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class ModelWorker:
         factory: EngineFactory,
         residency: Residency | None = None,
         estimator: Estimator | None = None,
+        ledger: KVLedger | None = None,
     ) -> None:
         self.config = config
         self._residency = residency
@@ -74,6 +76,8 @@ class ModelWorker:
             target=self._run, name=f"llmserve-worker:{config.api_id}", daemon=True
         )
         self._pending: deque[Generate] = deque()
+        self._admission = Admission(config.unit_id, ledger)
+        self._kv_held = 0  # the engine's token slots after the last step
         self._running: list[Running] = []
         self._load_waiters: list[Reply[None]] = []
         self._embeds: list[Embed] = []
@@ -146,7 +150,15 @@ class ModelWorker:
             queue_depth=max(0, self._accepted - running),  # a sequence retires before it leaves `_running`
             running=running,
             capacity=self.capacity,
+            kv=self._kv_usage(),
         )
+
+    def _kv_usage(self) -> KVUsage | None:
+        kv = self._slot.kv
+        if kv is None or self._state is not ModelState.LOADED:
+            return None
+        reserved = kv.cost(run.end for run in list(self._running))
+        return KVUsage(kv.tokens, reserved, self._kv_held, kv.bytes_per_token, kv.source)
 
     def _progressed(self, progress: LoadProgress) -> None:
         if self.on_progress is not None:
@@ -331,8 +343,10 @@ class ModelWorker:
             embed_all(self._engine, self._embeds, self.unit_id)
             self._embeds.clear()
         self._drop_cancelled_waiting()
+        self._prepare_arrivals()
         while self._pending and self._has_room():
-            self._admit(self._pending.popleft())
+            if not self._admit(self._pending[0]):
+                break
         if self._running:
             self._step()
 
@@ -347,6 +361,7 @@ class ModelWorker:
             return False
         if isinstance(engine, GenerationConfigSource):
             self._generation = from_generation_config(engine.generation_sampling, self.unit_id)
+        self._admission.loaded(self._slot.kv, lambda: self._kv_held)
         self.last_active = time.monotonic()
         return True
 
@@ -368,6 +383,7 @@ class ModelWorker:
     def _drop_cancelled_waiting(self) -> None:
         if any(job.stream.cancelled for job in self._pending):
             for job in [job for job in self._pending if job.stream.cancelled]:
+                self._admission.discard(job)
                 self._retire(job, None)
             self._pending = deque(job for job in self._pending if not job.stream.cancelled)
 
@@ -378,30 +394,59 @@ class ModelWorker:
         yielding = self._yield_since is not None and self._pending[0].queued_at >= self._yield_since
         return loaded and not yielding and len(self._running) < self.config.max_batch_size
 
-    def _admit(self, job: Generate) -> None:
+    def _prepare_arrivals(self) -> None:
+        """Encodes the requests that arrived, so that one that can never be served fails now."""
+        if self._engine is None or self._unload_waiters:
+            return
+        failed = []
+        for job in self._pending:
+            try:
+                self._admission.prepare(self._engine, job, self.sampling_defaults)
+            except LLMServeError as exc:
+                failed.append((job, exc))
+        if failed:
+            gone = {id(job) for job, _ in failed}
+            self._pending = deque(job for job in self._pending if id(job) not in gone)
+            for job, error in failed:
+                self._retire(job, Failed(error))
+
+    def _admit(self, job: Generate) -> bool:
+        """Starts the first waiting request `job` when its tokens fit beside those running (False: it
+        waits, and so do those behind it); a request that cannot be served fails (models/admission.py)."""
         if job.stream.cancelled:
+            self._pending.popleft()
+            self._admission.discard(job)
             self._retire(job, None)
-            return
+            return True
         assert self._engine is not None
-        if job.params.omitted:
-            job = replace(job, params=fill_defaults(self.sampling_defaults, job.params))
         try:
-            run = begin(self._engine, job, self.unit_id)
+            prepared = self._admission.prepare(self._engine, job, self.sampling_defaults)
+            if self._admission.verdict([run.end for run in self._running], prepared) == "wait":
+                return False
+            run = start(self._engine, prepared)
         except LLMServeError as exc:
+            self._pending.popleft()
             self._retire(job, Failed(exc))
-            return
-        except Exception as exc:  # this request's problem (e.g. the tokenizer choked): fail it alone
-            log.exception("admitting a request for %s failed", self.unit_id)
-            error = InternalError(f"preparing the prompt failed: {type(exc).__name__}: {exc}")
-            self._retire(job, Failed(error))
-            return
+            return True
+        except Exception as exc:  # this request's problem (e.g. a token outside the vocabulary)
+            log.exception("starting a request for %s failed", self.unit_id)
+            self._pending.popleft()
+            self._retire(
+                job, Failed(InternalError(f"starting the request failed: {type(exc).__name__}: {exc}"))
+            )
+            return True
+        self._pending.popleft()
         job.stream.push(Started(run.prompt_tokens, run.echo))
         self._running.append(run)
+        return True
 
     def _step(self) -> None:
         assert self._engine is not None
         self.last_active = time.monotonic()
         self._running = step_all(self._engine, self._running, self._retire)
+        if isinstance(self._engine, KVCacheSource):
+            self._kv_held = self._engine.kv_tokens_held
+        self._admission.reserve([run.end for run in self._running])  # what finished gives back its room
 
     def _unload_when_idle(self) -> None:
         """keep_alive: a loaded model with nothing running or waiting unloads when its time is up."""
@@ -418,6 +463,7 @@ class ModelWorker:
                 self._engine.release(run.seq_id)
             self._retire(run.job, Failed(error))
         for job in self._pending:
+            self._admission.discard(job)
             self._retire(job, Failed(error))
         for reply in self._load_waiters:
             reply.fail(error)
@@ -427,8 +473,11 @@ class ModelWorker:
         self._running.clear()
         self._pending.clear()
         self._load_waiters.clear()
+        self._admission.reserve([])
 
     def _drop_engine(self, state: ModelState, error: str | None, reason: UnloadReason = "unload") -> None:
+        self._kv_held = 0
+        self._admission.unloaded()
         self._slot.drop(state, reason, error)
         if reason == "shutdown":
             self._slot.drop_parked()

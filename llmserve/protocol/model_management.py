@@ -15,6 +15,16 @@ class LoadProgressBody(BaseModel):
     fraction: float  # of the whole load done, 0 to 1
 
 
+class KVCacheBody(BaseModel):
+    """A loaded model's KV cache in tokens (docs/lifecycle.md: the memory model)."""
+
+    budget_tokens: int
+    reserved_tokens: int  # by the admitted requests: prompt + max_tokens each, as the batch holds them
+    held_tokens: int  # token slots the caches hold now
+    bytes_per_token: int
+    source: Literal["kv_cache_memory", "derived"]
+
+
 class ModelCard(BaseModel):
     id: str
     object: Literal["model"] = "model"
@@ -30,6 +40,7 @@ class ModelCard(BaseModel):
     # ("config", "generation_config" or "api"); None for an Embedding model.
     sampling_defaults: dict[str, float | int | None] | None = None
     sampling_sources: dict[str, str] | None = None
+    kv_cache: KVCacheBody | None = None  # while loaded (a model that generates text)
 
 
 class ModelList(BaseModel):

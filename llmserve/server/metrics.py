@@ -41,14 +41,33 @@ class _Live(Collector):
         memory = GaugeMetricFamily(
             "llmserve_model_memory_bytes", "weights in memory (0 when unloaded)", labels=LABELS
         )
+        kv_tokens = GaugeMetricFamily(
+            "llmserve_kv_cache_tokens",
+            "KV cache tokens of a loaded model: its budget, reserved by admitted requests, held now",
+            labels=[*LABELS, "kind"],
+        )
+        kv_use = GaugeMetricFamily(
+            "llmserve_kv_cache_utilisation",
+            "KV cache tokens reserved over the budget (0 to 1)",
+            labels=LABELS,
+        )
         for status in self._registry.statuses():
             names = labels(status)
+            if status.kv is not None:
+                kv = status.kv
+                for kind, value in (
+                    ("budget", kv.budget_tokens),
+                    ("reserved", kv.reserved_tokens),
+                    ("held", kv.held_tokens),
+                ):
+                    kv_tokens.add_metric([*names, kind], float(value))
+                kv_use.add_metric(list(names), kv.utilisation)
             for each in ModelState:
                 state.add_metric([*names, each.value], 1.0 if status.state is each else 0.0)
             waiting.add_metric(list(names), float(status.queue_depth))
             running.add_metric(list(names), float(status.running))
             memory.add_metric(list(names), float(status.memory_bytes or 0) if status.in_memory else 0.0)
-        yield from (state, waiting, running, memory)
+        yield from (state, waiting, running, memory, kv_tokens, kv_use)
 
 
 class Metrics:

@@ -17,6 +17,7 @@ from llmserve.models.status import ModelStatus
 from llmserve.protocol.base import parse_request
 from llmserve.protocol.embeddings import EmbeddingRequest
 from llmserve.protocol.model_management import (
+    KVCacheBody,
     LoadProgressBody,
     ModelCard,
     ModelIdRequest,
@@ -131,6 +132,7 @@ def _card(model_id: str, status: ModelStatus, created: int) -> ModelCard:
         version=status.version,
         sampling_defaults=None if sampling is None else dict(sampling.values),
         sampling_sources=None if sampling is None else dict(sampling.sources),
+        kv_cache=None if status.kv is None else KVCacheBody.model_validate(status.kv, from_attributes=True),
     )
 
 

@@ -247,6 +247,7 @@ def card(name: str, **fields: Any) -> dict[str, Any]:
         "expires_at": None,
         "progress": None,
         "version": None,
+        "kv_cache": None,  # a scripted engine holds no KV cache
         **fields,
     }
 

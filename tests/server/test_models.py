@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import json
 import shutil
@@ -60,7 +61,11 @@ def footprint(directory: Path) -> int:
 
 
 def test_models_list_default_first_with_status(tiny_dir: Path, tiny_dir2: Path) -> None:
-    app = create_app([plain(tiny_dir, "org/tiny"), plain(tiny_dir2, "tiny2")], "tiny2", preload="default")
+    models = [
+        plain(tiny_dir, "org/tiny"),
+        dataclasses.replace(plain(tiny_dir2, "tiny2"), kv_cache_memory=1 << 20),
+    ]
+    app = create_app(models, "tiny2", preload="default")
     with TestClient(app) as client:
         wait_status(client, "tiny2", "loaded")
         body = client.get("/v1/models").json()
@@ -87,8 +92,23 @@ def test_models_list_default_first_with_status(tiny_dir: Path, tiny_dir2: Path) 
                 ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "max_tokens"), "api"
             ),
         }
-        loaded = {**card, "status": "loaded", "memory_bytes": footprint(tiny_dir2)}
-        never = {**card, "status": "unloaded", "memory_bytes": None}
+        # the tiny model: 2 layers x (keys, values) x 2 KV heads x 16 x the dtype's bytes
+        import torch
+
+        from llmserve.engine.devices import resolve_dtype
+
+        dtype = resolve_dtype("auto", torch.device("cpu"))
+        assert isinstance(dtype, torch.dtype)
+        per_token = 2 * 2 * 2 * 16 * dtype.itemsize
+        kv_cache = {
+            "budget_tokens": (1 << 20) // per_token,
+            "reserved_tokens": 0,
+            "held_tokens": 0,
+            "bytes_per_token": per_token,
+            "source": "kv_cache_memory",
+        }
+        loaded = {**card, "status": "loaded", "memory_bytes": footprint(tiny_dir2), "kv_cache": kv_cache}
+        never = {**card, "status": "unloaded", "memory_bytes": None, "kv_cache": None}
         assert body == {
             "object": "list",
             "data": [{"id": "default", **loaded}, {"id": "org/tiny", **never}, {"id": "tiny2", **loaded}],

@@ -151,11 +151,16 @@ def test_metrics_in_prometheus_format(server: str) -> None:
     assert value("llmserve_model_memory_bytes", "llmserve_model_memory_bytes") > 0
     assert value("llmserve_queue_depth", "llmserve_queue_depth") == 0
     assert value("llmserve_running_sequences", "llmserve_running_sequences") == 0
+    assert value("llmserve_kv_cache_tokens", "llmserve_kv_cache_tokens", kind="budget") > 0
+    assert value("llmserve_kv_cache_tokens", "llmserve_kv_cache_tokens", kind="reserved") == 0
+    assert value("llmserve_kv_cache_tokens", "llmserve_kv_cache_tokens", kind="held") == 0
+    assert value("llmserve_kv_cache_utilisation", "llmserve_kv_cache_utilisation") == 0
     httpx.post(f"{server}/v2/repository/models/tiny/unload")
     text = httpx.get(f"{server}/metrics").text
     families = {f.name: f for f in text_string_to_metric_families(text)}
     assert value("llmserve_model_unloads", "llmserve_model_unloads_total", reason="unload") == 1
     assert value("llmserve_model_memory_bytes", "llmserve_model_memory_bytes") == 0
+    assert not families["llmserve_kv_cache_tokens"].samples  # only while loaded
 
 
 def runtime_app(tiny_dir: Path, runtime: RuntimeModels) -> Starlette:
