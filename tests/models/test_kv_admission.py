@@ -214,3 +214,27 @@ def test_a_prompt_that_can_never_fit_is_refused_on_arrival_not_after_its_wait(di
     (failed,) = c
     assert isinstance(failed, Failed) and "in its KV cache budget" in failed.error.message
     assert done["c"] < done["a"] < done["b"]
+
+
+def test_the_memory_budget_counts_what_requests_reserve(directory: Path) -> None:
+    from llmserve.config.sizes import parse_budget
+    from llmserve.models.residency import Residency
+
+    residency = Residency(budget=parse_budget("cpu=4GiB"))
+
+    async def main() -> tuple[int, int, int | None]:
+        registry = ModelRegistry(
+            [config(directory, 300)], "tiny", Factory(lambda c: HFEngine.load(c)), residency
+        )
+        registry.start(preload="none")
+        try:
+            await registry.reload("tiny")
+            weights = residency.used()["cpu"]
+            assert registry.kv.try_reserve("tiny", "cpu", 5000)
+            return weights, residency.used()["cpu"], residency.weights_left("cpu")
+        finally:
+            await asyncio.to_thread(registry.shutdown, 10)
+
+    weights, with_request, left = asyncio.run(main())
+    assert with_request == weights + 5000
+    assert left == (4 << 30) - weights  # the KV ledger's share of the budget: after the weights only
