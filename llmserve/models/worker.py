@@ -78,6 +78,7 @@ class ModelWorker:
         self._pending: deque[Generate] = deque()
         self._admission = Admission(config.unit_id, ledger)
         self._kv_held = 0  # the engine's token slots after the last step
+        self._retired: set[int] = set()  # id() of the jobs retired since `_running` was last renewed
         self._running: list[Running] = []
         self._load_waiters: list[Reply[None]] = []
         self._embeds: list[Embed] = []
@@ -214,6 +215,9 @@ class ModelWorker:
     def _retire(self, job: Generate, event: Finished | Failed | None) -> None:
         """The job leaves this worker: with its last event, or silently when its client is gone."""
         self._idle.keep_alive = self.config.keep_alive if job.keep_alive is None else job.keep_alive
+        # its KV reservation goes before its client hears the end (a running job's; a waiting one has none)
+        self._retired.add(id(job))
+        self._admission.reserve([run.end for run in self._running if id(run.job) not in self._retired])
         if event is not None:
             job.stream.push(event)
         with self._lock:
@@ -444,6 +448,7 @@ class ModelWorker:
         assert self._engine is not None
         self.last_active = time.monotonic()
         self._running = step_all(self._engine, self._running, self._retire)
+        self._retired.clear()
         if isinstance(self._engine, KVCacheSource):
             self._kv_held = self._engine.kv_tokens_held
         self._admission.reserve([run.end for run in self._running])  # what finished gives back its room
@@ -473,6 +478,7 @@ class ModelWorker:
         self._running.clear()
         self._pending.clear()
         self._load_waiters.clear()
+        self._retired.clear()
         self._admission.reserve([])
 
     def _drop_engine(self, state: ModelState, error: str | None, reason: UnloadReason = "unload") -> None:

@@ -151,11 +151,7 @@ def test_two_models_on_one_device_share_what_it_has(directory: Path) -> None:
             await registry.reload("two")
             asks = [_ask_model(registry, name, f"{name} {LONG}", 8) for name in ("one", "two", "one", "two")]
             answers = await asyncio.gather(*asks)
-            for _ in range(500):  # the worker gives the room back right after the step that finished
-                if registry.kv.reserved() == 0:
-                    break
-                await asyncio.sleep(0.01)
-            assert registry.kv.reserved() == 0
+            assert registry.kv.reserved() == 0  # a request's reservation goes before its end is heard
             return answers
         finally:
             await asyncio.to_thread(registry.shutdown, 10)
