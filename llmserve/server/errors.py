@@ -1,9 +1,12 @@
-"""The one place where an error becomes an HTTP response: OpenAI's error JSON, or on the /v2 routes the
-Open Inference Protocol's `{"error": "message"}` with the same status."""
+"""The one place where an error becomes an HTTP response. Each API answers in its own error shape,
+chosen by the request's path: OpenAI's error JSON by default, the Open Inference Protocol's
+`{"error": "message"}` on /v2; a new API registers its shape in `SHAPES`."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -13,29 +16,46 @@ from llmserve.errors import InternalError, LLMServeError, MethodNotAllowed, Over
 
 log = logging.getLogger(__name__)
 
+Shape = Callable[[LLMServeError], dict[str, Any]]
 
-def error_response(error: LLMServeError, *, v2: bool = False, status: int | None = None) -> JSONResponse:
+
+def openai_shape(error: LLMServeError) -> dict[str, Any]:
+    return error.to_dict()
+
+
+def open_inference_shape(error: LLMServeError) -> dict[str, Any]:
+    return {"error": error.message}
+
+
+# (path prefix, shape): the first prefix that the path equals or continues with "/" wins.
+SHAPES: tuple[tuple[str, Shape], ...] = (("/v2", open_inference_shape),)
+
+
+def shape_of(path: str) -> Shape:
+    for prefix, shape in SHAPES:
+        if path == prefix or path.startswith(prefix + "/"):
+            return shape
+    return openai_shape
+
+
+def error_response(error: LLMServeError, path: str, *, status: int | None = None) -> JSONResponse:
+    """`error` as the response of the API that serves `path`."""
     headers = {"Retry-After": str(error.retry_after)} if isinstance(error, Overloaded) else None
-    body = {"error": error.message} if v2 else error.to_dict()
-    return JSONResponse(body, status_code=status or error.status, headers=headers)
-
-
-def is_v2(path: str) -> bool:
-    return path == "/v2" or path.startswith("/v2/")
+    return JSONResponse(shape_of(path)(error), status_code=status or error.status, headers=headers)
 
 
 async def on_error(request: Request, exc: Exception) -> Response:
     """Starlette's exception handler for everything: typed errors, routing errors, and bugs."""
-    v2 = is_v2(request.url.path)
+    path = request.url.path
     if isinstance(exc, LLMServeError):
-        return error_response(exc, v2=v2)
+        return error_response(exc, path)
     if isinstance(exc, HTTPException):
         if exc.status_code == 405:
-            error: LLMServeError = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
+            error: LLMServeError = MethodNotAllowed(f"{request.method} is not allowed on {path}")
         elif exc.status_code == 404:
-            error = RouteNotFound(f"no endpoint {request.method} {request.url.path}")
+            error = RouteNotFound(f"no endpoint {request.method} {path}")
         else:
             error = LLMServeError(str(exc.detail))
-        return error_response(error, v2=v2, status=exc.status_code)
-    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(InternalError(f"internal error: {type(exc).__name__}"), v2=v2)
+        return error_response(error, path, status=exc.status_code)
+    log.error("unhandled error on %s %s", request.method, path, exc_info=exc)
+    return error_response(InternalError(f"internal error: {type(exc).__name__}"), path)

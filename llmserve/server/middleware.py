@@ -14,7 +14,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llmserve.errors import InvalidAPIKey, RequestTooLarge
-from llmserve.server.errors import error_response, is_v2
+from llmserve.server.errors import error_response
 from llmserve.server.metrics import Metrics
 from llmserve.service.streams import RequestStats
 
@@ -41,7 +41,7 @@ class APIKeyMiddleware:
         if not self._valid(given.encode()):
             why = "no API key was given" if not given else "the API key is not valid"
             message = f"{why}: send it as 'Authorization: Bearer KEY' or 'x-api-key: KEY'"
-            await error_response(InvalidAPIKey(message), v2=is_v2(scope["path"]))(scope, receive, send)
+            await error_response(InvalidAPIKey(message), scope["path"])(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
@@ -70,7 +70,7 @@ class BodyLimitMiddleware:
             return
         length = Headers(scope=scope).get("content-length", "")
         if length.isdigit() and int(length) > self.max_bytes:
-            await error_response(self._error(), v2=is_v2(scope["path"]))(scope, receive, send)
+            await error_response(self._error(), scope["path"])(scope, receive, send)
             return
         received = 0
 
