@@ -6,7 +6,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncGenerator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from llmserve.config.keep_alive import parse_keep_alive
@@ -168,61 +168,117 @@ class ChatService:
     ) -> AsyncGenerator[dict[str, Any], None]:
         """Returns the chunks once generation has started, so that load and prompt errors are raised
         here, before any byte of the response is sent."""
+        run = await self.run(request, stats)
+        include_usage = bool(request.stream_options and request.stream_options.include_usage)
+        return _chunks(run, include_usage, bool(request.logprobs))
+
+    async def run(self, request: ChatCompletionRequest, stats: RequestStats | None = None) -> ChatRun:
+        """Starts the request's choices and returns them as API-neutral events (what every chat-like
+        API formats in its own way: chat completions, Responses, Anthropic Messages, Ollama). Load and
+        prompt errors are raised here, before the first event."""
         stats = stats or RequestStats()
         model, streams, prompt_tokens, tool_plan = await self._start(request, stats)
-        include_usage = bool(request.stream_options and request.stream_options.include_usage)
-        return _chunks(model, streams, prompt_tokens, include_usage, bool(request.logprobs), stats, tool_plan)
+        return ChatRun(model, prompt_tokens, len(streams), _choice_events(streams, stats, tool_plan))
 
 
-async def _chunks(
-    model: str,
-    streams: list[EventStream],
-    prompt_tokens: int,
-    include_usage: bool,
-    with_logprobs: bool,
-    stats: RequestStats,
-    tool_plan: ToolPlan | None = None,
-) -> AsyncGenerator[dict[str, Any], None]:
-    """Per choice: role chunk → content chunks → finish chunk; then (usage chunk). A failure mid-way
-    is raised. With tools offered, a choice's text is held until its end, then sent as content and/or
-    `tool_calls`."""
+@dataclass(frozen=True)
+class TextPiece:
+    """Text of choice `index` as it is generated (with tools offered, held until the choice ends)."""
+
+    index: int
+    text: str
+    logprobs: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class ChoiceEnd:
+    """Choice `index` has ended: `content` is its text not yet sent as pieces (the held text when tools
+    were offered, with the calls taken out), `calls` its tool calls in OpenAI's `tool_calls` form, and
+    `reason` why it ended (`tool_calls` when it called)."""
+
+    index: int
+    content: str | None
+    calls: tuple[dict[str, Any], ...]
+    reason: FinishReasonOut
+    completion_tokens: int
+
+
+ChoiceEvent = TextPiece | ChoiceEnd
+
+
+@dataclass(frozen=True)
+class ChatRun:
+    """A started chat request: the model's name, the prompt's tokens, the number of choices, and their
+    events as they come. Consuming `events` to its end (or closing it) cancels what is left."""
+
+    model: str
+    prompt_tokens: int
+    choices: int
+    events: AsyncGenerator[ChoiceEvent, None]
+
+
+async def _choice_events(
+    streams: list[EventStream], stats: RequestStats, tool_plan: ToolPlan | None
+) -> AsyncGenerator[ChoiceEvent, None]:
+    """The choices' pieces and ends as they come; a failure mid-way is raised. With tools offered, a
+    choice's text is held until its end, then parsed into content and calls."""
     held: dict[int, list[str]] = {i: [] for i in range(len(streams))}
-    chunk_id = f"chatcmpl-{uuid.uuid4().hex}"
-    created = int(time.time())
-
-    def chunk(choices: list[ChunkChoice], usage: Usage | None = None) -> dict[str, Any]:
-        out = ChatCompletionChunk(id=chunk_id, created=created, model=model, choices=choices, usage=usage)
-        # With include_usage every chunk carries `usage` (null until the last one), as OpenAI sends it.
-        return out.model_dump(exclude=None if include_usage else {"usage"})
-
     generated = 0
     try:
-        for index in range(len(streams)):
-            yield chunk([ChunkChoice(index=index, delta=Delta(role="assistant", content=""))])
         async for index, event in merged(streams):
             stats.observe(event)
             if isinstance(event, TextDelta) and tool_plan is not None:
                 held[index].append(event.text)
             elif isinstance(event, TextDelta):
-                logprobs = ChoiceLogprobs(content=list(event.logprobs)) if with_logprobs else None
-                yield chunk([ChunkChoice(index=index, delta=Delta(content=event.text), logprobs=logprobs)])
+                yield TextPiece(index, event.text, tuple(event.logprobs))
             elif isinstance(event, Failed):
                 raise event.error
             elif isinstance(event, Finished):
                 generated += event.completion_tokens
-                reason: FinishReasonOut = event.reason
+                content: str | None = None
+                calls: list[dict[str, Any]] = []
                 if tool_plan is not None:
                     content, calls = parse_calls("".join(held[index]), tool_plan)
-                    if content:
-                        yield chunk([ChunkChoice(index=index, delta=Delta(content=content))])
-                    if calls:
-                        reason = "tool_calls"
-                        indexed = [{"index": k, **call} for k, call in enumerate(calls)]
-                        yield chunk([ChunkChoice(index=index, delta=Delta(tool_calls=indexed))])
-                yield chunk([ChunkChoice(index=index, delta=Delta(), finish_reason=reason)])
+                reason: FinishReasonOut = "tool_calls" if calls else event.reason
+                yield ChoiceEnd(index, content, tuple(calls), reason, event.completion_tokens)
         stats.completion_tokens = generated
-        if include_usage:
-            yield chunk([], Usage.of(prompt_tokens, generated))
     finally:
         for stream in streams:
             stream.cancel()
+
+
+async def _chunks(
+    run: ChatRun, include_usage: bool, with_logprobs: bool
+) -> AsyncGenerator[dict[str, Any], None]:
+    """Per choice: role chunk → content chunks → (held content, tool calls) → finish chunk; then
+    (usage chunk)."""
+    chunk_id = f"chatcmpl-{uuid.uuid4().hex}"
+    created = int(time.time())
+
+    def chunk(choices: list[ChunkChoice], usage: Usage | None = None) -> dict[str, Any]:
+        out = ChatCompletionChunk(id=chunk_id, created=created, model=run.model, choices=choices, usage=usage)
+        # With include_usage every chunk carries `usage` (null until the last one), as OpenAI sends it.
+        return out.model_dump(exclude=None if include_usage else {"usage"})
+
+    generated = 0
+    try:
+        for index in range(run.choices):
+            yield chunk([ChunkChoice(index=index, delta=Delta(role="assistant", content=""))])
+        async for event in run.events:
+            if isinstance(event, TextPiece):
+                logprobs = ChoiceLogprobs(content=list(event.logprobs)) if with_logprobs else None
+                yield chunk(
+                    [ChunkChoice(index=event.index, delta=Delta(content=event.text), logprobs=logprobs)]
+                )
+                continue
+            generated += event.completion_tokens
+            if event.content:
+                yield chunk([ChunkChoice(index=event.index, delta=Delta(content=event.content))])
+            if event.calls:
+                indexed = [{"index": k, **call} for k, call in enumerate(event.calls)]
+                yield chunk([ChunkChoice(index=event.index, delta=Delta(tool_calls=indexed))])
+            yield chunk([ChunkChoice(index=event.index, delta=Delta(), finish_reason=event.reason)])
+        if include_usage:
+            yield chunk([], Usage.of(run.prompt_tokens, generated))
+    finally:
+        await run.events.aclose()
