@@ -91,7 +91,8 @@ def _load_unlocked(config: ModelConfig, dtype: torch.dtype | str, device: torch.
     device and fills it one tensor at a time, each quantized as it is read, so the full-precision model is
     never in the process's memory whole (`unmapped_reads`, `own_weights`)."""
     spec = config.spec
-    revision = {} if config.revision is None else {"revision": config.revision}
+    # Any: transformers 5.25 types each keyword of from_pretrained, 5.24 takes **kwargs
+    revision: dict[str, Any] = {} if config.revision is None else {"revision": config.revision}
     source = {"gguf_file": spec.quantized_filename} if isinstance(spec, GGUFSpec) else revision
     options = placement(config, device, source)
     quantized = config.quant_mode is not None
