@@ -131,7 +131,9 @@ class ModelWorker:
 
     def _snapshot(self) -> ModelStatus:
         """The caller holds `_lock`."""
-        config, slot, running = self.config, self._slot, len(self._running)
+        config, slot = self.config, self._slot
+        # a retired job has had (or is having) its last event; it leaves `_running` after the step
+        running = sum(id(run.job) not in self._retired for run in self._running)
         return ModelStatus(
             api_id=config.api_id,
             unit_id=config.unit_id,
@@ -148,7 +150,7 @@ class ModelWorker:
             loaded_at=slot.loaded_at,
             expires_at=self._expires_at if self._state is ModelState.LOADED else None,
             sampling=self.sampling_defaults,
-            queue_depth=max(0, self._accepted - running),  # a sequence retires before it leaves `_running`
+            queue_depth=max(0, self._accepted - running),
             running=running,
             capacity=self.capacity,
             kv=self._kv_usage(),
@@ -215,13 +217,13 @@ class ModelWorker:
     def _retire(self, job: Generate, event: Finished | Failed | None) -> None:
         """The job leaves this worker: with its last event, or silently when its client is gone."""
         self._idle.keep_alive = self.config.keep_alive if job.keep_alive is None else job.keep_alive
-        # its KV reservation goes before its client hears the end (a running job's; a waiting one has none)
-        self._retired.add(id(job))
+        # it leaves the counts and its KV reservation goes before its client hears the end
+        with self._lock:
+            self._retired.add(id(job))
+            self._accepted -= 1
         self._admission.reserve([run.end for run in self._running if id(run.job) not in self._retired])
         if event is not None:
             job.stream.push(event)
-        with self._lock:
-            self._accepted -= 1
 
     @property
     def closing(self) -> bool:

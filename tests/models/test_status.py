@@ -18,7 +18,7 @@ from llmserve.config.sampling import API_DEFAULTS, Sampling
 from llmserve.engine.base import ChatMessage, GenerationParams
 from llmserve.engine.progress import LoadProgress
 from llmserve.errors import ModelLoadFailed
-from llmserve.models.jobs import Event, Failed, Finished
+from llmserve.models.jobs import Event, EventStream, Failed, Finished
 from llmserve.models.registry import ModelRegistry
 from llmserve.models.status import ModelState, ModelStatus
 
@@ -241,3 +241,29 @@ def test_statuses_list_every_version_in_config_order() -> None:
     assert fields(registry.statuses()) == [("org/m", "unloaded"), ("v@1", "unloaded"), ("v@2", "unloaded")]
     assert fields(registry.versions("v")) == [("v@1", "unloaded"), ("v@2", "unloaded")]
     assert registry.unit("v@1") == registry.version("v", "1") and registry.unit("nope") is None
+
+
+def test_a_request_leaves_the_counts_before_its_client_hears_the_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The counts at the moment each request's last event is pushed: a client that has its answer never
+    reads a snapshot that still counts it (the worker drops it from its list only after the step)."""
+    at_end: list[tuple[int, int, int]] = []
+    holder: list[ModelRegistry] = []
+    push = EventStream.push
+
+    def recording(stream: EventStream, event: Event) -> None:
+        if isinstance(event, Finished):
+            at_end.append(counts(holder[0].status(None)))
+        push(stream, event)
+
+    monkeypatch.setattr(EventStream, "push", recording)
+    model = dataclasses.replace(M, max_batch_size=2, max_queue=2)
+
+    async def main() -> None:
+        async with serving(scripted(["a", "b"]), model) as (registry, _, _):
+            holder.append(registry)
+            await registry.reload(None)
+            answers = await asyncio.gather(*(answer(registry) for _ in range(3)))
+            assert all(isinstance(events[-1], Finished) for events in answers)
+
+    asyncio.run(main())
+    assert len(at_end) == 3 and at_end[-1] == (0, 0, 0), at_end
