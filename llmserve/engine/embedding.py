@@ -19,7 +19,7 @@ from transformers import AutoModel, AutoTokenizer
 from llmserve.config.entries import ModelConfig
 from llmserve.engine.base import ChatMessage, GenerationParams
 from llmserve.engine.devices import DTYPES, bytes_by_device, free_memory, resolve_device
-from llmserve.engine.hf import LOAD_LOCK
+from llmserve.engine.hf_load import LOAD_LOCK
 from llmserve.engine.progress import report
 from llmserve.errors import InvalidRequest
 

@@ -1,4 +1,4 @@
-"""The transformers/torch engine: the only module that imports torch or transformers.
+"""The transformers/torch engine for chat and completions (loading: `hf_load.py`).
 
 Continuous batching: `step` runs one forward pass for all decoding sequences together (see `batch.py`),
 plus one prompt pass per group of joining sequences; each sequence keeps its own sampling parameters and
@@ -10,7 +10,6 @@ from __future__ import annotations
 import inspect
 import itertools
 import logging
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,19 +17,16 @@ from typing import Any
 
 import jinja2
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+from transformers import DynamicCache
 
-from llmserve.config.entries import GGUFSpec, ModelConfig
+from llmserve.config.entries import ModelConfig
 from llmserve.engine.base import ChatMessage, GenerationParams, TokenLogprob
 from llmserve.engine.batch import Batch, joinable, left_padded, prefill_groups
 from llmserve.engine.devices import bytes_by_device, device_name, free_memory, resolve_device, resolve_dtype
-from llmserve.engine.gguf import load_gguf
 from llmserve.engine.grammar import Guide, Guides
-from llmserve.engine.kvcache import returned_cache, with_cache
-from llmserve.engine.memory import metered_load
+from llmserve.engine.hf_load import eos_ids, load_pretrained
+from llmserve.engine.kvcache import cache_length, kv_bytes_per_token, returned_cache, with_cache
 from llmserve.engine.pacing import PrefillPacer
-from llmserve.engine.placement import model_device_map, own_weights, quantization_config, unmapped_reads
-from llmserve.engine.progress import report
 from llmserve.engine.sampling import GREEDY_BELOW, History, sample_rows, token_logprob
 from llmserve.engine.templates import plain_messages, template_messages
 from llmserve.engine.token_bytes import token_bytes_of
@@ -38,89 +34,7 @@ from llmserve.errors import InvalidRequest
 
 log = logging.getLogger(__name__)
 
-# transformers sets torch's process-wide default dtype while it builds a model, so two loads at once on two
-# workers would build parts of each model in the other's dtype: loads take turns.
-LOAD_LOCK = threading.Lock()
 PREFILL_CHUNK = 512  # prompt tokens read per step, across the new sequences (config: prefill_chunk)
-
-
-def kv_bytes_per_token(text_config: Any, dtype: torch.dtype) -> int:
-    """Keys and values of one token in every layer: layers x 2 x KV heads x head size x dtype bytes."""
-    layers = int(getattr(text_config, "num_hidden_layers", 0) or 0)
-    heads = int(getattr(text_config, "num_attention_heads", 0) or 0)
-    kv_heads = int(getattr(text_config, "num_key_value_heads", 0) or heads)
-    head_dim = getattr(text_config, "head_dim", None) or int(getattr(text_config, "hidden_size", 0)) // max(
-        heads, 1
-    )
-    return 2 * layers * kv_heads * int(head_dim) * dtype.itemsize
-
-
-def _cache_length(cache: Any) -> int:
-    """Token slots of a one-sequence cache (rows x length of its first layer)."""
-    layers = getattr(cache, "layers", None)
-    if not layers or getattr(layers[0], "keys", None) is None:
-        return 0
-    keys = layers[0].keys
-    return int(keys.shape[0] * keys.shape[-2])
-
-
-def _load_pretrained(config: ModelConfig, dtype: torch.dtype | str, device: torch.device) -> tuple[Any, Any]:
-    with LOAD_LOCK:
-        return _load_unlocked(config, dtype, device)
-
-
-def placement(
-    config: ModelConfig, device: torch.device, source: dict[str, Any], auto_class: Any = AutoModelForCausalLM
-) -> dict[str, Any]:
-    """from_pretrained's device_map and quantization_config for this model's options."""
-    spec = config.spec
-    model_id = spec.quantized_model_id if isinstance(spec, GGUFSpec) else spec.model_id
-    options: dict[str, Any] = {"device_map": {"": str(device)}} if device.type == "cuda" else {}
-    if config.device_layers is not None:
-        options["device_map"] = model_device_map(model_id, config.device_layers, auto_class, **source)
-    mode = config.quant_mode
-    if mode is not None:
-        options["quantization_config"] = quantization_config(mode)
-        options.setdefault("device_map", {"": str(device)})
-    return options
-
-
-def _load_unlocked(config: ModelConfig, dtype: torch.dtype | str, device: torch.device) -> tuple[Any, Any]:
-    """The tokenizer and the model, with the process's growth metered (`memory.metered_load`; the caller
-    holds `LOAD_LOCK`). `in_situ_quant` quantizes while loading: transformers builds the model on the meta
-    device and fills it one tensor at a time, each quantized as it is read, so the full-precision model is
-    never in the process's memory whole (`unmapped_reads`, `own_weights`)."""
-    spec = config.spec
-    # Any: transformers 5.25 types each keyword of from_pretrained, 5.24 takes **kwargs
-    revision: dict[str, Any] = {} if config.revision is None else {"revision": config.revision}
-    source = {"gguf_file": spec.quantized_filename} if isinstance(spec, GGUFSpec) else revision
-    options = placement(config, device, source)
-    quantized = config.quant_mode is not None
-    with metered_load(), unmapped_reads(quantized):
-        if isinstance(spec, GGUFSpec):
-            tokenizer, model = load_gguf(spec, dtype, options, config.cache_dir)
-        else:
-            report("tokenizer")
-            tokenizer = AutoTokenizer.from_pretrained(spec.model_id, **revision)
-            report("weights")
-            model = AutoModelForCausalLM.from_pretrained(spec.model_id, dtype=dtype, **revision, **options)
-        if quantized:
-            own_weights(model)
-    if config.chat_template is not None:
-        tokenizer.chat_template = config.chat_template.text
-    return tokenizer, model
-
-
-def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
-    ids: set[int] = set()
-    configured = getattr(model.generation_config, "eos_token_id", None)
-    if isinstance(configured, int):
-        ids.add(configured)
-    elif configured:
-        ids.update(int(i) for i in configured)
-    if tokenizer.eos_token_id is not None:
-        ids.add(int(tokenizer.eos_token_id))
-    return frozenset(ids)
 
 
 @dataclass
@@ -171,7 +85,7 @@ class HFEngine:
         self._model: Any = model
         self._tokenizer: Any = tokenizer
         self._device = device
-        self._eos = _eos_ids(model, tokenizer)
+        self._eos = eos_ids(model, tokenizer)
         text_config = model.config.get_text_config()
         self._context = int(getattr(text_config, "max_position_embeddings", 0) or 2048)
         self._seqs: dict[int, _Sequence] = {}
@@ -190,7 +104,7 @@ class HFEngine:
     def load(cls, config: ModelConfig) -> HFEngine:
         device = resolve_device(config.device)
         dtype = resolve_dtype(config.dtype, device, label=config.api_id)
-        tokenizer, model = _load_pretrained(config, dtype, device)
+        tokenizer, model = load_pretrained(config, dtype, device)
         model.eval()
         first = model.get_input_embeddings().weight.device  # where inputs go (num_device_layers may split)
         log.info("loaded %s on %s (%s)", config.api_id, first, model.dtype)
@@ -321,7 +235,7 @@ class HFEngine:
 
     @property
     def kv_tokens_held(self) -> int:
-        alone = sum(_cache_length(seq.cache) for seq in self._seqs.values() if seq.cache is not None)
+        alone = sum(cache_length(seq.cache) for seq in self._seqs.values() if seq.cache is not None)
         return self._batch.tokens_held + alone
 
     @property

@@ -19,7 +19,8 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 from llmserve.config.entries import ModelConfig
 from llmserve.engine.base import ChatMessage
 from llmserve.engine.devices import resolve_device, resolve_dtype
-from llmserve.engine.hf import LOAD_LOCK, HFEngine, PromptIds, placement
+from llmserve.engine.hf import HFEngine, PromptIds
+from llmserve.engine.hf_load import LOAD_LOCK, placement
 from llmserve.engine.images import decode_image
 from llmserve.engine.progress import report
 from llmserve.errors import InvalidRequest

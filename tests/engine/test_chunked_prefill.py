@@ -12,7 +12,8 @@ from tiny import build_model
 
 from llmserve.config.entries import ModelConfig, PlainSpec
 from llmserve.engine.base import ChatMessage, GenerationParams, KVCacheSource
-from llmserve.engine.hf import HFEngine, kv_bytes_per_token
+from llmserve.engine.hf import HFEngine
+from llmserve.engine.kvcache import kv_bytes_per_token
 
 GREEDY = GenerationParams(temperature=0)
 LONG = "the capital of France is Paris and the capital of Italy is Rome " * 6
