@@ -191,8 +191,7 @@ class ResponsesService:
             "completed_at": None,
             "model": run.model,
             "output": [],
-            "usage": None,
-            **prepared.echo,
+            **prepared.echo,  # `usage` comes with the end: openapi.yaml's Response has no null usage
         }
         events = _Sequence(response)
         yield events.next("response.created", response=copy.deepcopy(response))
