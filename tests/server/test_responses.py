@@ -5,19 +5,23 @@ ResponseItemList)."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import httpx
 import pytest
-from fakes import Factory, ScriptedEngine
+from fakes import Factory, ScriptedEngine, Slowed, assert_cancelled
 from model_configs import config
 from paths import DATA
+from servers import live_server
 from starlette.testclient import TestClient
 from wire import assert_schema
 
+from llmserve.cli import build_parser, server_options
 from llmserve.engine.base import ChatMessage
 from llmserve.server import create_app
 from llmserve.server.options import ServerOptions
@@ -386,3 +390,60 @@ def test_accepted_and_ignored_parameters(plain: tuple[TestClient, Factory]) -> N
     )
     assert out["reasoning"] == {"effort": "high", "summary": "auto"} and out["prompt_cache_key"] == "k"
     assert out["truncation"] == "auto" and out["user"] == "u" and out["parallel_tool_calls"] is False
+
+
+PNG = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+
+
+def test_images_take_the_chat_path(plain: tuple[TestClient, Factory]) -> None:
+    """An `input_image` is chat's `image_url` part: decoded the same way, the same message to the engine."""
+    client, factory = plain
+    parts = [{"type": "input_text", "text": "What is this?"}, {"type": "input_image", "image_url": PNG}]
+    create(client, input=[{"role": "user", "content": parts}])
+    chat_parts = [{"type": "text", "text": "What is this?"}, {"type": "image_url", "image_url": {"url": PNG}}]
+    chat = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": chat_parts}]})
+    assert chat.status_code == 200
+    via_responses, via_chat = factory.engines[0].prompts  # type: ignore[attr-defined]
+    assert via_responses == via_chat and len(via_responses[0].images) == 1
+    assert via_responses[0].images[0].startswith(b"\x89PNG")
+    bad = client.post(
+        "/v1/responses",
+        json={
+            "input": [{"role": "user", "content": [{**parts[1], "image_url": "data:image/png;base64,@@"}]}]
+        },
+    )
+    assert bad.status_code == 400 and bad.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_store_flags() -> None:
+    parser = build_parser()
+    args = parser.parse_args(
+        ["plain", "-m", "a/b", "--responses-store-size", "0", "--responses-store-ttl", "60"]
+    )
+    options = server_options(args)
+    assert (options.responses_store_size, options.responses_store_ttl) == (0, 60.0)
+    defaults = server_options(parser.parse_args(["plain", "-m", "a/b"]))
+    assert (defaults.responses_store_size, defaults.responses_store_ttl) == (1000, 3600.0)
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_client_disconnect_cancels_the_generation(stream: bool) -> None:
+    factory = Factory(lambda c: Slowed(ScriptedEngine(["x"] * 300, context=1000), 0.02))
+    model = dataclasses.replace(config(-1, "m"), keep_alive=float("inf"))
+    app = create_app([model], "m", factory=factory, preload="none")
+
+    async def hang_up_after_a_delta(url: str) -> None:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+            body = {"input": "hi", "stream": True}
+            async with http.stream("POST", "/v1/responses", json=body) as response:
+                async for line in response.aiter_lines():
+                    if line == "event: response.output_text.delta":
+                        break
+
+    with live_server(app) as url:
+        if stream:
+            asyncio.run(hang_up_after_a_delta(url))
+        else:
+            with pytest.raises(httpx.ReadTimeout):
+                httpx.post(f"{url}/v1/responses", json={"input": "hi"}, timeout=httpx.Timeout(60, read=1.0))
+        assert_cancelled(factory.engines[0], max_steps=150)
