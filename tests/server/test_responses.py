@@ -447,3 +447,19 @@ def test_client_disconnect_cancels_the_generation(stream: bool) -> None:
             with pytest.raises(httpx.ReadTimeout):
                 httpx.post(f"{url}/v1/responses", json={"input": "hi"}, timeout=httpx.Timeout(60, read=1.0))
         assert_cancelled(factory.engines[0], max_steps=150)
+
+
+def test_keys_body_limit_and_metrics_as_on_chat() -> None:
+    factory = Factory(lambda c: ScriptedEngine(["Hel", "lo"]))
+    model = dataclasses.replace(config(-1, "m"), keep_alive=float("inf"))
+    options = ServerOptions(api_keys=("sekret",), max_request_bytes=2000)
+    app = create_app([model], "m", factory=factory, preload="none", options=options)
+    with TestClient(app) as client:
+        anonymous = client.post("/v1/responses", json={"input": "hi"})
+        assert anonymous.status_code == 401 and anonymous.json()["error"]["code"] == "invalid_api_key"
+        for headers in ({"Authorization": "Bearer sekret"}, {"x-api-key": "sekret"}):
+            assert client.post("/v1/responses", json={"input": "hi"}, headers=headers).status_code == 200
+        big = client.post("/v1/responses", json={"input": "x" * 3000}, headers={"x-api-key": "sekret"})
+        assert big.status_code == 413 and big.json()["error"]["code"] == "request_too_large"
+        metrics = client.get("/metrics", headers={"x-api-key": "sekret"}).text
+        assert 'llmserve_requests_total{model="m",version="1"} 2.0' in metrics
