@@ -463,3 +463,23 @@ def test_keys_body_limit_and_metrics_as_on_chat() -> None:
         assert big.status_code == 413 and big.json()["error"]["code"] == "request_too_large"
         metrics = client.get("/metrics", headers={"x-api-key": "sekret"}).text
         assert 'llmserve_requests_total{model="m",version="1"} 2.0' in metrics
+
+
+def test_text_and_a_call_with_tools_offered() -> None:
+    """With tools offered the text is held to the end (as in chat): one delta, then the call."""
+    for client, _ in _client(["Sure. ", CALL]):
+        out = create(client, input="Weather?", tools=[WEATHER])
+        assert [item["type"] for item in out["output"]] == ["message", "function_call"]
+        assert out["output"][0]["content"][0]["text"] == "Sure."
+        streamed = events(client, input="Weather?", tools=[WEATHER])
+        kinds = [e["type"] for e in streamed]
+        assert kinds.count("response.output_text.delta") == 1
+        assert kinds.index("response.output_item.done") < kinds.index(
+            "response.function_call_arguments.delta"
+        )
+        added = [e for e in streamed if e["type"] == "response.output_item.added"]
+        assert [(e["output_index"], e["item"]["type"]) for e in added] == [
+            (0, "message"),
+            (1, "function_call"),
+        ]
+        assert streamed[-1]["response"]["output"][1]["name"] == "get_weather"
