@@ -121,6 +121,8 @@ def server_options(args: argparse.Namespace) -> ServerOptions:
         max_request_bytes=args.max_request_bytes,
         shutdown_timeout=args.shutdown_timeout,
         allow_remote_images=args.allow_remote_images,
+        responses_store_size=args.responses_store_size,
+        responses_store_ttl=args.responses_store_ttl,
     )
 
 
@@ -175,6 +177,21 @@ def _server_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
         action="store_true",
         default=default(False),
         help="let chat messages carry http(s) image URLs, fetched by the server (default: data: URLs only)",
+    )
+    parser.add_argument(
+        "--responses-store-size",
+        type=_non_negative,
+        default=default(1000),
+        metavar="N",
+        help="Responses API: how many stored responses are kept, oldest dropped first; 0 keeps none "
+        "(default 1000; in memory: a restart forgets them)",
+    )
+    parser.add_argument(
+        "--responses-store-ttl",
+        type=_seconds,
+        default=default(3600.0),
+        metavar="SECONDS",
+        help="Responses API: how long a stored response is kept (default 3600)",
     )
 
 

@@ -69,6 +69,18 @@ class RouteNotFound(LLMServeError):
     code = "not_found"
 
 
+class ResponseNotFound(LLMServeError):
+    """A stored response (Responses API) that is not there: never stored, deleted, expired, or forgotten
+    by a restart."""
+
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+    def __init__(self, response_id: str, *, param: str | None = None) -> None:
+        super().__init__(f"Response with id '{response_id}' not found.", param=param)
+
+
 class InvalidAPIKey(LLMServeError):
     """No API key, or a wrong one, on a server started with --api-key."""
 

@@ -29,9 +29,12 @@ from llmserve.server.metrics import CONTENT_TYPE, Metrics
 from llmserve.server.middleware import APIKeyMiddleware, BodyLimitMiddleware, RequestLogMiddleware
 from llmserve.server.openai import routes as openai_routes
 from llmserve.server.options import ServerOptions
+from llmserve.server.responses import routes as responses_routes
 from llmserve.server.v2 import routes as v2_routes
 from llmserve.service.chat import ChatService
 from llmserve.service.completions import CompletionService
+from llmserve.service.responses import ResponsesService
+from llmserve.service.responses_store import ResponseStore
 from llmserve.service.v2 import V2Service
 
 log = logging.getLogger(__name__)
@@ -85,7 +88,12 @@ def create_app(
         Middleware(APIKeyMiddleware, keys=options.api_keys, open_paths=OPEN_PATHS),
     ]
     app = Starlette(
-        routes=[*openai_routes(), *v2_routes(), Route("/metrics", prometheus, methods=["GET"])],
+        routes=[
+            *openai_routes(),
+            *responses_routes(),
+            *v2_routes(),
+            Route("/metrics", prometheus, methods=["GET"]),
+        ],
         lifespan=lifespan,
         middleware=middleware,
         exception_handlers={Exception: on_error, HTTPException: on_error, LLMServeError: on_error},
@@ -97,4 +105,6 @@ def create_app(
     app.state.options = options
     app.state.chat = ChatService(registry, allow_remote_images=options.allow_remote_images)
     app.state.completions = CompletionService(registry)
+    store = ResponseStore(options.responses_store_size, options.responses_store_ttl)
+    app.state.responses = ResponsesService(app.state.chat, store)
     return app

@@ -13,3 +13,5 @@ class ServerOptions:
     max_request_bytes: int = 16 * 2**20
     shutdown_timeout: float = 30.0  # seconds running requests may take to finish once SIGTERM came
     allow_remote_images: bool = False  # http(s) image URLs in chat messages, fetched by the server
+    responses_store_size: int = 1000  # stored Responses API responses (0: none is kept)
+    responses_store_ttl: float = 3600.0  # seconds a stored response is kept

@@ -74,3 +74,19 @@ def sse_response(chunks: AsyncGenerator[dict[str, Any], None], drain_seconds: fl
         yield {"data": "[DONE]"}
 
     return event_source(events(), drain_seconds)
+
+
+def named_sse_response(
+    events: AsyncGenerator[dict[str, Any], None], drain_seconds: float
+) -> EventSourceResponse:
+    """A stream of typed events (the Responses API's): each as `event: TYPE` + `data: {json}`, no
+    `[DONE]`. `events` reports its own failures as events of its API; closing it cancels the work."""
+
+    async def framed() -> AsyncIterator[dict[str, str]]:
+        try:
+            async for event in events:
+                yield {"event": str(event["type"]), **data(event)}
+        finally:
+            await events.aclose()
+
+    return event_source(framed(), drain_seconds)

@@ -9,6 +9,7 @@ from llmserve.models.registry import ModelRegistry
 from llmserve.server.options import ServerOptions
 from llmserve.service.chat import ChatService
 from llmserve.service.completions import CompletionService
+from llmserve.service.responses import ResponsesService
 from llmserve.service.streams import RequestStats
 from llmserve.service.v2 import V2Service
 
@@ -30,6 +31,11 @@ def chat_of(request: Request) -> ChatService:
 
 def completions_of(request: Request) -> CompletionService:
     service: CompletionService = request.app.state.completions
+    return service
+
+
+def responses_of(request: Request) -> ResponsesService:
+    service: ResponsesService = request.app.state.responses
     return service
 
 

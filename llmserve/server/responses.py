@@ -1,0 +1,61 @@
+"""The OpenAI Responses API routes: create (whole or streamed), retrieve, delete, input items."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from llmserve.protocol.base import parse_request
+from llmserve.protocol.openai_responses import ItemsQuery, ResponsesRequest
+from llmserve.server.body import read_json
+from llmserve.server.openai import CLIENT_CLOSED, until_disconnect
+from llmserve.server.sse import named_sse_response
+from llmserve.server.state import options_of, responses_of, stats_of
+
+
+async def create_response(request: Request) -> Response:
+    body = parse_request(ResponsesRequest, await read_json(request))
+    service, stats = responses_of(request), stats_of(request)
+    if body.stream:
+        events = await until_disconnect(request, service.open_stream(body, stats))
+        if events is None:
+            return Response(status_code=CLIENT_CLOSED)
+        return named_sse_response(events, options_of(request).shutdown_timeout + 5)
+    result = await until_disconnect(request, service.complete(body, stats))
+    if result is None:
+        return Response(status_code=CLIENT_CLOSED)
+    return JSONResponse(result)
+
+
+async def get_response(request: Request) -> Response:
+    return JSONResponse(responses_of(request).get(request.path_params["response_id"]))
+
+
+async def delete_response(request: Request) -> Response:
+    return JSONResponse(responses_of(request).delete(request.path_params["response_id"]))
+
+
+async def list_input_items(request: Request) -> Response:
+    params = request.query_params
+    query: dict[str, object] = {k: v for k, v in params.items() if k not in ("limit", "include", "include[]")}
+    if "limit" in params:
+        query["limit"] = int(params["limit"]) if params["limit"].isdigit() else params["limit"]
+    includes = params.getlist("include") + params.getlist("include[]")
+    if includes:
+        query["include"] = includes
+    parsed = parse_request(ItemsQuery, query)
+    service = responses_of(request)
+    listing = service.input_items(
+        request.path_params["response_id"], parsed.limit, parsed.order, parsed.after
+    )
+    return JSONResponse(listing)
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        Route("/v1/responses", create_response, methods=["POST"]),
+        Route("/v1/responses/{response_id}", get_response, methods=["GET"]),
+        Route("/v1/responses/{response_id}", delete_response, methods=["DELETE"]),
+        Route("/v1/responses/{response_id}/input_items", list_input_items, methods=["GET"]),
+    ]
