@@ -20,6 +20,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LATENCY = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _LOAD = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 LABELS = ("model", "version")
+REQUEST_LABELS = (*LABELS, "endpoint")  # endpoint: the route's path template, e.g. /v1/chat/completions
 
 
 def labels(status: ModelStatus) -> tuple[str, str]:
@@ -83,18 +84,24 @@ class Metrics:
         self.load_seconds = Histogram(
             "llmserve_model_load_seconds", "load time", LABELS, buckets=_LOAD, registry=r
         )
-        self.requests = Counter("llmserve_requests", "finished generations", LABELS, registry=r)
-        self.prompt_tokens = Counter("llmserve_prompt_tokens", "prompt tokens", LABELS, registry=r)
-        self.generation_tokens = Counter("llmserve_generation_tokens", "generated tokens", LABELS, registry=r)
+        self.requests = Counter("llmserve_requests", "finished generations", REQUEST_LABELS, registry=r)
+        self.prompt_tokens = Counter("llmserve_prompt_tokens", "prompt tokens", REQUEST_LABELS, registry=r)
+        self.generation_tokens = Counter(
+            "llmserve_generation_tokens", "generated tokens", REQUEST_LABELS, registry=r
+        )
         self.ttft = Histogram(
             "llmserve_time_to_first_token_seconds",
             "request to first token",
-            LABELS,
+            REQUEST_LABELS,
             buckets=_LATENCY,
             registry=r,
         )
         self.e2e = Histogram(
-            "llmserve_request_duration_seconds", "request to last byte", LABELS, buckets=_LATENCY, registry=r
+            "llmserve_request_duration_seconds",
+            "request to last byte",
+            REQUEST_LABELS,
+            buckets=_LATENCY,
+            registry=r,
         )
         r.register(_Live(registry))
         registry.observers.append(self.on_state)
@@ -112,13 +119,20 @@ class Metrics:
             self.unloads.labels(*names, status.reason or "unload").inc()
 
     def request_done(
-        self, unit: str, prompt: int | None, generated: int | None, ttft: float | None, total: float
+        self,
+        unit: str,
+        endpoint: str,
+        prompt: int | None,
+        generated: int | None,
+        ttft: float | None,
+        total: float,
     ) -> None:
-        """A request that reached a model ended (`unit`: the model version's unit id)."""
+        """A request that reached a model ended (`unit`: the model version's unit id; `endpoint`: the
+        path template of the route that took it)."""
         status = self._registry.unit(unit)
         if status is None:
             return
-        names = labels(status)
+        names = (*labels(status), endpoint)
         self.requests.labels(*names).inc()
         self.prompt_tokens.labels(*names).inc(prompt or 0)
         self.generation_tokens.labels(*names).inc(generated or 0)

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Sequence
 
 from starlette.datastructures import Headers, MutableHeaders
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llmserve.errors import InvalidAPIKey, RequestTooLarge
@@ -122,7 +123,7 @@ class RequestLogMiddleware:
                 first = None if stats.first_token_at is None else stats.first_token_at - start
                 elapsed = time.monotonic() - start
                 self.metrics.request_done(
-                    stats.model, stats.prompt_tokens, stats.completion_tokens, first, elapsed
+                    stats.model, endpoint(scope), stats.prompt_tokens, stats.completion_tokens, first, elapsed
                 )
             ttft = f"{(stats.first_token_at - start) * 1000:.0f}" if stats.first_token_at else "-"
             access_log.info(
@@ -139,6 +140,15 @@ class RequestLogMiddleware:
                 (time.monotonic() - start) * 1000,
                 str(complete).lower(),
             )
+
+
+def endpoint(scope: Scope) -> str:
+    """The path template of the app's route that matches the request (`/v2/models/{name}/generate`, not
+    the model's name): a metric label of bounded cardinality."""
+    for route in getattr(scope.get("app"), "routes", ()):
+        if isinstance(route, BaseRoute) and route.matches(scope)[0] is Match.FULL:
+            return str(getattr(route, "path", scope["path"]))
+    return str(scope["path"])
 
 
 def _or_dash(value: int | None) -> str:

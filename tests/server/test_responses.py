@@ -462,7 +462,7 @@ def test_keys_body_limit_and_metrics_as_on_chat() -> None:
         big = client.post("/v1/responses", json={"input": "x" * 3000}, headers={"x-api-key": "sekret"})
         assert big.status_code == 413 and big.json()["error"]["code"] == "request_too_large"
         metrics = client.get("/metrics", headers={"x-api-key": "sekret"}).text
-        assert 'llmserve_requests_total{model="m",version="1"} 2.0' in metrics
+        assert 'llmserve_requests_total{endpoint="/v1/responses",model="m",version="1"} 2.0' in metrics
 
 
 def test_text_and_a_call_with_tools_offered() -> None:

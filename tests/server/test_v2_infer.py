@@ -132,6 +132,7 @@ def test_metrics_in_prometheus_format(server: str) -> None:
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
     families = {f.name: f for f in text_string_to_metric_families(response.text)}
     labels = {"model": "tiny", "version": "1"}
+    GENERATE = "/v2/models/{name:path}/generate"  # the route's path template, not the model's name
 
     def value(family: str, sample: str, **extra: str) -> float:
         for s in families[family].samples:
@@ -143,11 +144,23 @@ def test_metrics_in_prometheus_format(server: str) -> None:
     assert value("llmserve_model_state", "llmserve_model_state", state="loaded") == 1
     assert value("llmserve_model_state", "llmserve_model_state", state="unloaded") == 0
     assert value("llmserve_model_load_seconds", "llmserve_model_load_seconds_count") == 1
-    assert value("llmserve_requests", "llmserve_requests_total") >= 1
-    assert value("llmserve_generation_tokens", "llmserve_generation_tokens_total") >= 8
-    assert value("llmserve_prompt_tokens", "llmserve_prompt_tokens_total") > 0
-    assert value("llmserve_time_to_first_token_seconds", "llmserve_time_to_first_token_seconds_count") >= 1
-    assert value("llmserve_request_duration_seconds", "llmserve_request_duration_seconds_count") >= 1
+    assert value("llmserve_requests", "llmserve_requests_total", endpoint=GENERATE) >= 1
+    assert value("llmserve_generation_tokens", "llmserve_generation_tokens_total", endpoint=GENERATE) >= 8
+    assert value("llmserve_prompt_tokens", "llmserve_prompt_tokens_total", endpoint=GENERATE) > 0
+    assert (
+        value(
+            "llmserve_time_to_first_token_seconds",
+            "llmserve_time_to_first_token_seconds_count",
+            endpoint=GENERATE,
+        )
+        >= 1
+    )
+    assert (
+        value(
+            "llmserve_request_duration_seconds", "llmserve_request_duration_seconds_count", endpoint=GENERATE
+        )
+        >= 1
+    )
     assert value("llmserve_model_memory_bytes", "llmserve_model_memory_bytes") > 0
     assert value("llmserve_queue_depth", "llmserve_queue_depth") == 0
     assert value("llmserve_running_sequences", "llmserve_running_sequences") == 0
