@@ -34,6 +34,13 @@ class InvalidRequest(LLMServeError):
     code = "invalid_request"
 
 
+class ContextLengthExceeded(InvalidRequest):
+    """The prompt leaves no room to generate in the model's context (or KV cache budget). OpenAI's code
+    for it, which clients such as Codex read to compact a conversation and try again."""
+
+    code = "context_length_exceeded"
+
+
 class ModelNotFound(LLMServeError):
     """The request names a model this server does not have."""
 

@@ -20,7 +20,7 @@ from llmserve.engine.base import (
     TokenLogprob,
 )
 from llmserve.engine.decoding import OutputText
-from llmserve.errors import InvalidRequest, LLMServeError
+from llmserve.errors import ContextLengthExceeded, InvalidRequest, LLMServeError
 from llmserve.models.jobs import Embed, Failed, Finished, Generate, TextDelta
 
 
@@ -93,7 +93,7 @@ def prepare(engine: Engine, job: Generate, unit_id: str, kv_tokens: int | None =
     room = holds - len(prompt)
     if room < 1:
         field = "messages" if job.prompt is None else "prompt"
-        raise InvalidRequest(
+        raise ContextLengthExceeded(
             f"the prompt is {len(prompt)} tokens; model '{unit_id}' holds {holds} tokens {what}, "
             f"so shorten the {field} by {1 - room} or more",
             param=field,

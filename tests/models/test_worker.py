@@ -12,7 +12,7 @@ from fakes import Factory, ScriptedEngine, scripted
 
 from llmserve.config.entries import ModelConfig, PlainSpec
 from llmserve.engine.base import ChatMessage, GenerationParams
-from llmserve.errors import InternalError, InvalidRequest, ModelLoadFailed, Overloaded
+from llmserve.errors import ContextLengthExceeded, InternalError, ModelLoadFailed, Overloaded
 from llmserve.models.jobs import Event, Failed, Finished, Started, TextDelta
 from llmserve.models.registry import ModelRegistry
 from llmserve.models.status import ModelState
@@ -232,7 +232,8 @@ def test_prompt_longer_than_the_context_is_a_400_and_the_model_keeps_serving() -
             events = await generate(registry, messages=long)
             assert len(events) == 1 and isinstance(events[0], Failed)
             error = events[0].error
-            assert isinstance(error, InvalidRequest) and error.param == "messages"
+            assert isinstance(error, ContextLengthExceeded) and error.param == "messages"
+            assert error.code == "context_length_exceeded" and error.status == 400
             assert error.message == (
                 "the prompt is 5 tokens; model 'org/a' holds 4 tokens in all, "
                 "so shorten the messages by 2 or more"

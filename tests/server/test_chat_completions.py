@@ -297,5 +297,7 @@ def test_prompt_too_long_is_400(client: TestClient) -> None:
     response = client.post("/v1/chat/completions", json={"messages": long, "stream": True})
     assert response.status_code == 400
     body = response.json()
-    assert body["error"]["param"] == "messages" and body["error"]["code"] == "invalid_request"
+    assert (
+        body["error"]["param"] == "messages" and body["error"]["code"] == "context_length_exceeded"
+    )  # as OpenAI
     assert "holds 256 tokens in all" in body["error"]["message"]
