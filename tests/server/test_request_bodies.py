@@ -38,6 +38,7 @@ ROUTES: dict[str, tuple[Body, str, str | None]] = {
     ),
     "/v1/completions": (lambda x: {"model": "tiny", "prompt": x, "max_tokens": 2}, "prompt", "seed"),
     "/v1/embeddings": (lambda x: {"model": "minilm", "input": x}, "input", None),
+    "/v1/responses": (lambda x: {"model": "tiny", "input": x, "max_output_tokens": 16}, "input", None),
     "/v1/models/unload": (lambda x: {"model_id": x}, "model_id", None),
     "/v1/models/reload": (lambda x: {"model_id": x}, "model_id", None),
     "/v1/models/status": (lambda x: {"model_id": x}, "model_id", None),
