@@ -24,12 +24,14 @@ from llmserve.errors import LLMServeError
 from llmserve.models.lifecycle import Estimator
 from llmserve.models.registry import ModelRegistry, Preload
 from llmserve.models.residency import Residency
+from llmserve.server.anthropic import routes as anthropic_routes
 from llmserve.server.errors import on_error
 from llmserve.server.metrics import CONTENT_TYPE, Metrics
 from llmserve.server.middleware import APIKeyMiddleware, BodyLimitMiddleware, RequestLogMiddleware
 from llmserve.server.openai import routes as openai_routes
 from llmserve.server.options import ServerOptions
 from llmserve.server.v2 import routes as v2_routes
+from llmserve.service.anthropic import MessagesService
 from llmserve.service.chat import ChatService
 from llmserve.service.completions import CompletionService
 from llmserve.service.v2 import V2Service
@@ -85,7 +87,12 @@ def create_app(
         Middleware(APIKeyMiddleware, keys=options.api_keys, open_paths=OPEN_PATHS),
     ]
     app = Starlette(
-        routes=[*openai_routes(), *v2_routes(), Route("/metrics", prometheus, methods=["GET"])],
+        routes=[
+            *openai_routes(),
+            *anthropic_routes(),
+            *v2_routes(),
+            Route("/metrics", prometheus, methods=["GET"]),
+        ],
         lifespan=lifespan,
         middleware=middleware,
         exception_handlers={Exception: on_error, HTTPException: on_error, LLMServeError: on_error},
@@ -97,4 +104,5 @@ def create_app(
     app.state.options = options
     app.state.chat = ChatService(registry, allow_remote_images=options.allow_remote_images)
     app.state.completions = CompletionService(registry)
+    app.state.messages = MessagesService(app.state.chat)
     return app

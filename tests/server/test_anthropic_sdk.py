@@ -1,0 +1,178 @@
+"""The official anthropic Python SDK, unchanged, against a live llmserve: messages.create, messages.stream,
+a tools round trip with tool_result, count_tokens and the error classes. Every message and stream event
+we send is also validated strictly with the SDK's own pydantic types."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import anthropic
+import pytest
+from anthropic_wire import assert_event, assert_message
+from model_configs import plain
+from servers import live_server
+from tiny import long_context_copy
+
+from llmserve.server import create_app
+from llmserve.server.options import ServerOptions
+
+USER: list[anthropic.types.MessageParam] = [{"role": "user", "content": "Say hi"}]
+WEATHER: anthropic.types.ToolParam = {
+    "name": "get_weather",
+    "description": "The weather in a city",
+    "input_schema": {
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 12}},
+        "required": ["city"],
+        "additionalProperties": False,
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def base_url(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    long = long_context_copy(tiny_dir, tmp_path_factory.mktemp("models") / "tiny")  # room for tools
+    app = create_app([plain(long, "org/tiny")], "org/tiny", preload="none")
+    with live_server(app) as url:
+        yield url
+
+
+def client(base_url: str, api_key: str = "unused") -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=base_url, api_key=api_key, max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def sdk(base_url: str) -> Iterator[anthropic.Anthropic]:
+    with client(base_url) as opened:
+        yield opened
+
+
+def test_messages_create(sdk: anthropic.Anthropic) -> None:
+    message = sdk.messages.create(
+        model="org/tiny", max_tokens=5, messages=USER, extra_body={"temperature": 0}
+    )
+    assert_message(message)
+    assert message.id.startswith("msg_") and message.model == "org/tiny"
+    assert message.stop_reason in ("end_turn", "max_tokens") and message.stop_sequence is None
+    assert message.usage.output_tokens <= 5 and message.usage.input_tokens > 0
+    assert message._request_id
+
+
+def test_messages_stream_matches_create(sdk: anthropic.Anthropic) -> None:
+    kwargs = {
+        "model": "org/tiny",
+        "max_tokens": 6,
+        "messages": USER,
+        "system": "Be brief",
+        "extra_body": {"temperature": 0.0},
+    }
+    whole = sdk.messages.create(**kwargs)  # type: ignore[call-overload]
+    with sdk.messages.stream(**kwargs) as stream:  # type: ignore[arg-type]
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert_message(final)
+    assert text == "".join(b.text for b in whole.content if b.type == "text")
+    assert [b.to_dict() for b in final.content] == [b.to_dict() for b in whole.content]
+    assert final.stop_reason == whole.stop_reason
+    assert final.usage.output_tokens == whole.usage.output_tokens
+    raw = sdk.messages.create(stream=True, **kwargs)  # type: ignore[call-overload]
+    events = list(raw)
+    for event in events:
+        assert_event(event)
+    names = [e.type for e in events]
+    assert names[0] == "message_start" and names[-2:] == ["message_delta", "message_stop"]
+
+
+def test_stop_sequence_is_reported(sdk: anthropic.Anthropic) -> None:
+    free = sdk.messages.create(model="org/tiny", max_tokens=8, messages=USER, extra_body={"temperature": 0})
+    text = "".join(b.text for b in free.content if b.type == "text")
+    if len(text) < 3:
+        pytest.skip("the tiny model said too little to cut")
+    stop = text[1:3]
+    cut = sdk.messages.create(
+        model="org/tiny", max_tokens=8, messages=USER, stop_sequences=[stop], extra_body={"temperature": 0}
+    )
+    assert cut.stop_reason == "stop_sequence" and cut.stop_sequence == stop
+    assert_message(cut)
+
+
+def test_tools_round_trip_with_tool_result(sdk: anthropic.Anthropic) -> None:
+    first = sdk.messages.create(
+        model="org/tiny",
+        max_tokens=150,
+        messages=[{"role": "user", "content": "Weather in Paris?"}],
+        tools=[WEATHER],
+        tool_choice={"type": "tool", "name": "get_weather"},
+    )
+    assert_message(first)
+    assert first.stop_reason == "tool_use"
+    call = first.content[-1]
+    assert call.type == "tool_use" and call.name == "get_weather" and call.id.startswith("toolu_")
+    assert isinstance(call.input, dict) and isinstance(call.input["city"], str)
+    second = sdk.messages.create(
+        model="org/tiny",
+        max_tokens=5,
+        tools=[WEATHER],
+        messages=[
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": first.content},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": call.id, "content": "sunny", "is_error": False},
+                    {"type": "text", "text": "And so?"},
+                ],
+            },
+        ],
+    )
+    assert_message(second)
+    assert second.usage.input_tokens > first.usage.input_tokens
+    with sdk.messages.stream(
+        model="org/tiny",
+        max_tokens=150,
+        messages=[{"role": "user", "content": "Weather in Paris?"}],
+        tools=[WEATHER],
+        tool_choice={"type": "any", "disable_parallel_tool_use": True},
+    ) as stream:
+        events = list(stream)
+        final = stream.get_final_message()
+    assert final.stop_reason == "tool_use"
+    streamed = final.content[-1]
+    assert streamed.type == "tool_use" and isinstance(streamed.input, dict) and "city" in streamed.input
+    assert any(e.type == "input_json" for e in events)
+
+
+def test_count_tokens(sdk: anthropic.Anthropic) -> None:
+    plain_count = sdk.messages.count_tokens(model="org/tiny", messages=USER)
+    message = sdk.messages.create(model="org/tiny", max_tokens=1, messages=USER)
+    assert plain_count.input_tokens == message.usage.input_tokens
+    with_tools = sdk.messages.count_tokens(model="org/tiny", messages=USER, tools=[WEATHER])
+    assert with_tools.input_tokens > plain_count.input_tokens
+
+
+def test_sdk_error_classes(sdk: anthropic.Anthropic) -> None:
+    with pytest.raises(anthropic.NotFoundError) as not_found:
+        sdk.messages.create(model="nope", max_tokens=5, messages=USER)
+    assert not_found.value.body == {
+        "type": "error",
+        "error": {"type": "not_found_error", "message": not_found.value.body["error"]["message"]},  # type: ignore[index]
+    }
+    with pytest.raises(anthropic.BadRequestError) as bad:
+        sdk.messages.create(model="org/tiny", max_tokens=5, messages=USER, extra_body={"temperature": 1.5})
+    assert bad.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
+    assert "temperature" in bad.value.message
+
+
+def test_authentication_error_with_api_key(tiny_dir: Path) -> None:
+    app = create_app(
+        [plain(tiny_dir, "org/tiny")], "org/tiny", preload="none", options=ServerOptions(api_keys=("k1",))
+    )
+    with live_server(app) as url:
+        with client(url) as wrong, pytest.raises(anthropic.AuthenticationError) as denied:
+            wrong.messages.create(model="org/tiny", max_tokens=2, messages=USER)
+        assert denied.value.body["error"]["type"] == "authentication_error"  # type: ignore[index]
+        with client(url, "k1") as good:  # sends x-api-key
+            assert good.messages.create(model="org/tiny", max_tokens=2, messages=USER).type == "message"
+        with anthropic.Anthropic(base_url=url, auth_token="k1", max_retries=0) as bearer:  # Bearer
+            assert bearer.messages.count_tokens(model="org/tiny", messages=USER).input_tokens > 0
