@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llmserve.config.aliases import with_alias
 from llmserve.config.entries import ModelConfig, ModelDefaults, choose_default, load_config, parse_config
 from llmserve.config.runtime import RuntimeModels
 from llmserve.models.residency import Residency
@@ -40,15 +41,24 @@ def model_defaults(args: argparse.Namespace) -> ModelDefaults:
 
 
 def models_from_args(args: argparse.Namespace, defaults: ModelDefaults) -> tuple[list[ModelConfig], str]:
-    """The models to serve and the default model's API id; raises `ConfigError`."""
+    """The models to serve and the default model's API id, with the `--model-alias` patterns; raises
+    `ConfigError`."""
     if args.command == "multi-model":
         models = load_config(args.config, defaults)
-        return models, choose_default(models, args.default_model_id, source=args.config)
-    entry: dict[str, Any] = {"Plain": {"model_id": args.model_id}, "dtype": args.dtype, "device": args.device}
-    if args.alias is not None:
-        entry["alias"] = args.alias
-    models = parse_config({"model": entry}, base=Path.cwd(), source="command line", defaults=defaults)
-    return models, models[0].api_id
+        default_id = choose_default(models, args.default_model_id, source=args.config)
+    else:
+        entry: dict[str, Any] = {
+            "Plain": {"model_id": args.model_id},
+            "dtype": args.dtype,
+            "device": args.device,
+        }
+        if args.alias is not None:
+            entry["alias"] = args.alias
+        models = parse_config({"model": entry}, base=Path.cwd(), source="command line", defaults=defaults)
+        default_id = models[0].api_id
+    for pattern, target in args.model_alias:
+        models = with_alias(models, pattern, target, default_id)
+    return models, default_id
 
 
 def residency_from_args(args: argparse.Namespace) -> Residency | None:
