@@ -47,7 +47,9 @@ def _tool_result(block: ToolResultBlock, where: str) -> dict[str, Any]:
     """A tool result as an OpenAI `tool` message; `is_error` says so in front of the text."""
     if isinstance(block.content, list):
         if any(isinstance(part, ImageBlock) for part in block.content):
-            raise InvalidRequest("images in a tool_result are not supported", param=f"{where}.content")
+            raise InvalidRequest(
+                f"{where}: images in a tool_result are not supported", param=f"{where}.content"
+            )
         text = "\n".join(part.text for part in block.content if isinstance(part, TextBlock))
     else:
         text = block.content or ""
@@ -80,7 +82,8 @@ def _messages(index: int, message: MessageParam) -> list[dict[str, Any]]:
         elif isinstance(block, ThinkingBlock) or block.type == "redacted_thinking":
             continue  # earlier reasoning is not part of the prompt
         else:
-            raise InvalidRequest(f"a {message.role} message cannot hold a '{block.type}' block", param=where)
+            belongs = "an assistant" if block.type == "tool_use" else "a user"
+            raise InvalidRequest(f"{where}: a '{block.type}' block belongs in {belongs} message", param=where)
     if message.role == "assistant":
         text = "".join(part["text"] for part in parts)
         if text or calls:

@@ -4,13 +4,18 @@ we send is also validated strictly with the SDK's own pydantic types."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import anthropic
+import httpx
 import pytest
-from anthropic_wire import assert_event, assert_message
+from anthropic_wire import assert_count, assert_error, assert_event, assert_message
 from model_configs import plain
+from paths import DATA
 from servers import live_server
 from tiny import long_context_copy
 
@@ -33,7 +38,8 @@ WEATHER: anthropic.types.ToolParam = {
 @pytest.fixture(scope="module")
 def base_url(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     long = long_context_copy(tiny_dir, tmp_path_factory.mktemp("models") / "tiny")  # room for tools
-    app = create_app([plain(long, "org/tiny")], "org/tiny", preload="none")
+    model = replace(plain(long, "org/tiny"), model_aliases=("claude-*",))
+    app = create_app([model], "org/tiny", preload="none")
     with live_server(app) as url:
         yield url
 
@@ -145,6 +151,7 @@ def test_tools_round_trip_with_tool_result(sdk: anthropic.Anthropic) -> None:
 
 def test_count_tokens(sdk: anthropic.Anthropic) -> None:
     plain_count = sdk.messages.count_tokens(model="org/tiny", messages=USER)
+    assert_count(plain_count)
     message = sdk.messages.create(model="org/tiny", max_tokens=1, messages=USER)
     assert plain_count.input_tokens == message.usage.input_tokens
     with_tools = sdk.messages.count_tokens(model="org/tiny", messages=USER, tools=[WEATHER])
@@ -161,6 +168,8 @@ def test_sdk_error_classes(sdk: anthropic.Anthropic) -> None:
     with pytest.raises(anthropic.BadRequestError) as bad:
         sdk.messages.create(model="org/tiny", max_tokens=5, messages=USER, extra_body={"temperature": 1.5})
     assert bad.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
+    assert_error(bad.value.body)
+    assert_error(not_found.value.body)
     assert "temperature" in bad.value.message
 
 
@@ -176,3 +185,42 @@ def test_authentication_error_with_api_key(tiny_dir: Path) -> None:
             assert good.messages.create(model="org/tiny", max_tokens=2, messages=USER).type == "message"
         with anthropic.Anthropic(base_url=url, auth_token="k1", max_retries=0) as bearer:  # Bearer
             assert bearer.messages.count_tokens(model="org/tiny", messages=USER).input_tokens > 0
+
+
+def test_a_claude_code_request_replayed(base_url: str) -> None:
+    """Claude Code's request shape (tests/data/claude_code_request.json): its own model name (routed by
+    the `claude-*` alias), beta headers, cache_control, metadata, tools, a tool_result turn, streamed."""
+    captured = json.loads((DATA / "claude_code_request.json").read_text())
+    body = {**captured["body"], "max_tokens": 64}  # the rest as sent; a short answer keeps the test quick
+    headers = {**captured["headers"], "x-api-key": "unused"}
+    response = httpx.post(f"{base_url}/v1/messages", json=body, headers=headers, timeout=60)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert response.headers["request-id"]
+    events = sse_events(response.text)
+    for name, payload in events:
+        assert payload["type"] == name
+        assert_event(payload)
+    names = [name for name, _ in events]
+    assert names[:2] == ["message_start", "ping"] and names[-2:] == ["message_delta", "message_stop"]
+    assert events[0][1]["message"]["model"] == "org/tiny"
+    counted = httpx.post(
+        f"{base_url}/v1/messages/count_tokens",
+        json={k: v for k, v in body.items() if k in ("model", "messages", "system", "tools")},
+        headers=headers,
+    )
+    assert counted.status_code == 200 and counted.json() == {
+        "input_tokens": events[0][1]["message"]["usage"]["input_tokens"]
+    }
+
+
+def sse_events(body: str) -> list[tuple[str, dict[str, Any]]]:
+    """(event name, data) of each event of an SSE body; comments (keep-alives) skipped."""
+    out = []
+    for block in body.split("\n\n"):
+        lines = [line for line in block.splitlines() if line and not line.startswith(":")]
+        if not lines:
+            continue
+        assert lines[0].startswith("event: ") and lines[1].startswith("data: "), block
+        out.append((lines[0][len("event: ") :], json.loads(lines[1][len("data: ") :])))
+    return out
