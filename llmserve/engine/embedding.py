@@ -100,7 +100,7 @@ class EmbeddingEngine:
         directory = Path(getattr(config.spec, "model_id", ""))
         device = resolve_device(config.device)
         dtype = torch.float32 if config.dtype == "auto" else DTYPES[config.dtype]  # exact vectors by default
-        revision = {} if config.revision is None else {"revision": config.revision}
+        revision: dict[str, Any] = {} if config.revision is None else {"revision": config.revision}
         with LOAD_LOCK:
             report("tokenizer")
             tokenizer = AutoTokenizer.from_pretrained(str(directory), **revision)
