@@ -17,7 +17,9 @@ _EVENT: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(RawMessageStreamEvent)
 
 
 def _plain(value: Any) -> Any:
-    return value.model_dump(mode="json", exclude_unset=True) if isinstance(value, pydantic.BaseModel) else value
+    return (
+        value.model_dump(mode="json", exclude_unset=True) if isinstance(value, pydantic.BaseModel) else value
+    )
 
 
 def assert_message(value: Any) -> None:

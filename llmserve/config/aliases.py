@@ -7,14 +7,23 @@ command line (`--model-alias PATTERN=MODEL`); the registry's `resolve` applies t
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from llmserve.config.validation import json_path
 from llmserve.errors import ConfigError
 
-if TYPE_CHECKING:
-    from llmserve.config.entries import ModelConfig
+
+class Aliased(Protocol):
+    """What a model entry (`ModelConfig`) tells about its aliases."""
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def api_id(self) -> str: ...
+
+    @property
+    def model_aliases(self) -> tuple[str, ...]: ...
 
 
 def check_alias_pattern(pattern: str) -> None:
@@ -23,7 +32,7 @@ def check_alias_pattern(pattern: str) -> None:
         raise ValueError(f"'{pattern}' is not a model alias pattern; use a glob such as 'claude-*'")
 
 
-def check_alias_owners(models: Sequence[ModelConfig], source: str) -> None:
+def check_alias_owners(models: Sequence[Aliased], source: str) -> None:
     """The same pattern routed to two different API ids is a config error."""
     owners: dict[str, str] = {}
     for model in models:
@@ -33,25 +42,3 @@ def check_alias_owners(models: Sequence[ModelConfig], source: str) -> None:
                     f"{source}: {json_path((model.label, 'model_aliases'))}: pattern '{pattern}' already "
                     f"routes to '{owners[pattern]}'"
                 )
-
-
-def with_alias(
-    models: list[ModelConfig], pattern: str, target: str, default_id: str, source: str = "--model-alias"
-) -> list[ModelConfig]:
-    """`models` with `pattern` routed to the model `target` names (`default` or an API id): the
-    command line's `--model-alias PATTERN=MODEL`. An unknown target is a `ConfigError`."""
-    try:
-        check_alias_pattern(pattern)
-    except ValueError as exc:
-        raise ConfigError(f"{source} '{pattern}={target}': {exc}") from None
-    api_id = default_id if target == "default" else target
-    index = next((i for i, m in enumerate(models) if m.api_id == api_id), None)
-    if index is None:
-        ids = ", ".join(dict.fromkeys(m.api_id for m in models))
-        raise ConfigError(
-            f"{source} '{pattern}={target}': '{target}' names no model; valid choices: default, {ids}"
-        )
-    out = list(models)
-    out[index] = replace(models[index], model_aliases=(*models[index].model_aliases, pattern))
-    check_alias_owners(out, source)
-    return out
