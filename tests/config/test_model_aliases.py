@@ -4,17 +4,22 @@ on the command line, applied by the registry's resolve after exact names (so eve
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from app_calls import HELLO
 from cli_run import one_line_error, run_cli
 from fakes import scripted
+from model_configs import model
+from starlette.testclient import TestClient
 
 from llmserve.build import setup_from_args
 from llmserve.cli import build_parser
 from llmserve.config.entries import load_config
 from llmserve.errors import ConfigError, ModelNotFound
 from llmserve.models.registry import ModelRegistry
+from llmserve.server import create_app
 
 
 def config(tmp_path: Path, entries: dict[str, dict[str, object]]) -> Path:
@@ -124,3 +129,22 @@ def test_an_alias_to_an_unknown_model_exits_2_with_one_line(tmp_path: Path) -> N
     )
     line = one_line_error(run_cli("multi-model", "--config", str(path), "--model-alias", "claude-*"))
     assert "is not PATTERN=MODEL" in line
+
+
+def test_every_api_resolves_an_alias_and_v1_models_lists_none() -> None:
+    aliased = replace(model("m"), model_aliases=("claude-*",))
+    app = create_app([aliased, model("other")], "other", factory=scripted(["x"]), preload="none")
+    with TestClient(app) as client:
+        chat = client.post("/v1/chat/completions", json={**HELLO, "model": "claude-haiku-4-5"})
+        assert chat.status_code == 200 and chat.json()["model"] == "m"
+        messages = client.post(
+            "/v1/messages",
+            json={
+                "model": "claude-sonnet-4-5",
+                "max_tokens": 2,
+                "messages": [{"role": "user", "content": "hi"}],
+            },
+        )
+        assert messages.status_code == 200 and messages.json()["model"] == "m"
+        assert [card["id"] for card in client.get("/v1/models").json()["data"]] == ["default", "m", "other"]
+        assert client.post("/v1/chat/completions", json={**HELLO, "model": "gpt-4o"}).status_code == 404
