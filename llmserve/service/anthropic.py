@@ -4,6 +4,7 @@ Anthropic's stream events. No chat logic of its own (tools, constraints, samplin
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import uuid
@@ -161,13 +162,25 @@ def _blocks(text: str, calls: tuple[dict[str, Any], ...]) -> list[dict[str, Any]
 
 def _tool_use(call: dict[str, Any]) -> dict[str, Any]:
     function = call["function"]
-    arguments = json.loads(function["arguments"] or "{}")
     return {
         "type": "tool_use",
         "id": f"toolu_{call['id'].removeprefix('call_')}",
         "name": function["name"],
-        "input": arguments,
+        "input": _input(function["arguments"]),
     }
+
+
+def _input(arguments: str) -> dict[str, Any]:
+    """A call's arguments as the object Anthropic's `input` is: arguments a model wrote as a JSON
+    string are read once more; anything but an object is kept under `"input"`."""
+    try:
+        value: Any = json.loads(arguments or "{}")
+    except json.JSONDecodeError:
+        value = arguments
+    if isinstance(value, str):
+        with contextlib.suppress(json.JSONDecodeError):
+            value = json.loads(value)
+    return value if isinstance(value, dict) else {"input": value}
 
 
 def _stop(end: ChoiceEnd) -> tuple[StopReason, str | None]:

@@ -262,3 +262,19 @@ def test_count_tokens_counts_the_rendered_prompt(client: TestClient) -> None:
     _error(
         client.post("/v1/messages/count_tokens", json=ASK), 400, "invalid_request_error"
     )  # no max_tokens there
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        ('{"city": "Paris"}', {"city": "Paris"}),
+        ('"{\\"city\\": \\"Paris\\"}"', {"city": "Paris"}),  # a JSON string holding the object
+        ("[1, 2]", {"input": [1, 2]}),
+    ],
+)
+def test_tool_use_input_is_always_an_object(arguments: str, expected: dict[str, Any]) -> None:
+    call = f'<tool_call>{{"name": "get_weather", "arguments": {arguments}}}</tool_call>'
+    with client_of([call]) as client:
+        message = client.post("/v1/messages", json={**ASK, "tools": [WEATHER]}).json()
+    assert_message(message)
+    assert message["content"][0]["input"] == expected
