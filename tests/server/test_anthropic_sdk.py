@@ -224,3 +224,22 @@ def sse_events(body: str) -> list[tuple[str, dict[str, Any]]]:
         assert lines[0].startswith("event: ") and lines[1].startswith("data: "), block
         out.append((lines[0][len("event: ") :], json.loads(lines[1][len("data: ") :])))
     return out
+
+
+def test_output_config_format_constrains_the_text(sdk: anthropic.Anthropic) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"answer": {"type": "string", "maxLength": 10}},
+        "required": ["answer"],
+        "additionalProperties": False,
+    }
+    message = sdk.messages.create(
+        model="org/tiny",
+        max_tokens=80,
+        messages=USER,
+        output_config={"format": {"type": "json_schema", "schema": schema}},
+    )
+    assert_message(message)
+    assert message.stop_reason == "end_turn"
+    [block] = message.content
+    assert block.type == "text" and set(json.loads(block.text)) == {"answer"}
