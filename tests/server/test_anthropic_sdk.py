@@ -243,3 +243,16 @@ def test_output_config_format_constrains_the_text(sdk: anthropic.Anthropic) -> N
     assert message.stop_reason == "end_turn"
     [block] = message.content
     assert block.type == "text" and set(json.loads(block.text)) == {"answer"}
+
+
+def test_the_beta_client_path_and_headers(sdk: anthropic.Anthropic) -> None:
+    """Claude Code uses the beta client: POST /v1/messages?beta=true with an anthropic-beta header."""
+    message = sdk.beta.messages.create(
+        model="claude-haiku-4-5-20251001",
+        max_tokens=3,
+        messages=USER,
+        betas=["interleaved-thinking-2025-05-14", "claude-code-20250219"],
+    )
+    assert message.type == "message" and message.model == "org/tiny"
+    with sdk.beta.messages.stream(model="claude-opus-4-1", max_tokens=3, messages=USER) as stream:
+        assert stream.get_final_message().usage.output_tokens <= 3
