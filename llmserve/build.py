@@ -6,12 +6,14 @@ in both (`--max-loaded-models`, `--memory-budget`, `--keep-alive`, ...)."""
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llmserve.config.aliases import check_alias_owners, check_alias_pattern
 from llmserve.config.entries import ModelConfig, ModelDefaults, choose_default, load_config, parse_config
 from llmserve.config.runtime import RuntimeModels
+from llmserve.errors import ConfigError
 from llmserve.models.residency import Residency
 
 if TYPE_CHECKING:
@@ -40,15 +42,24 @@ def model_defaults(args: argparse.Namespace) -> ModelDefaults:
 
 
 def models_from_args(args: argparse.Namespace, defaults: ModelDefaults) -> tuple[list[ModelConfig], str]:
-    """The models to serve and the default model's API id; raises `ConfigError`."""
+    """The models to serve and the default model's API id, with the `--model-alias` patterns; raises
+    `ConfigError`."""
     if args.command == "multi-model":
         models = load_config(args.config, defaults)
-        return models, choose_default(models, args.default_model_id, source=args.config)
-    entry: dict[str, Any] = {"Plain": {"model_id": args.model_id}, "dtype": args.dtype, "device": args.device}
-    if args.alias is not None:
-        entry["alias"] = args.alias
-    models = parse_config({"model": entry}, base=Path.cwd(), source="command line", defaults=defaults)
-    return models, models[0].api_id
+        default_id = choose_default(models, args.default_model_id, source=args.config)
+    else:
+        entry: dict[str, Any] = {
+            "Plain": {"model_id": args.model_id},
+            "dtype": args.dtype,
+            "device": args.device,
+        }
+        if args.alias is not None:
+            entry["alias"] = args.alias
+        models = parse_config({"model": entry}, base=Path.cwd(), source="command line", defaults=defaults)
+        default_id = models[0].api_id
+    for pattern, target in args.model_alias:
+        models = with_alias(models, pattern, target, default_id)
+    return models, default_id
 
 
 def residency_from_args(args: argparse.Namespace) -> Residency | None:
@@ -81,3 +92,25 @@ def build_registry(setup: Setup) -> ModelRegistry:
     from llmserve.models.registry import ModelRegistry
 
     return ModelRegistry(setup.models, setup.default_id, load_engine, setup.residency, estimate)
+
+
+def with_alias(
+    models: list[ModelConfig], pattern: str, target: str, default_id: str, source: str = "--model-alias"
+) -> list[ModelConfig]:
+    """`models` with `pattern` routed to the model `target` names (`default` or an API id): the
+    command line's `--model-alias PATTERN=MODEL`. An unknown target is a `ConfigError`."""
+    try:
+        check_alias_pattern(pattern)
+    except ValueError as exc:
+        raise ConfigError(f"{source} '{pattern}={target}': {exc}") from None
+    api_id = default_id if target == "default" else target
+    index = next((i for i, m in enumerate(models) if m.api_id == api_id), None)
+    if index is None:
+        ids = ", ".join(dict.fromkeys(m.api_id for m in models))
+        raise ConfigError(
+            f"{source} '{pattern}={target}': '{target}' names no model; valid choices: default, {ids}"
+        )
+    out = list(models)
+    out[index] = replace(models[index], model_aliases=(*models[index].model_aliases, pattern))
+    check_alias_owners(out, source)
+    return out

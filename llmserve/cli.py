@@ -315,8 +315,24 @@ def _scheduling_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _alias(text: str) -> tuple[str, str]:
+    pattern, sep, target = text.rpartition("=")
+    if not sep or not pattern or not target:
+        raise argparse.ArgumentTypeError(f"'{text}' is not PATTERN=MODEL (e.g. 'claude-*=default')")
+    return pattern, target
+
+
 def _model_source_options(parser: argparse.ArgumentParser) -> None:
     """Where models may come from besides the command line, and where converted ones are kept."""
+    parser.add_argument(
+        "--model-alias",
+        type=_alias,
+        action="append",
+        default=[],
+        metavar="PATTERN=MODEL",
+        help="route model names no model has that match the glob PATTERN to MODEL (an API id or "
+        "'default'), e.g. 'claude-*=default' for Claude Code; repeatable",
+    )
     parser.add_argument(
         "--allow-runtime-models",
         action="store_true",

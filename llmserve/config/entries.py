@@ -33,6 +33,7 @@ from pydantic import (
     model_validator,
 )
 
+from llmserve.config.aliases import check_alias_owners, check_alias_pattern
 from llmserve.config.keep_alive import NEVER, KeepAliveField, parse_keep_alive
 from llmserve.config.options import (
     ChatTemplate,
@@ -117,6 +118,14 @@ class ModelEntry(_Strict):
     sampling: Sampling | None = None  # defaults for the sampling fields a request leaves out
     kv_cache_memory: str | Annotated[int, Field(gt=0)] | None = None  # "2GiB"; None: derived at load
     prefill_chunk: Annotated[int, Field(ge=16)] | None = None  # None: the command line's default
+    model_aliases: list[str] | None = None  # glob patterns of other names this model answers to
+
+    @field_validator("model_aliases")
+    @classmethod
+    def _check_patterns(cls, value: list[str] | None) -> list[str] | None:
+        for pattern in value or []:
+            check_alias_pattern(pattern)
+        return value
 
     @field_validator("kv_cache_memory")
     @classmethod
@@ -201,6 +210,7 @@ class ModelConfig:
     sampling: Sampling | None = None  # defaults of the sampling fields a request leaves out
     kv_cache_memory: int | None = None  # bytes its requests' KV cache may hold; None: derived at load
     prefill_chunk: int = DEFAULT_PREFILL_CHUNK  # prompt tokens read per decode step
+    model_aliases: tuple[str, ...] = ()  # glob patterns of names no model has that mean this API id
 
     @property
     def version_label(self) -> str:
@@ -355,9 +365,11 @@ def parse_config(
                     None if entry.num_device_layers is None else parse_device_layers(entry.num_device_layers)
                 ),
                 chat_template=_template(entry, base, f"{source}: {where}"),
+                model_aliases=tuple(entry.model_aliases or ()),
             )
         )
     _check_default_versions(models, source)
+    check_alias_owners(models, source)
     return models
 
 

@@ -46,16 +46,18 @@ class StopMatcher:
         self._stops = tuple(s for s in stops if s)
         self._longest = max((len(s) for s in self._stops), default=0)
         self._held = ""
+        self.matched: str | None = None  # the stop string that ended the text, once one did
 
     def feed(self, text: str) -> tuple[str, bool]:
         """Returns (text safe to emit, whether a stop string was hit)."""
         if not self._stops:
             return text, False
         buffer = self._held + text
-        hits = [i for i in (buffer.find(s) for s in self._stops) if i >= 0]
+        hits = [(i, stop) for stop in self._stops if (i := buffer.find(stop)) >= 0]
         if hits:
             self._held = ""
-            return buffer[: min(hits)], True
+            at, self.matched = min(hits, key=lambda hit: hit[0])
+            return buffer[:at], True
         keep = self._partial_suffix(buffer)
         self._held = buffer[len(buffer) - keep :] if keep else ""
         return buffer[: len(buffer) - keep], False
@@ -81,6 +83,11 @@ class OutputText:
         self.generated = 0
         self._detok = IncrementalDetokenizer(decode)
         self._stops = StopMatcher(stop)
+
+    @property
+    def stop_sequence(self) -> str | None:
+        """The stop string that ended the output (None: another reason, or not ended yet)."""
+        return self._stops.matched
 
     def on_token(self, token: int, is_eos: bool) -> tuple[str, FinishReason | None]:
         """The text the token adds (possibly empty), and why the sequence ends (None: it goes on)."""

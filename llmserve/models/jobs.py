@@ -44,6 +44,7 @@ class Finished:
     # time.monotonic() of the first generated token, which may carry no text of its own (a held-back
     # stop prefix or part of a UTF-8 character): the time to first token even when no delta came first
     first_token_at: float | None = field(default=None, compare=False)
+    stop_sequence: str | None = None  # the stop string that ended it (Anthropic's `stop_sequence`)
 
 
 @dataclass(frozen=True)

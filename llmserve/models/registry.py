@@ -11,6 +11,7 @@ several versions (config entries with the same API id and a `version` each), eac
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import re
 import threading
 import time
@@ -148,7 +149,8 @@ class ModelRegistry:
 
     def resolve(self, model: str | None) -> ModelWorker:
         """`None` or `"default"` → the default model; `ID` → its default version; `ID@VERSION` → that
-        version; an unknown id → `ModelNotFound` (404)."""
+        version; a name no model has that matches an entry's `model_aliases` pattern → that entry's
+        API id (exact names always win); an unknown id → `ModelNotFound` (404)."""
         name = self.default_id if model is None or model == DEFAULT_ALIAS else model
         worker = self._workers.get(self._defaults.get(name, name))
         if worker is not None:
@@ -157,6 +159,9 @@ class ModelRegistry:
             api_id, _, version = name.rpartition("@")
             if api_id in self.api_ids():
                 return self._version(api_id, version)
+        for worker in list(self._workers.values()):
+            if any(fnmatch.fnmatchcase(name, pattern) for pattern in worker.config.model_aliases):
+                return self.resolve(worker.config.api_id)
         raise ModelNotFound(name, self.unit_ids())
 
     async def promote(self, api_id: str, version: str) -> tuple[ModelStatus, ModelStatus]:

@@ -155,7 +155,14 @@ def step_all(engine: Engine, running: list[Running], retire: Retire) -> list[Run
             still.append(run)
             continue
         engine.release(run.seq_id)
-        retire(run.job, Finished(reason, run.prompt_tokens, run.output.generated, run.first_token_at))
+        finished = Finished(
+            reason,
+            run.prompt_tokens,
+            run.output.generated,
+            run.first_token_at,
+            run.output.stop_sequence,
+        )
+        retire(run.job, finished)
     return still
 
 

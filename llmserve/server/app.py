@@ -24,6 +24,7 @@ from llmserve.errors import LLMServeError
 from llmserve.models.lifecycle import Estimator
 from llmserve.models.registry import ModelRegistry, Preload
 from llmserve.models.residency import Residency
+from llmserve.server.anthropic import routes as anthropic_routes
 from llmserve.server.errors import on_error
 from llmserve.server.metrics import CONTENT_TYPE, Metrics
 from llmserve.server.middleware import APIKeyMiddleware, BodyLimitMiddleware, RequestLogMiddleware
@@ -31,6 +32,7 @@ from llmserve.server.openai import routes as openai_routes
 from llmserve.server.options import ServerOptions
 from llmserve.server.responses import routes as responses_routes
 from llmserve.server.v2 import routes as v2_routes
+from llmserve.service.anthropic import MessagesService
 from llmserve.service.chat import ChatService
 from llmserve.service.completions import CompletionService
 from llmserve.service.responses import ResponsesService
@@ -91,6 +93,7 @@ def create_app(
         routes=[
             *openai_routes(),
             *responses_routes(),
+            *anthropic_routes(),
             *v2_routes(),
             Route("/metrics", prometheus, methods=["GET"]),
         ],
@@ -107,4 +110,5 @@ def create_app(
     app.state.completions = CompletionService(registry)
     store = ResponseStore(options.responses_store_size, options.responses_store_ttl)
     app.state.responses = ResponsesService(app.state.chat, store)
+    app.state.messages = MessagesService(app.state.chat)
     return app

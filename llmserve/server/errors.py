@@ -27,8 +27,30 @@ def open_inference_shape(error: LLMServeError) -> dict[str, Any]:
     return {"error": error.message}
 
 
+# Anthropic's error types by HTTP status; Overloaded keeps its 503 and Retry-After (the SDK's
+# ServiceUnavailableError, retried) rather than Anthropic's own 529.
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+}
+
+
+def anthropic_shape(error: LLMServeError) -> dict[str, Any]:
+    kind = _ANTHROPIC_TYPES.get(error.status, "api_error")
+    return {"type": "error", "error": {"type": kind, "message": error.message}}
+
+
 # (path prefix, shape): the first prefix that the path equals or continues with "/" wins.
-SHAPES: tuple[tuple[str, Shape], ...] = (("/v2", open_inference_shape),)
+SHAPES: tuple[tuple[str, Shape], ...] = (
+    ("/v2", open_inference_shape),
+    ("/v1/messages", anthropic_shape),
+)
 
 
 def shape_of(path: str) -> Shape:

@@ -7,6 +7,7 @@ from starlette.requests import Request
 
 from llmserve.models.registry import ModelRegistry
 from llmserve.server.options import ServerOptions
+from llmserve.service.anthropic import MessagesService
 from llmserve.service.chat import ChatService
 from llmserve.service.completions import CompletionService
 from llmserve.service.responses import ResponsesService
@@ -41,6 +42,11 @@ def responses_of(request: Request) -> ResponsesService:
 
 def v2_of(request: Request) -> V2Service:
     service: V2Service = request.app.state.v2
+    return service
+
+
+def messages_of(request: Request) -> MessagesService:
+    service: MessagesService = request.app.state.messages
     return service
 
 

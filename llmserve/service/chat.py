@@ -201,6 +201,7 @@ class ChoiceEnd:
     calls: tuple[dict[str, Any], ...]
     reason: FinishReasonOut
     completion_tokens: int
+    stop_sequence: str | None = None  # the stop string that ended it, if one did
 
 
 ChoiceEvent = TextPiece | ChoiceEnd
@@ -240,7 +241,9 @@ async def _choice_events(
                 if tool_plan is not None:
                     content, calls = parse_calls("".join(held[index]), tool_plan)
                 reason: FinishReasonOut = "tool_calls" if calls else event.reason
-                yield ChoiceEnd(index, content, tuple(calls), reason, event.completion_tokens)
+                yield ChoiceEnd(
+                    index, content, tuple(calls), reason, event.completion_tokens, event.stop_sequence
+                )
         stats.completion_tokens = generated
     finally:
         for stream in streams:

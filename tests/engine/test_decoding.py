@@ -38,3 +38,13 @@ def test_stop_matcher_earliest_stop_wins_and_flush_returns_held_text() -> None:
     assert stops.feed("abx") == ("ab", False)
     assert stops.flush() == "x"
     assert StopMatcher([]).feed("anything") == ("anything", False)
+
+
+def test_stop_matcher_names_the_stop_string_that_ended_the_text() -> None:
+    stops = StopMatcher(["cd", "b"])
+    assert stops.matched is None
+    assert stops.feed("abcd") == ("a", True)
+    assert stops.matched == "b"  # the earliest in the text, not the first listed
+    spanning = StopMatcher(["END", "##"])
+    assert spanning.feed("x #") == ("x ", False) and spanning.matched is None
+    assert spanning.feed("# y") == ("", True) and spanning.matched == "##"

@@ -206,8 +206,9 @@ def test_finished_equality_ignores_the_first_token_time() -> None:
     assert early != Finished("length", 5, 3)
     assert early != Finished("stop", 6, 3)
     assert early != Finished("stop", 5, 4)
+    assert early != Finished("stop", 5, 3, stop_sequence="END")
     compared = [f.name for f in dataclasses.fields(Finished) if f.compare]
-    assert compared == ["reason", "prompt_tokens", "completion_tokens"]
+    assert compared == ["reason", "prompt_tokens", "completion_tokens", "stop_sequence"]
 
 
 def test_started_and_text_delta_compare_every_field() -> None:

@@ -280,7 +280,7 @@ def test_a_stop_token_id_ends_the_output_without_its_text() -> None:
 def test_a_stop_string_spanning_tokens_is_held_back_and_never_sent() -> None:
     engine = ScriptedEngine(["Hel", "lo E", "N", "D tail", "more"])
     assert generate(engine, {"stop": ("END",)}) == [
-        [TextDelta("Hel"), TextDelta("lo "), Finished("stop", 2, 4)]
+        [TextDelta("Hel"), TextDelta("lo "), Finished("stop", 2, 4, stop_sequence="END")]
     ]
     assert engine.released == [1]
 
@@ -344,7 +344,7 @@ def test_the_logprobs_of_a_stop_string_come_in_an_empty_last_delta() -> None:
         [
             TextDelta("a ", (entry(engine, 1),)),
             TextDelta("", (entry(engine, 2), entry(engine, 3))),
-            Finished("stop", 2, 3),
+            Finished("stop", 2, 3, stop_sequence="END"),
         ]
     ]
 
@@ -361,7 +361,7 @@ def test_requests_step_together_and_each_finishes_on_its_own() -> None:
     engine = ScriptedEngine(["a", "b", "c"])
     assert generate(engine, {"max_tokens": 1}, {}, {"stop": ("b",)}) == [  # in the order they end
         [TextDelta("a"), Finished("length", 2, 1)],
-        [TextDelta("a"), Finished("stop", 2, 2)],
+        [TextDelta("a"), Finished("stop", 2, 2, stop_sequence="b")],
         [TextDelta("a"), TextDelta("b"), TextDelta("c"), Finished("stop", 2, 4)],
     ]
     assert engine.released == [1, 3, 2]

@@ -84,7 +84,7 @@ def test_stop_string_spanning_tokens_is_never_sent() -> None:
         async with running(scripted(["Hel", "lo", " wor", "ld"])) as registry:
             events = await generate(registry, GenerationParams(stop=("xyz", "o w")))
         assert texts(events) == ["Hel", "l"]
-        assert events[-1] == Finished("stop", 2, 3)
+        assert events[-1] == Finished("stop", 2, 3, stop_sequence="o w")
 
     asyncio.run(main())
 
@@ -294,7 +294,7 @@ def test_time_to_first_token_is_known_when_no_text_came_first() -> None:
             events = await generate(registry, GenerationParams(stop=("o w",)))
         assert texts(events) == []
         finished = events[-1]
-        assert finished == Finished("stop", 2, 2)
+        assert finished == Finished("stop", 2, 2, stop_sequence="o w")
         assert isinstance(finished, Finished) and finished.first_token_at is not None
         assert before <= finished.first_token_at <= time.monotonic()
         stats = RequestStats()

@@ -107,6 +107,9 @@ CORPUS = _RAW + [field % value for field in _FIELDS for value in _VALUES]
 def _error_shape(path: str, body: Any) -> bool:
     if path.startswith("/v2/"):
         return isinstance(body, dict) and list(body) == ["error"] and isinstance(body["error"], str)
+    if path.startswith("/v1/messages"):  # Anthropic's shape
+        error = body.get("error") if isinstance(body, dict) else None
+        return body.get("type") == "error" and isinstance(error, dict) and set(error) == {"type", "message"}
     error = body.get("error") if isinstance(body, dict) else None
     return isinstance(error, dict) and set(error) == {"message", "type", "param", "code"}
 

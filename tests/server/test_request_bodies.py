@@ -29,6 +29,12 @@ INFER: Body = lambda x: {  # noqa: E731
     "parameters": {"max_tokens": 2},
 }
 
+ANTHROPIC: Body = lambda x: {  # noqa: E731
+    "model": "tiny",
+    "max_tokens": 2,
+    "messages": [{"role": "user", "content": x}],
+}
+
 # path -> (a body holding a value, where that value sits, whether the route takes a seed)
 ROUTES: dict[str, tuple[Body, str, str | None]] = {
     "/v1/chat/completions": (
@@ -39,6 +45,8 @@ ROUTES: dict[str, tuple[Body, str, str | None]] = {
     "/v1/completions": (lambda x: {"model": "tiny", "prompt": x, "max_tokens": 2}, "prompt", "seed"),
     "/v1/embeddings": (lambda x: {"model": "minilm", "input": x}, "input", None),
     "/v1/responses": (lambda x: {"model": "tiny", "input": x, "max_output_tokens": 16}, "input", None),
+    "/v1/messages": (ANTHROPIC, USER, None),
+    "/v1/messages/count_tokens": (ANTHROPIC, USER, None),
     "/v1/models/unload": (lambda x: {"model_id": x}, "model_id", None),
     "/v1/models/reload": (lambda x: {"model_id": x}, "model_id", None),
     "/v1/models/status": (lambda x: {"model_id": x}, "model_id", None),
@@ -77,6 +85,8 @@ def server(tiny_dir: Path) -> Iterator[str]:
 def error(path: str, message: str, param: str | None) -> dict[str, Any]:
     if path.startswith("/v2/"):
         return {"error": message}
+    if path.startswith("/v1/messages"):
+        return {"type": "error", "error": {"type": "invalid_request_error", "message": message}}
     return {
         "error": {
             "message": message,
