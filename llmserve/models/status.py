@@ -92,6 +92,7 @@ class ModelStatus:
     running: int  # sequences decoding
     capacity: int  # generations it accepts at once: max_batch_size + max_queue
     kv: KVUsage | None = None  # while loaded, for an engine with a KV cache
+    context_length: int | None = None  # tokens the loaded model reads at most (prompt + answer)
 
     @property
     def api_status(self) -> ApiStatus:

@@ -154,6 +154,7 @@ class ModelWorker:
             running=running,
             capacity=self.capacity,
             kv=self._kv_usage(),
+            context_length=None if self._engine is None else self._engine.context_length,
         )
 
     def _kv_usage(self) -> KVUsage | None:

@@ -28,6 +28,7 @@ from llmserve.server.anthropic import routes as anthropic_routes
 from llmserve.server.errors import on_error
 from llmserve.server.metrics import CONTENT_TYPE, Metrics
 from llmserve.server.middleware import APIKeyMiddleware, BodyLimitMiddleware, RequestLogMiddleware
+from llmserve.server.ollama import routes as ollama_routes
 from llmserve.server.openai import routes as openai_routes
 from llmserve.server.options import ServerOptions
 from llmserve.server.responses import routes as responses_routes
@@ -35,12 +36,13 @@ from llmserve.server.v2 import routes as v2_routes
 from llmserve.service.anthropic import MessagesService
 from llmserve.service.chat import ChatService
 from llmserve.service.completions import CompletionService
+from llmserve.service.ollama import OllamaService
 from llmserve.service.responses import ResponsesService
 from llmserve.service.responses_store import ResponseStore
 from llmserve.service.v2 import V2Service
 
 log = logging.getLogger(__name__)
-OPEN_PATHS = frozenset({"/health", "/v2/health/live", "/v2/health/ready"})
+OPEN_PATHS = frozenset({"/", "/health", "/v2/health/live", "/v2/health/ready"})
 
 
 async def prometheus(request: Request) -> Response:
@@ -95,6 +97,7 @@ def create_app(
             *responses_routes(),
             *anthropic_routes(),
             *v2_routes(),
+            *ollama_routes(),
             Route("/metrics", prometheus, methods=["GET"]),
         ],
         lifespan=lifespan,
@@ -108,6 +111,7 @@ def create_app(
     app.state.options = options
     app.state.chat = ChatService(registry, allow_remote_images=options.allow_remote_images)
     app.state.completions = CompletionService(registry)
+    app.state.ollama = OllamaService(registry, app.state.chat, app.state.completions)
     store = ResponseStore(options.responses_store_size, options.responses_store_ttl)
     app.state.responses = ResponsesService(app.state.chat, store)
     app.state.messages = MessagesService(app.state.chat)

@@ -50,6 +50,7 @@ def anthropic_shape(error: LLMServeError) -> dict[str, Any]:
 SHAPES: tuple[tuple[str, Shape], ...] = (
     ("/v2", open_inference_shape),
     ("/v1/messages", anthropic_shape),
+    ("/api", open_inference_shape),  # Ollama's errors are the same `{"error": "message"}`
 )
 
 

@@ -10,6 +10,7 @@ from llmserve.server.options import ServerOptions
 from llmserve.service.anthropic import MessagesService
 from llmserve.service.chat import ChatService
 from llmserve.service.completions import CompletionService
+from llmserve.service.ollama import OllamaService
 from llmserve.service.responses import ResponsesService
 from llmserve.service.streams import RequestStats
 from llmserve.service.v2 import V2Service
@@ -47,6 +48,11 @@ def v2_of(request: Request) -> V2Service:
 
 def messages_of(request: Request) -> MessagesService:
     service: MessagesService = request.app.state.messages
+    return service
+
+
+def ollama_of(request: Request) -> OllamaService:
+    service: OllamaService = request.app.state.ollama
     return service
 
 

@@ -178,7 +178,9 @@ class ChatService:
         prompt errors are raised here, before the first event."""
         stats = stats or RequestStats()
         model, streams, prompt_tokens, tool_plan = await self._start(request, stats)
-        return ChatRun(model, prompt_tokens, len(streams), _choice_events(streams, stats, tool_plan))
+        return ChatRun(
+            model, prompt_tokens, len(streams), _choice_events(streams, stats, tool_plan), tuple(streams)
+        )
 
 
 @dataclass(frozen=True)
@@ -216,6 +218,12 @@ class ChatRun:
     prompt_tokens: int
     choices: int
     events: AsyncGenerator[ChoiceEvent, None]
+    streams: tuple[EventStream, ...] = ()
+
+    def cancel(self) -> None:
+        """Ends the choices, whether or not `events` was ever read."""
+        for stream in self.streams:
+            stream.cancel()
 
 
 async def _choice_events(
