@@ -116,14 +116,6 @@ class MethodNotAllowed(LLMServeError):
     code = "method_not_allowed"
 
 
-class NotSupported(LLMServeError):
-    """An operation llmserve does not offer (e.g. Ollama's pull, push, create, copy, delete)."""
-
-    status = 501
-    type = "invalid_request_error"
-    code = "not_supported"
-
-
 class ModelLoadFailed(LLMServeError):
     """Loading the model's weights or tokenizer failed; the next request tries again."""
 

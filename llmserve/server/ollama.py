@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from llmserve.errors import LLMServeError, NotSupported
+from llmserve.errors import Forbidden, LLMServeError
 from llmserve.protocol.base import parse_request
 from llmserve.protocol.ollama import (
     ChatRequest,
@@ -130,8 +130,11 @@ async def running(request: Request) -> Response:
 
 
 async def not_served(request: Request) -> Response:
+    """Pull, push, create, copy, delete: a 403 (after the body is read, so a bad one is still a 400)."""
+    if request.method != "HEAD":
+        await read_json(request)
     action = request.url.path.removeprefix("/api/").split("/")[0]
-    raise NotSupported(
+    raise Forbidden(
         f"llmserve does not {action} models: it serves the models its config file names "
         "(add an entry there, see docs/config.md)"
     )
@@ -153,5 +156,4 @@ def routes() -> list[BaseRoute]:
         Route("/api/create", not_served, methods=["POST"]),
         Route("/api/copy", not_served, methods=["POST"]),
         Route("/api/delete", not_served, methods=["DELETE"]),
-        Route("/api/blobs/{digest}", not_served, methods=["HEAD", "POST"]),
     ]

@@ -17,6 +17,7 @@ from llmserve.service.ollama import NS, created_at, model_name
 # The Ollama release whose API llmserve follows: clients check it (VS Code's Copilot asks for >= 0.6.4).
 OLLAMA_API_VERSION = "0.13.0"
 _STARTED = time.time()
+_NEVER = 2**63 / 1e9  # seconds: Go's longest time.Duration, Ollama's expiry of a model kept forever
 
 
 def _digest(status: ModelStatus) -> str:
@@ -28,7 +29,7 @@ def _details(status: ModelStatus) -> dict[str, Any]:
         "parent_model": "",
         "format": "gguf" if status.kind == "GGUF" else "safetensors",
         "family": "",
-        "families": None,
+        "families": [],
         "parameter_size": "",
         "quantization_level": status.quant_mode or "",
     }
@@ -75,7 +76,8 @@ def running(registry: ModelRegistry) -> dict[str, Any]:
         if not status.in_memory:
             continue
         name = f"{status.api_id}:{status.version}" if status.version else f"{status.api_id}:latest"
-        expires = None if status.expires_at is None else created_at(status.expires_at)
+        # not planned (keep_alive -1, or busy): as Ollama, the far end of a Go duration from now
+        expires = created_at(status.expires_at or time.time() + _NEVER)
         models.append(
             {
                 **_entry(name, status),
@@ -106,7 +108,6 @@ def show(registry: ModelRegistry, name: str) -> dict[str, Any]:
     if status.context_length is not None:
         info["llmserve.context_length"] = status.context_length
     return {
-        "modelfile": "",
         "parameters": parameters,
         "template": "",
         "details": _details(status),

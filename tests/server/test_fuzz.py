@@ -105,7 +105,7 @@ CORPUS = _RAW + [field % value for field in _FIELDS for value in _VALUES]
 
 
 def _error_shape(path: str, body: Any) -> bool:
-    if path.startswith("/v2/"):
+    if path.startswith(("/v2/", "/api/")):  # Open Inference's and Ollama's shape
         return isinstance(body, dict) and list(body) == ["error"] and isinstance(body["error"], str)
     if path.startswith("/v1/messages"):  # Anthropic's shape
         error = body.get("error") if isinstance(body, dict) else None

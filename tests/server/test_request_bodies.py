@@ -46,6 +46,27 @@ ROUTES: dict[str, tuple[Body, str, str | None]] = {
     "/v1/embeddings": (lambda x: {"model": "minilm", "input": x}, "input", None),
     "/v1/responses": (lambda x: {"model": "tiny", "input": x, "max_output_tokens": 16}, "input", None),
     "/v1/messages": (ANTHROPIC, USER, None),
+    "/api/chat": (
+        lambda x: {
+            "model": "tiny",
+            "messages": [{"role": "user", "content": x}],
+            "options": {"num_predict": 2},
+        },
+        USER,
+        None,
+    ),
+    "/api/generate": (
+        lambda x: {"model": "tiny", "prompt": x, "options": {"num_predict": 2}},
+        "prompt",
+        None,
+    ),
+    "/api/embed": (lambda x: {"model": "minilm", "input": x}, "input", None),
+    "/api/embeddings": (lambda x: {"model": "minilm", "prompt": x}, "prompt", None),
+    "/api/show": (lambda x: {"model": x}, "model", None),
+    "/api/pull": (lambda x: {"model": x}, "model", None),
+    "/api/push": (lambda x: {"model": x}, "model", None),
+    "/api/create": (lambda x: {"model": x}, "model", None),
+    "/api/copy": (lambda x: {"source": x, "destination": "b"}, "source", None),
     "/v1/messages/count_tokens": (ANTHROPIC, USER, None),
     "/v1/models/unload": (lambda x: {"model_id": x}, "model_id", None),
     "/v1/models/reload": (lambda x: {"model_id": x}, "model_id", None),
@@ -83,7 +104,7 @@ def server(tiny_dir: Path) -> Iterator[str]:
 
 
 def error(path: str, message: str, param: str | None) -> dict[str, Any]:
-    if path.startswith("/v2/"):
+    if path.startswith(("/v2/", "/api/")):
         return {"error": message}
     if path.startswith("/v1/messages"):
         return {"type": "error", "error": {"type": "invalid_request_error", "message": message}}
