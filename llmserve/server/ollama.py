@@ -26,7 +26,7 @@ from llmserve.server.body import read_json
 from llmserve.server.openai import CLIENT_CLOSED, until_disconnect
 from llmserve.server.state import ollama_of, registry_of, stats_of
 from llmserve.service import ollama_models
-from llmserve.service.ollama import model_name
+from llmserve.service.ollama_requests import model_name
 
 log = logging.getLogger(__name__)
 NDJSON = "application/x-ndjson"

@@ -12,7 +12,8 @@ from llmserve.models.status import ModelStatus
 from llmserve.protocol.embeddings import EmbeddingRequest
 from llmserve.protocol.ollama import EmbeddingsRequest, EmbedRequest
 from llmserve.service.embeddings import create_embeddings
-from llmserve.service.ollama import NS, created_at, model_name
+from llmserve.service.ollama import NS
+from llmserve.service.ollama_requests import created_at, model_name
 
 # The Ollama release whose API llmserve follows: clients check it (VS Code's Copilot asks for >= 0.6.4).
 OLLAMA_API_VERSION = "0.13.0"

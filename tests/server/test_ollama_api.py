@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 from llmserve.errors import InvalidRequest
 from llmserve.protocol.ollama import Message, Options
 from llmserve.server import create_app
-from llmserve.service.ollama import chat_messages, sampling
+from llmserve.service.ollama_requests import chat_messages, sampling
 
 HI = [{"role": "user", "content": "hi"}]
 
