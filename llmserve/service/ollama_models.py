@@ -105,7 +105,7 @@ def show(registry: ModelRegistry, name: str) -> dict[str, Any]:
         )
         if values.get(ours) is not None
     )
-    info: dict[str, Any] = {"general.architecture": status.kind, "general.name": status.api_id}
+    info: dict[str, Any] = {"general.name": status.api_id, "llmserve.kind": status.kind}
     if status.context_length is not None:
         info["llmserve.context_length"] = status.context_length
     return {
