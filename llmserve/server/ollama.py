@@ -70,32 +70,29 @@ async def _answer(request: Request, lines: AsyncGenerator[dict[str, Any], None],
         raise
 
 
-async def chat(request: Request) -> Response:
-    body = parse_request(ChatRequest, await read_json(request))
+async def _generation(request: Request, body: ChatRequest | GenerateRequest) -> Response:
     service = ollama_of(request)
-    name = model_name(registry_of(request), body.model)
-    done = await service.load_or_unload(body, name)
+    done = await service.load_or_unload(body, model_name(registry_of(request), body.model))
     if done is not None:
         return JSONResponse(done)
-    lines = await until_disconnect(request, service.chat_lines(body, stats_of(request), streamed=body.stream))
+    stats = stats_of(request)
+    opening = (
+        service.chat_lines(body, stats, streamed=body.stream)
+        if isinstance(body, ChatRequest)
+        else service.generate_lines(body, stats, streamed=body.stream)
+    )
+    lines = await until_disconnect(request, opening)
     if lines is None:
         return Response(status_code=CLIENT_CLOSED)
     return await _answer(request, lines, body.stream)
+
+
+async def chat(request: Request) -> Response:
+    return await _generation(request, parse_request(ChatRequest, await read_json(request)))
 
 
 async def generate(request: Request) -> Response:
-    body = parse_request(GenerateRequest, await read_json(request))
-    service = ollama_of(request)
-    name = model_name(registry_of(request), body.model)
-    done = await service.load_or_unload(body, name)
-    if done is not None:
-        return JSONResponse(done)
-    lines = await until_disconnect(
-        request, service.generate_lines(body, stats_of(request), streamed=body.stream)
-    )
-    if lines is None:
-        return Response(status_code=CLIENT_CLOSED)
-    return await _answer(request, lines, body.stream)
+    return await _generation(request, parse_request(GenerateRequest, await read_json(request)))
 
 
 async def embed(request: Request) -> Response:

@@ -67,6 +67,36 @@ def _calls(end: ChoiceEnd) -> list[dict[str, Any]]:
     return out
 
 
+def _message(content: str, calls: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {"role": "assistant", "content": content, **({"tool_calls": calls} if calls else {})}
+
+
+def _line(
+    model: str, message: dict[str, Any], reason: str | None = None, durations: dict[str, int] | None = None
+) -> dict[str, Any]:
+    """One chat object: a piece (`done: false`), or with `reason` the last one with its durations."""
+    line = {"model": model, "created_at": created_at(), "message": message}
+    if reason is None:
+        return {**line, "done": False}
+    done_reason = "length" if reason == "length" else "stop"
+    return {**line, "done_reason": done_reason, "done": True, **(durations or {})}
+
+
+async def _as_generate(chat: AsyncGenerator[dict[str, Any], None]) -> AsyncGenerator[dict[str, Any], None]:
+    """Chat's objects as generate's: `response` (the text) in place of `message`."""
+    try:
+        async for line in chat:
+            message = line.pop("message")
+            yield {
+                "model": line.pop("model"),
+                "created_at": line.pop("created_at"),
+                "response": message["content"],
+                **line,
+            }
+    finally:
+        await chat.aclose()
+
+
 class OllamaService:
     def __init__(self, registry: ModelRegistry, chat: ChatService, completions: CompletionService) -> None:
         self.registry = registry
@@ -120,50 +150,21 @@ class OllamaService:
         num_ctx: tuple[Options | None, str],
     ) -> AsyncGenerator[dict[str, Any], None]:
         text: list[str] = []
-        prompt = run.prompt_tokens
         try:
-            self._check_num_ctx(*num_ctx, prompt)
+            self._check_num_ctx(*num_ctx, run.prompt_tokens)
             async for event in run.events:
                 if isinstance(event, TextPiece):
                     if streamed:
-                        yield {
-                            "model": model,
-                            "created_at": created_at(),
-                            "message": {"role": "assistant", "content": event.text},
-                            "done": False,
-                        }
+                        yield _line(model, _message(event.text))
                     else:
                         text.append(event.text)
                     continue
-                message: dict[str, Any] = {"role": "assistant", "content": ""}
-                held = "".join(text) + (event.content or "")
-                calls = _calls(event)
+                held, calls = "".join(text) + (event.content or ""), _calls(event)
                 if streamed and (held or calls):
-                    yield {
-                        "model": model,
-                        "created_at": created_at(),
-                        "message": {
-                            "role": "assistant",
-                            "content": held,
-                            **({"tool_calls": calls} if calls else {}),
-                        },
-                        "done": False,
-                    }
-                elif not streamed:
-                    message = {
-                        "role": "assistant",
-                        "content": held,
-                        **({"tool_calls": calls} if calls else {}),
-                    }
-                reason = "length" if event.reason == "length" else "stop"
-                yield {
-                    "model": model,
-                    "created_at": created_at(),
-                    "message": message,
-                    "done_reason": reason,
-                    "done": True,
-                    **clock.durations(stats, prompt, event.completion_tokens),
-                }
+                    yield _line(model, _message(held, calls))
+                last = _message("") if streamed else _message(held, calls)
+                durations = clock.durations(stats, run.prompt_tokens, event.completion_tokens)
+                yield _line(model, last, event.reason, durations)
         finally:
             run.cancel()
             await run.events.aclose()
@@ -174,31 +175,16 @@ class OllamaService:
         name = model_name(self.registry, request.model)
         clock = self.clock(name)
         inner = generate_request(request, name)
+        num_ctx = (request.options, name)
         if isinstance(inner, CompletionRequest):
             _, streams, prompt = await self.completions.start(inner, stats)
             clock.started = time.monotonic()
-            num_ctx = (request.options, name)
-            return self._raw_objects(request.model, streams[0][1], prompt, clock, stats, streamed, num_ctx)
-        run = await self.chat.run(inner, stats)
-        clock.started = time.monotonic()
-        chat = self._chat_objects(request.model, run, clock, stats, streamed, (request.options, name))
-        return self._generate_objects(request.model, chat)
-
-    async def _generate_objects(
-        self, model: str, chat: AsyncGenerator[dict[str, Any], None]
-    ) -> AsyncGenerator[dict[str, Any], None]:
-        """Chat's objects with `response` (the text) in place of `message`."""
-        try:
-            async for line in chat:
-                message = line.pop("message")
-                yield {
-                    "model": model,
-                    "created_at": line.pop("created_at"),
-                    "response": message["content"],
-                    **line,
-                }
-        finally:
-            await chat.aclose()
+            lines = self._raw_objects(request.model, streams[0][1], prompt, clock, stats, streamed, num_ctx)
+        else:
+            run = await self.chat.run(inner, stats)
+            clock.started = time.monotonic()
+            lines = self._chat_objects(request.model, run, clock, stats, streamed, num_ctx)
+        return _as_generate(lines)
 
     async def _raw_objects(
         self,
@@ -210,6 +196,7 @@ class OllamaService:
         streamed: bool,
         num_ctx: tuple[Options | None, str],
     ) -> AsyncGenerator[dict[str, Any], None]:
+        """A raw prompt's objects, in chat's shape (`_as_generate` makes them generate's)."""
         text: list[str] = []
         try:
             self._check_num_ctx(*num_ctx, prompt)
@@ -217,26 +204,14 @@ class OllamaService:
                 stats.observe(event)
                 if isinstance(event, TextDelta):
                     if streamed:
-                        yield {
-                            "model": model,
-                            "created_at": created_at(),
-                            "response": event.text,
-                            "done": False,
-                        }
+                        yield _line(model, _message(event.text))
                     else:
                         text.append(event.text)
                 elif isinstance(event, Failed):
                     raise event.error
                 elif isinstance(event, Finished):
-                    reason = "length" if event.reason == "length" else "stop"
-                    yield {
-                        "model": model,
-                        "created_at": created_at(),
-                        "response": "".join(text),
-                        "done_reason": reason,
-                        "done": True,
-                        **clock.durations(stats, prompt, event.completion_tokens),
-                    }
+                    durations = clock.durations(stats, prompt, event.completion_tokens)
+                    yield _line(model, _message("".join(text)), event.reason, durations)
         finally:
             stream.cancel()
 

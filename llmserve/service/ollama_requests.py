@@ -140,21 +140,30 @@ def chat_messages(messages: list[Message]) -> list[dict[str, Any]]:
     return out
 
 
+def _keep_alive(body: dict[str, Any], keep_alive: int | float | str | None) -> dict[str, Any]:
+    return body if keep_alive is None else {**body, "keep_alive": keep_alive}
+
+
+def _chat(
+    name: str,
+    messages: list[Message],
+    options: Options | None,
+    fmt: Format,
+    keep_alive: int | float | str | None,
+    tools: list[dict[str, Any]] | None = None,
+) -> ChatCompletionRequest:
+    body: dict[str, Any] = {"model": name, "messages": chat_messages(messages), **sampling(options)}
+    if tools:
+        body["tools"] = tools
+    response = response_format(fmt)
+    if response is not None:
+        body["response_format"] = response
+    return parse_request(ChatCompletionRequest, _keep_alive(body, keep_alive))
+
+
 def chat_request(request: ChatRequest, name: str) -> ChatCompletionRequest:
     _warn_unknown(request, request.options, "/api/chat")
-    body: dict[str, Any] = {
-        "model": name,
-        "messages": chat_messages(request.messages),
-        **sampling(request.options),
-    }
-    if request.tools:
-        body["tools"] = request.tools
-    fmt = response_format(request.format)
-    if fmt is not None:
-        body["response_format"] = fmt
-    if request.keep_alive is not None:
-        body["keep_alive"] = request.keep_alive
-    return parse_request(ChatCompletionRequest, body)
+    return _chat(name, request.messages, request.options, request.format, request.keep_alive, request.tools)
 
 
 def generate_request(request: GenerateRequest, name: str) -> ChatCompletionRequest | CompletionRequest:
@@ -172,20 +181,11 @@ def generate_request(request: GenerateRequest, name: str) -> ChatCompletionReque
                 "(or none with 'raw': true)",
                 param=field,
             )
-    options = sampling(request.options)
     if request.raw:
         if request.images or response_format(request.format) is not None or request.system:
             raise InvalidRequest("'raw' prompts take no 'images', 'format' or 'system'", param="raw")
-        body: dict[str, Any] = {"model": name, "prompt": request.prompt, "max_tokens": None, **options}
-        if request.keep_alive is not None:
-            body["keep_alive"] = request.keep_alive
-        return parse_request(CompletionRequest, body)
+        body = {"model": name, "prompt": request.prompt, "max_tokens": None, **sampling(request.options)}
+        return parse_request(CompletionRequest, _keep_alive(body, request.keep_alive))
     user = Message(role="user", content=request.prompt, images=request.images)
     system = [Message(role="system", content=request.system)] if request.system else []
-    body = {"model": name, "messages": chat_messages([*system, user]), **options}
-    fmt = response_format(request.format)
-    if fmt is not None:
-        body["response_format"] = fmt
-    if request.keep_alive is not None:
-        body["keep_alive"] = request.keep_alive
-    return parse_request(ChatCompletionRequest, body)
+    return _chat(name, [*system, user], request.options, request.format, request.keep_alive)
