@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Awaitable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel
@@ -66,7 +66,7 @@ async def until_disconnect(request: Request, work: Awaitable[T]) -> T | None:
         watcher.cancel()
 
 
-class _Answering(Protocol[B]):
+class Answering(Protocol[B]):
     """A service that answers a body whole or as a stream of chunks (chat, completions)."""
 
     async def open_stream(self, body: B, stats: RequestStats) -> AsyncGenerator[dict[str, Any], None]: ...
@@ -74,13 +74,24 @@ class _Answering(Protocol[B]):
     async def complete(self, body: B, stats: RequestStats) -> Any: ...
 
 
-async def _answer(request: Request, service: _Answering[B], body: B, stream: bool) -> Response:
+StreamResponse = Callable[[AsyncGenerator[dict[str, Any], None], float], Response]
+
+
+async def answer(
+    request: Request,
+    service: Answering[B],
+    body: B,
+    stream: bool,
+    stream_response: StreamResponse = sse_response,
+) -> Response:
+    """The service's answer to `body`: a stream (`stream_response`: OpenAI's chunks and `[DONE]` by
+    default) or one JSON object; a client that leaves first cancels the work."""
     stats = stats_of(request)
     if stream:
         chunks = await until_disconnect(request, service.open_stream(body, stats))
         if chunks is None:
             return Response(status_code=CLIENT_CLOSED)
-        return sse_response(chunks, options_of(request).shutdown_timeout + 5)
+        return stream_response(chunks, options_of(request).shutdown_timeout + 5)
     result = await until_disconnect(request, service.complete(body, stats))
     if result is None:
         return Response(status_code=CLIENT_CLOSED)
@@ -89,12 +100,12 @@ async def _answer(request: Request, service: _Answering[B], body: B, stream: boo
 
 async def chat_completions(request: Request) -> Response:
     body = parse_request(ChatCompletionRequest, await read_json(request))
-    return await _answer(request, chat_of(request), body, body.stream)
+    return await answer(request, chat_of(request), body, body.stream)
 
 
 async def completions(request: Request) -> Response:
     body = parse_request(CompletionRequest, await read_json(request))
-    return await _answer(request, completions_of(request), body, body.stream)
+    return await answer(request, completions_of(request), body, body.stream)
 
 
 async def embeddings(request: Request) -> Response:

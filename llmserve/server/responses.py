@@ -9,23 +9,14 @@ from starlette.routing import BaseRoute, Route
 from llmserve.protocol.base import parse_request
 from llmserve.protocol.openai_responses import ItemsQuery, ResponsesRequest
 from llmserve.server.body import read_json
-from llmserve.server.openai import CLIENT_CLOSED, until_disconnect
+from llmserve.server.openai import answer
 from llmserve.server.sse import named_sse_response
-from llmserve.server.state import options_of, responses_of, stats_of
+from llmserve.server.state import responses_of
 
 
 async def create_response(request: Request) -> Response:
     body = parse_request(ResponsesRequest, await read_json(request))
-    service, stats = responses_of(request), stats_of(request)
-    if body.stream:
-        events = await until_disconnect(request, service.open_stream(body, stats))
-        if events is None:
-            return Response(status_code=CLIENT_CLOSED)
-        return named_sse_response(events, options_of(request).shutdown_timeout + 5)
-    result = await until_disconnect(request, service.complete(body, stats))
-    if result is None:
-        return Response(status_code=CLIENT_CLOSED)
-    return JSONResponse(result)
+    return await answer(request, responses_of(request), body, body.stream, named_sse_response)
 
 
 async def get_response(request: Request) -> Response:
