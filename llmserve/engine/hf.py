@@ -136,6 +136,12 @@ class HFEngine:
         names = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
         return {name: getattr(config, name) for name in names if getattr(config, name, None) is not None}
 
+    @property
+    def chat_template(self) -> str:
+        """The Jinja chat template prompts are rendered with ("" when the model has none)."""
+        template = self._tokenizer.chat_template
+        return template if isinstance(template, str) else ""
+
     def is_eos(self, token_id: int) -> bool:
         return token_id in self._eos
 

@@ -53,6 +53,11 @@ class VisionEngine(HFEngine):
         log.info("loaded %s on %s (%s)", config.api_id, first, model.dtype)
         return cls(model, processor, first)
 
+    @property
+    def chat_template(self) -> str:
+        template = getattr(self._processor, "chat_template", None) or self._tokenizer.chat_template
+        return template if isinstance(template, str) else ""
+
     def encode_chat(
         self, messages: Sequence[ChatMessage], tools: Sequence[dict[str, Any]] | None = None
     ) -> list[int]:

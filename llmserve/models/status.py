@@ -93,6 +93,7 @@ class ModelStatus:
     capacity: int  # generations it accepts at once: max_batch_size + max_queue
     kv: KVUsage | None = None  # while loaded, for an engine with a KV cache
     context_length: int | None = None  # tokens the loaded model reads at most (prompt + answer)
+    chat_template: str | None = None  # the loaded model's chat template (Jinja), "" when it has none
 
     @property
     def api_status(self) -> ApiStatus:

@@ -155,6 +155,7 @@ class ModelWorker:
             capacity=self.capacity,
             kv=self._kv_usage(),
             context_length=None if self._engine is None else self._engine.context_length,
+            chat_template=getattr(self._engine, "chat_template", None),
         )
 
     def _kv_usage(self) -> KVUsage | None:

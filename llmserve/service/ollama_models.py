@@ -39,7 +39,9 @@ def _details(status: ModelStatus) -> dict[str, Any]:
 def capabilities(status: ModelStatus) -> list[str]:
     if status.kind == "Embedding":
         return ["embedding"]
-    return ["completion", "tools", "vision"] if status.kind == "VisionPlain" else ["completion", "tools"]
+    return (
+        ["completion", "vision"] if status.kind == "VisionPlain" else ["completion", "tools"]
+    )  # no tools yet
 
 
 def _names(status: ModelStatus, default_unit: str | None) -> list[str]:
@@ -110,7 +112,7 @@ def show(registry: ModelRegistry, name: str) -> dict[str, Any]:
         info["llmserve.context_length"] = status.context_length
     return {
         "parameters": parameters,
-        "template": "",
+        "template": status.chat_template or "",  # known once the model is loaded
         "details": _details(status),
         "model_info": info,
         "capabilities": capabilities(status),

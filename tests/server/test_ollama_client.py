@@ -150,6 +150,7 @@ def test_list_ps_show_version(client: ollama.Client, base_url: str) -> None:
     assert running["org/tiny:latest"].expires_at is not None
     shown = client.show("org/tiny")
     assert shown.capabilities == ["completion", "tools"]
+    assert shown.template and "add_generation_prompt" in shown.template  # loaded: its chat template
     assert client.show("minilm").capabilities == ["embedding"]
     for path, name in (
         ("/api/tags", "ListResponse"),
