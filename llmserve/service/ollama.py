@@ -6,7 +6,6 @@ the durations (nanoseconds). No generation logic of its own."""
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
@@ -24,7 +23,6 @@ from llmserve.service.completions import CompletionService
 from llmserve.service.ollama_requests import chat_request, created_at, generate_request, model_name
 from llmserve.service.streams import RequestStats
 
-log = logging.getLogger(__name__)
 NS = 1_000_000_000
 
 
