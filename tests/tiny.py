@@ -102,9 +102,9 @@ def reference_greedy(
     return tokenizer.decode(new, skip_special_tokens=True), ids.shape[1], len(new), hit_eos
 
 
-def long_context_copy(tiny_dir: Path, target: Path) -> Path:
+def long_context_copy(tiny_dir: Path, target: Path, positions: int = 4096) -> Path:
     """The tiny model with room for tool descriptions (rotary positions: no weight depends on it)."""
     shutil.copytree(tiny_dir, target)
     config = json.loads((target / "config.json").read_text())
-    (target / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 4096}))
+    (target / "config.json").write_text(json.dumps({**config, "max_position_embeddings": positions}))
     return target

@@ -141,6 +141,7 @@ class ResponsesRequest(RequestBody):
     prompt_cache_options: dict[str, Any] | None = None
     safety_identifier: str | None = None
     service_tier: str | None = None
+    client_metadata: dict[str, str] | None = None  # Codex CLI 0.171 sends its turn's metadata here
     # Refused unless neutral: see REFUSED_UNLESS.
     background: bool | None = None
     conversation: Any = None

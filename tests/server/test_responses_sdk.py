@@ -36,7 +36,8 @@ WEATHER: Any = {
 
 @pytest.fixture(scope="module")
 def base_url(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    roomy = long_context_copy(tiny_dir, tmp_path_factory.mktemp("models") / "tiny")  # room for Codex's tools
+    # room for Codex's tools and instructions
+    roomy = long_context_copy(tiny_dir, tmp_path_factory.mktemp("models") / "tiny", positions=16384)
     with live_server(create_app([plain(roomy, "org/tiny")], "org/tiny", preload="none")) as url:
         yield url
 
@@ -167,3 +168,24 @@ def test_codex_style_request(base_url: str) -> None:
     assert final["parallel_tool_calls"] is False and final["prompt_cache_key"] == body["prompt_cache_key"]
     missing = httpx.get(f"{base_url}/v1/responses/{final['id']}")
     assert missing.status_code == 404  # store: false
+
+
+def test_codex_cli_0171_request_as_captured(base_url: str) -> None:
+    """The body Codex CLI 0.171.0 (`codex exec`) sent, captured on the wire (tests/data/README.md): every
+    field and item type it uses is taken. Its texts are cut to 300 characters here, so that its prompt
+    fits the tiny model's context; nothing else is changed."""
+    body = json.loads((DATA / "codex_0171_request.json").read_text())
+    for item in body["input"]:
+        for part in item.get("content", []):
+            part["text"] = part["text"][:300]
+    with httpx.stream(
+        "POST", f"{base_url}/v1/responses", json={**body, "model": "org/tiny"}, timeout=60
+    ) as response:
+        assert response.status_code == 200, response.read()
+        text = "".join(response.iter_text())
+    events = [json.loads(line[len("data: ") :]) for line in text.splitlines() if line.startswith("data: ")]
+    assert events[-1]["type"] in ("response.completed", "response.incomplete")
+    final = events[-1]["response"]
+    assert_schema("Response", final)
+    functions = [t["name"] for t in body["tools"] if t["type"] == "function"]
+    assert [t["name"] for t in final["tools"]] == functions  # namespace and web_search are left out
