@@ -84,9 +84,15 @@ ContentBlock = Annotated[
 ]
 
 
+class OutputConfig(RequestBody):
+    effort: str | None = None  # accepted; no effect
+    format: OutputFormat | None = None  # structured output: constrained decoding, as chat's json_schema
+
+
 class MessageParam(RequestBody):
-    role: Literal["user", "assistant"]
+    role: Literal["user", "assistant", "system"]  # Claude Code 2.1 puts system turns among the messages
     content: str | list[ContentBlock]
+    output_config: OutputConfig | None = None  # Claude Code 2.1 sets `effort` on its system turns: no effect
 
 
 class ToolParam(RequestBody):
@@ -119,11 +125,6 @@ class Metadata(RequestBody):
 class OutputFormat(RequestBody):
     type: Literal["json_schema"]
     schema_: dict[str, Any] = Field(alias="schema")
-
-
-class OutputConfig(RequestBody):
-    effort: str | None = None  # accepted; no effect
-    format: OutputFormat | None = None  # structured output: constrained decoding, as chat's json_schema
 
 
 class PromptRequest(RequestBody):

@@ -61,7 +61,8 @@ def _tool_result(block: ToolResultBlock, where: str) -> dict[str, Any]:
 
 def _messages(index: int, message: MessageParam) -> list[dict[str, Any]]:
     """One Anthropic message as OpenAI chat messages: a user turn's tool results become `tool`
-    messages (before its text and images); an assistant turn's tool_use blocks become `tool_calls`."""
+    messages (before its text and images); an assistant turn's tool_use blocks become `tool_calls`; a
+    system turn (text only) stays a system message where it stands."""
     if isinstance(message.content, str):
         return [{"role": message.role, "content": message.content}]
     out: list[dict[str, Any]] = []
@@ -85,7 +86,9 @@ def _messages(index: int, message: MessageParam) -> list[dict[str, Any]]:
         else:
             belongs = "an assistant" if block.type == "tool_use" else "a user"
             raise InvalidRequest(f"{where}: a '{block.type}' block belongs in {belongs} message", param=where)
-    if message.role == "assistant":
+    if message.role == "system":
+        out.append({"role": "system", "content": "\n".join(part["text"] for part in parts)})
+    elif message.role == "assistant":
         text = "".join(part["text"] for part in parts)
         if text or calls:
             out.append(

@@ -256,3 +256,28 @@ def test_the_beta_client_path_and_headers(sdk: anthropic.Anthropic) -> None:
     assert message.type == "message" and message.model == "org/tiny"
     with sdk.beta.messages.stream(model="claude-opus-4-1", max_tokens=3, messages=USER) as stream:
         assert stream.get_final_message().usage.output_tokens <= 3
+
+
+@pytest.fixture(scope="module")
+def roomy_url(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The tiny model with room for a whole Claude Code prompt (its tools and instructions)."""
+    long = long_context_copy(tiny_dir, tmp_path_factory.mktemp("models") / "roomy", positions=131072)
+    model = replace(plain(long, "org/tiny"), model_aliases=("claude-*",))
+    with live_server(create_app([model], "org/tiny", preload="none")) as url:
+        yield url
+
+
+def test_claude_code_2_1_332_request_as_captured(roomy_url: str) -> None:
+    """The first body Claude Code 2.1.332 (`claude -p`) sent, captured on the wire (tests/data/README.md):
+    a `system` turn among the messages with its own `output_config`, adaptive `thinking`,
+    `context_management`, twelve tools. Only `max_tokens` is lowered (it asks for 128,000)."""
+    body = {**json.loads((DATA / "claude_code_2_1_332_request.json").read_text()), "max_tokens": 8}
+    headers = {"anthropic-version": "2023-06-01", "anthropic-beta": "claude-code-20250219", "x-api-key": "x"}
+    response = httpx.post(f"{roomy_url}/v1/messages?beta=true", json=body, headers=headers, timeout=300)
+    assert response.status_code == 200, response.text
+    events = sse_events(response.text)
+    for _, payload in events:
+        assert_event(payload)
+    names = [name for name, _ in events]
+    assert names[:2] == ["message_start", "ping"] and names[-2:] == ["message_delta", "message_stop"]
+    assert events[0][1]["message"]["usage"]["input_tokens"] > 10_000
