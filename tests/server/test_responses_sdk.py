@@ -87,9 +87,16 @@ def test_streamed_matches_whole(client: openai.OpenAI) -> None:
 def test_stream_helper(client: openai.OpenAI) -> None:
     """`responses.stream` accumulates the events into the final response (which needs `completed`:
     a JSON format makes the tiny model end; greedy, so that it ends the same way every time)."""
-    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+    schema = {
+        "type": "object",
+        "properties": {"ok": {"type": "boolean"}},
+        "required": ["ok"],
+        "additionalProperties": False,  # no room to wander: the answer is `{"ok": true}` or false
+    }
     text: Any = {"format": {"type": "json_schema", "name": "answer", "schema": schema}}
-    with client.responses.stream(model="org/tiny", input="Fine?", text=text, max_output_tokens=40) as stream:
+    with client.responses.stream(
+        model="org/tiny", input="Fine?", text=text, max_output_tokens=40, temperature=0
+    ) as stream:
         kinds = [event.type for event in stream]
         final = stream.get_final_response()
     assert kinds[-1] == "response.completed" and kinds.count("response.output_item.added") == 1
