@@ -28,7 +28,7 @@ from llmserve.engine.grammar import Guides
 from llmserve.engine.hf_load import eos_ids, load_pretrained
 from llmserve.engine.kvcache import cache_length, kv_bytes_per_token, returned_cache, with_cache
 from llmserve.engine.pacing import PrefillPacer
-from llmserve.engine.templates import plain_messages, template_messages
+from llmserve.engine.templates import chat_inputs
 from llmserve.engine.token_bytes import token_bytes_of
 from llmserve.errors import InvalidRequest
 
@@ -67,6 +67,7 @@ class HFEngine:
         *,
         batched: bool = True,
         prefill_chunk: int = PREFILL_CHUNK,
+        context_length: int | None = None,
     ) -> None:
         self._model: Any = model
         self._tokenizer: Any = tokenizer
@@ -74,13 +75,14 @@ class HFEngine:
         self._eos = eos_ids(model, tokenizer)
         text_config = model.config.get_text_config()
         self._context = int(getattr(text_config, "max_position_embeddings", 0) or 2048)
+        self._context = min(self._context, context_length or self._context)  # the entry's limit
         self._seqs: dict[int, _Sequence] = {}
         self._batch = Batch(device)
         self._joinable = batched and joinable(DynamicCache(config=model.config))
         takes_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
         self._last_logits_only: dict[str, int] = {"logits_to_keep": 1} if takes_keep else {}
         self._ids = itertools.count()
-        self._guides = Guides(tokenizer)
+        self._guides = Guides.of_transformers(tokenizer)
         self._token_bytes = token_bytes_of(tokenizer, self.decode)
         self._pacer = PrefillPacer(prefill_chunk)
         self._kv_bytes_per_token = kv_bytes_per_token(text_config, model.dtype)
@@ -94,7 +96,9 @@ class HFEngine:
         model.eval()
         first = model.get_input_embeddings().weight.device  # where inputs go (num_device_layers may split)
         log.info("loaded %s on %s (%s)", config.api_id, first, model.dtype)
-        return cls(model, tokenizer, first, prefill_chunk=config.prefill_chunk)
+        return cls(
+            model, tokenizer, first, prefill_chunk=config.prefill_chunk, context_length=config.context_length
+        )
 
     @property
     def context_length(self) -> int:
@@ -141,12 +145,7 @@ class HFEngine:
         template = self._tokenizer.chat_template
         if not template:
             raise InvalidRequest("this model has no chat template, so it cannot serve chat completions")
-        offered = tuple(tools or ())
-        with_tools = offered or any(m.role == "tool" or m.tool_calls for m in messages)
-        if with_tools and "tools" not in str(template):  # the template knows no tools: Hermes format
-            rendered, extra = plain_messages(list(messages), offered), {}
-        else:
-            rendered, extra = template_messages(list(messages)), ({"tools": list(offered)} if offered else {})
+        rendered, extra = chat_inputs(list(messages), tuple(tools or ()), str(template))
         try:
             text = self._tokenizer.apply_chat_template(
                 rendered, add_generation_prompt=True, tokenize=False, **extra
