@@ -51,6 +51,17 @@ class Chooser:
             history = History(list(prompt_ids) if params.repetition_penalty != 1.0 else ())
         return cls(params, generator, history, guide)
 
+    @property
+    def plain_greedy(self) -> bool:
+        """Its next token is the raw logits' argmax: greedy, nothing shaping the logits, no grammar, no
+        log probabilities to report."""
+        return (
+            self.generator is None
+            and self.guide is None
+            and self.params.logprobs is None
+            and not self.params.shapes_logits
+        )
+
     def took(self, token: int) -> None:
         """`token` is the sequence's next one."""
         if self.history is not None:

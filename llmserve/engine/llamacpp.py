@@ -247,7 +247,11 @@ class LlamaCppEngine:
         tokens: dict[int, int] = {}
         if choosing:
             seqs = [self._seqs[i] for i in choosing]
-            picked = choose(torch.from_numpy(logits), [s.chooser for s in seqs], self._enders)
+            choosers = [s.chooser for s in seqs]
+            if all(c.plain_greedy for c in choosers):  # the common case, without torch
+                picked = [int(t) for t in logits.argmax(axis=1)]
+            else:
+                picked = choose(torch.from_numpy(logits), choosers, self._enders)
             for seq_id, seq, token in zip(choosing, seqs, picked, strict=True):
                 if seq.last >= 0:  # it fed its last token this step
                     seq.position += 1
