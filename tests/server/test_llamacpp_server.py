@@ -79,6 +79,12 @@ def test_logit_bias_and_penalties_shape_the_logits(base_url: str) -> None:
     assert hello["choices"][0]["text"]
     forced = chat(base_url, temperature=0, max_tokens=3, logit_bias={"38699": 100}).json()  # " Hello"
     assert forced["choices"][0]["message"]["content"] == " Hello Hello Hello"
+    short = [{"role": "user", "content": "Say OK."}]
+    assert (
+        chat(base_url, messages=short, temperature=0, max_tokens=20).json()["usage"]["completion_tokens"] < 20
+    )
+    held = chat(base_url, messages=short, temperature=0, max_tokens=20, min_tokens=20).json()
+    assert held["usage"]["completion_tokens"] == 20 and held["choices"][0]["finish_reason"] == "length"
     plain = chat(base_url, temperature=0, max_tokens=30, repetition_penalty=1.0).json()
     penalised = chat(base_url, temperature=0, max_tokens=30, frequency_penalty=2.0).json()
     assert plain["choices"][0]["message"]["content"] != penalised["choices"][0]["message"]["content"]
