@@ -1,19 +1,23 @@
 """How a sequence chooses its tokens, the same for every engine: its sampling parameters and random
 generator, the history its penalties read, its grammar, and the log probabilities of its last token;
 and `choose`, which picks the next token of each row of a logits matrix (`[rows, vocab]`, any engine's).
+Torch is imported by the first sequence that samples, not before (the llama.cpp engine runs greedy
+requests without it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from llmserve.engine.base import GenerationParams, TokenLogprob
 from llmserve.engine.grammar import Guide, Guides
-from llmserve.engine.sampling import GREEDY_BELOW, History, sample_rows, token_logprob
+from llmserve.engine.history import GREEDY_BELOW, History
 from llmserve.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -40,6 +44,8 @@ class Chooser:
                 raise InvalidRequest(f"token id {token} is outside this model's vocabulary (0-{vocab - 1})")
         generator = None
         if params.temperature >= GREEDY_BELOW:
+            import torch
+
             generator = torch.Generator(device=device)
             if params.seed is None:
                 generator.seed()
@@ -78,6 +84,8 @@ _NO_HISTORY = History()
 def choose(logits: torch.Tensor, choosers: Sequence[Chooser], enders: Collection[int]) -> list[int]:
     """The next token of each row (within its grammar, if it has one); records the log probabilities
     (of the raw logits) of the rows that asked, and advances the grammars."""
+    from llmserve.engine.sampling import sample_rows, token_logprob
+
     allowed = logits
     if any(c.guide is not None for c in choosers):
         allowed = logits.float().clone()

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-import torch
 
 from llmserve.config.entries import GGUFSpec, ModelConfig
 from llmserve.engine.base import ChatMessage, GenerationParams, TokenLogprob
@@ -251,6 +250,8 @@ class LlamaCppEngine:
             if all(c.plain_greedy for c in choosers):  # the common case, without torch
                 picked = [int(t) for t in logits.argmax(axis=1)]
             else:
+                import torch  # the first request that samples imports it
+
                 picked = choose(torch.from_numpy(logits), choosers, self._end_tokens())
             for seq_id, seq, token in zip(choosing, seqs, picked, strict=True):
                 if seq.last >= 0:  # it fed its last token this step
