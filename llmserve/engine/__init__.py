@@ -23,6 +23,10 @@ def load_engine(config: ModelConfig) -> Engine:
         from llmserve.engine.vision import VisionEngine
 
         return VisionEngine.load(config)
+    if config.engine == "llama.cpp":
+        from llmserve.engine.llamacpp import LlamaCppEngine
+
+        return LlamaCppEngine.load(config)
     from llmserve.engine.hf import HFEngine
 
     return HFEngine.load(config)

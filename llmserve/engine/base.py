@@ -197,6 +197,17 @@ class KVCacheSource(Protocol):
 
 
 @runtime_checkable
+class KVPoolSource(Protocol):
+    """An engine whose KV cache is allocated whole when it loads (llama.cpp): its cells bound what the
+    requests may reserve, and its memory is in the model's footprint, not taken from the free memory."""
+
+    @property
+    def kv_cells(self) -> int:
+        """Token slots of the cache, shared by the sequences."""
+        ...
+
+
+@runtime_checkable
 class GenerationConfigSource(Protocol):
     """An engine whose model has its own generation config (transformers' `generation_config.json`)."""
 

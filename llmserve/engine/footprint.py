@@ -70,6 +70,8 @@ def estimate(config: ModelConfig) -> Estimate | None:
     if found is None:
         return None
     tensors, text_config = found
+    if config.engine == "llama.cpp":
+        return _llama_cpp_estimate(config, text_config)
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
     target = None if isinstance(dtype, str) else dtype.itemsize  # "auto": the checkpoint's own dtype
@@ -85,6 +87,21 @@ def estimate(config: ModelConfig) -> Estimate | None:
     )
     name = device_name(device)
     return Estimate(_spread(int(total), name, config, text_config), _spread(kv, name, config, text_config))
+
+
+def _llama_cpp_estimate(config: ModelConfig, text_config: dict[str, Any]) -> Estimate | None:
+    """The file as it is (memory-mapped, quantized) and the KV cache llama.cpp will allocate (f16)."""
+    from llmserve.engine.gguf import local_copy
+    from llmserve.engine.llamacpp_plan import planned_cells
+
+    assert isinstance(config.spec, GGUFSpec)
+    path = local_copy(config.spec)
+    if path is None:
+        return None
+    context = int(text_config.get("max_position_embeddings") or KV_RESERVE_TOKENS)
+    per_token = _kv_bytes_per_token(text_config, 2)
+    kv = per_token * planned_cells(config, context, per_token, free=None)[0]
+    return Estimate({"cpu": path.stat().st_size}, {"cpu": kv})
 
 
 def _spread(size: int, device: str, config: ModelConfig, text_config: dict[str, Any]) -> Footprint:

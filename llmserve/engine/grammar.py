@@ -10,6 +10,7 @@ llguidance is one 3 MB wheel with no dependencies, where xgrammar pulls triton a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -77,15 +78,23 @@ class Guide:
 
 
 class Guides:
-    """The llguidance view of one model's tokenizer, built on the first constrained request (~0.3 s)."""
+    """The llguidance view of one model's tokenizer, built by `make` on the first constrained request
+    (~0.3 s for a transformers tokenizer, ~1 s for llama.cpp's vocabulary)."""
 
-    def __init__(self, tokenizer: Any) -> None:
-        self._hf_tokenizer = tokenizer
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self._make = make
         self._tokenizer: Any = None
+
+    @classmethod
+    def of_transformers(cls, tokenizer: Any) -> Guides:
+        def make() -> Any:
+            import llguidance.hf
+
+            return llguidance.hf.from_tokenizer(tokenizer)
+
+        return cls(make)
 
     def guide(self, constraint: Constraint) -> Guide:
         if self._tokenizer is None:
-            import llguidance.hf
-
-            self._tokenizer = llguidance.hf.from_tokenizer(self._hf_tokenizer)
+            self._tokenizer = self._make()
         return Guide(self._tokenizer, constraint)

@@ -22,13 +22,13 @@ from transformers import DynamicCache
 from llmserve.config.entries import ModelConfig
 from llmserve.engine.base import ChatMessage, GenerationParams, TokenLogprob
 from llmserve.engine.batch import Batch, joinable, left_padded, prefill_groups
+from llmserve.engine.choosing import Chooser, choose
 from llmserve.engine.devices import bytes_by_device, device_name, free_memory, resolve_device, resolve_dtype
-from llmserve.engine.grammar import Guide, Guides
+from llmserve.engine.grammar import Guides
 from llmserve.engine.hf_load import eos_ids, load_pretrained
 from llmserve.engine.kvcache import cache_length, kv_bytes_per_token, returned_cache, with_cache
 from llmserve.engine.pacing import PrefillPacer
-from llmserve.engine.sampling import GREEDY_BELOW, History, sample_rows, token_logprob
-from llmserve.engine.templates import plain_messages, template_messages
+from llmserve.engine.templates import chat_inputs
 from llmserve.engine.token_bytes import token_bytes_of
 from llmserve.errors import InvalidRequest
 
@@ -39,17 +39,13 @@ PREFILL_CHUNK = 512  # prompt tokens read per step, across the new sequences (co
 
 @dataclass
 class _Sequence:
-    params: GenerationParams
-    generator: torch.Generator | None
+    chooser: Chooser
     prompt: list[int] | None  # until the first step prefills it
     last: int = -1  # the token the next step feeds
     cache: Any = None  # its own cache: while its prompt is read in chunks, or when the model's cache
     # cannot be batched
     done: int = 0  # prompt tokens in its cache so far (chunked prefill)
     extras: dict[str, Any] | None = None  # more prompt-pass inputs (a vision model's pixel values)
-    history: History | None = None  # kept only when its parameters shape the logits (penalties...)
-    logprobs: TokenLogprob | None = None  # the last step's, when asked for
-    guide: Guide | None = None  # its grammar, with constrained decoding
 
 
 class PromptIds(list[int]):
@@ -58,16 +54,6 @@ class PromptIds(list[int]):
     def __init__(self, ids: Sequence[int], inputs: dict[str, Any]) -> None:
         super().__init__(ids)
         self.inputs = inputs
-
-
-def _choose(logits: torch.Tensor, seqs: Sequence[_Sequence], enders: frozenset[int]) -> list[int]:
-    histories = [seq.history or _NO_HISTORY for seq in seqs]
-    return sample_rows(
-        logits, [seq.params for seq in seqs], [seq.generator for seq in seqs], histories, enders
-    )
-
-
-_NO_HISTORY = History()
 
 
 class HFEngine:
@@ -81,6 +67,7 @@ class HFEngine:
         *,
         batched: bool = True,
         prefill_chunk: int = PREFILL_CHUNK,
+        context_length: int | None = None,
     ) -> None:
         self._model: Any = model
         self._tokenizer: Any = tokenizer
@@ -88,13 +75,14 @@ class HFEngine:
         self._eos = eos_ids(model, tokenizer)
         text_config = model.config.get_text_config()
         self._context = int(getattr(text_config, "max_position_embeddings", 0) or 2048)
+        self._context = min(self._context, context_length or self._context)  # the entry's limit
         self._seqs: dict[int, _Sequence] = {}
         self._batch = Batch(device)
         self._joinable = batched and joinable(DynamicCache(config=model.config))
         takes_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
         self._last_logits_only: dict[str, int] = {"logits_to_keep": 1} if takes_keep else {}
         self._ids = itertools.count()
-        self._guides = Guides(tokenizer)
+        self._guides = Guides.of_transformers(tokenizer)
         self._token_bytes = token_bytes_of(tokenizer, self.decode)
         self._pacer = PrefillPacer(prefill_chunk)
         self._kv_bytes_per_token = kv_bytes_per_token(text_config, model.dtype)
@@ -108,7 +96,9 @@ class HFEngine:
         model.eval()
         first = model.get_input_embeddings().weight.device  # where inputs go (num_device_layers may split)
         log.info("loaded %s on %s (%s)", config.api_id, first, model.dtype)
-        return cls(model, tokenizer, first, prefill_chunk=config.prefill_chunk)
+        return cls(
+            model, tokenizer, first, prefill_chunk=config.prefill_chunk, context_length=config.context_length
+        )
 
     @property
     def context_length(self) -> int:
@@ -155,12 +145,7 @@ class HFEngine:
         template = self._tokenizer.chat_template
         if not template:
             raise InvalidRequest("this model has no chat template, so it cannot serve chat completions")
-        offered = tuple(tools or ())
-        with_tools = offered or any(m.role == "tool" or m.tool_calls for m in messages)
-        if with_tools and "tools" not in str(template):  # the template knows no tools: Hermes format
-            rendered, extra = plain_messages(list(messages), offered), {}
-        else:
-            rendered, extra = template_messages(list(messages)), ({"tools": list(offered)} if offered else {})
+        rendered, extra = chat_inputs(list(messages), tuple(tools or ()), str(template))
         try:
             text = self._tokenizer.apply_chat_template(
                 rendered, add_generation_prompt=True, tokenize=False, **extra
@@ -177,26 +162,11 @@ class HFEngine:
         return str(self._tokenizer.decode(list(token_ids), skip_special_tokens=True))
 
     def start(self, prompt_ids: Sequence[int], params: GenerationParams) -> int:
-        generator = None
-        if params.temperature >= GREEDY_BELOW:
-            generator = torch.Generator(device=self._device)
-            if params.seed is None:
-                generator.seed()
-            else:
-                generator.manual_seed(params.seed)
-        seq_id = next(self._ids)
-        extras = prompt_ids.inputs if isinstance(prompt_ids, PromptIds) else None
         vocab = int(self._model.get_output_embeddings().weight.shape[0])
-        for token in (*(i for i, _ in params.logit_bias), *params.stop_token_ids, *prompt_ids):
-            if not 0 <= token < vocab:
-                raise InvalidRequest(f"token id {token} is outside this model's vocabulary (0-{vocab - 1})")
-        guide = None if params.constraint is None else self._guides.guide(params.constraint)
-        history = None
-        if params.shapes_logits:
-            history = History(list(prompt_ids) if params.repetition_penalty != 1.0 else ())
-        self._seqs[seq_id] = _Sequence(
-            params, generator, list(prompt_ids), extras=extras, history=history, guide=guide
-        )
+        chooser = Chooser.begin(params, prompt_ids, vocab, self._guides, self._device)
+        extras = prompt_ids.inputs if isinstance(prompt_ids, PromptIds) else None
+        seq_id = next(self._ids)
+        self._seqs[seq_id] = _Sequence(chooser, list(prompt_ids), extras=extras)
         return seq_id
 
     def step(self, seq_ids: Sequence[int]) -> list[int | None]:
@@ -222,8 +192,7 @@ class HFEngine:
         for seq_id, token in tokens.items():
             seq = self._seqs[seq_id]
             seq.last = token
-            if seq.history is not None:
-                seq.history.generated.append(token)
+            seq.chooser.took(token)
         self._note_held()
         return [tokens.get(i) for i in seq_ids]
 
@@ -262,31 +231,14 @@ class HFEngine:
         return chosen
 
     def _pick(self, logits: torch.Tensor, seqs: Sequence[_Sequence]) -> list[int]:
-        """The next token of each row (within its grammar, if it has one); records the log
-        probabilities of the rows that asked."""
-        allowed = logits
-        if any(seq.guide is not None for seq in seqs):
-            allowed = logits.float().clone()
-            for row, seq in enumerate(seqs):
-                if seq.guide is not None:
-                    allowed[row] = seq.guide.mask(logits[row])
-        tokens = _choose(allowed, seqs, self._eos)
-        for row, (seq, token) in enumerate(zip(seqs, tokens, strict=True)):
-            if seq.params.logprobs is not None:
-                seq.logprobs = token_logprob(logits[row], token, seq.params.logprobs)
-            if seq.guide is not None:
-                seq.guide.advance(token)
-        return tokens
+        return choose(logits, [seq.chooser for seq in seqs], self._eos)
 
     def token_bytes(self, token_id: int) -> bytes:
         return self._token_bytes(token_id)
 
     def take_logprobs(self, seq_id: int) -> TokenLogprob | None:
         seq = self._seqs.get(seq_id)
-        if seq is None:
-            return None
-        found, seq.logprobs = seq.logprobs, None
-        return found
+        return None if seq is None else seq.chooser.take_logprobs()
 
     def _prefill(self, seq_ids: list[int], tokens: dict[int, int]) -> None:
         """Reads new prompts, as many tokens per step as the pacer allows (engine/pacing.py; at most

@@ -38,3 +38,9 @@ class PrefillPacer:
         target = self._decode_seconds * SHARE
         scaled = int(self._chunk * min(2.0, target / seconds))
         self._chunk = max(MIN_CHUNK, min(self.prefill_chunk, scaled))
+
+    def mixed(self, tokens: int, seconds: float) -> None:
+        """A step read `tokens` prompt tokens in the same pass as the decoding streams' rows (one batch,
+        llama.cpp): the prompt's share of the step's `seconds` is what exceeds a decode step."""
+        if self._decode_seconds is not None:
+            self.prefilled(tokens, max(seconds - self._decode_seconds, 1e-6), True)

@@ -19,6 +19,7 @@ STAGES: dict[str, float] = {
     "converting_gguf": 0.1,  # first load of a GGUF file: parse and de-quantize
     "weights": 0.1,  # reading weights (the converted copy, or a checkpoint)
     "saving_converted": 0.8,  # writing the converted copy for the next loads
+    "kv_cache": 0.85,  # llama.cpp: allocating the context's KV cache
     "finishing": 0.95,  # measuring, warming up
 }
 

@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field
 
 import torch
 
 from llmserve.engine.base import GenerationParams, TokenLogprob
+from llmserve.engine.history import GREEDY_BELOW, History
 
-GREEDY_BELOW = 1e-5  # a smaller temperature overflows the logits: it is greedy in effect
-
-
-@dataclass
-class History:
-    """What a sequence has seen, for the penalties: its prompt and the tokens generated so far."""
-
-    prompt: Sequence[int] = ()
-    generated: list[int] = field(default_factory=list)
+__all__ = ["GREEDY_BELOW", "History", "sample", "sample_rows", "shape", "token_logprob"]
 
 
 def shape(

@@ -71,6 +71,34 @@ def template_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
     return out
 
 
+def chat_inputs(
+    messages: list[ChatMessage], tools: tuple[dict[str, Any], ...], template: str
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The messages and the extra template variables for `template`: with tools offered or used and a
+    template that knows no tools, the Hermes format (`plain_messages`); else transformers' message dicts
+    and the tools as the `tools` variable."""
+    with_tools = tools or any(m.role == "tool" or m.tool_calls for m in messages)
+    if with_tools and "tools" not in template:
+        return plain_messages(messages, tools), {}
+    return template_messages(messages), ({"tools": list(tools)} if tools else {})
+
+
+def render(template: str, messages: list[dict[str, Any]], variables: dict[str, Any]) -> str:
+    """A chat rendered by `template` as transformers' `apply_chat_template` renders it (its own Jinja
+    environment and functions), ending with the assistant's prompt; keys whose value is None dropped
+    from each message as transformers does. Raises `jinja2.TemplateError`."""
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    chat = [{k: v for k, v in m.items() if v is not None} for m in messages]
+    tools = variables.get("tools")
+    rest = {k: v for k, v in variables.items() if k != "tools"}
+    # Any: it returns (rendered chats, generation indices), though annotated as returning str
+    result: Any = render_jinja_template(
+        conversations=[chat], tools=tools, chat_template=template, add_generation_prompt=True, **rest
+    )
+    return str(result[0][0])
+
+
 def _arguments(call: dict[str, Any]) -> Any:
     arguments = call["function"].get("arguments", "{}")
     try:

@@ -33,7 +33,7 @@ class Admission:
     def loaded(self, kv: KVBudget | None, held_tokens: Callable[[], int]) -> None:
         self.kv = kv
         self._ready.clear()
-        if kv is not None and self.ledger is not None:
+        if kv is not None and not kv.allocated and self.ledger is not None:
             self.ledger.track(self.unit_id, lambda: held_tokens() * kv.bytes_per_token)
 
     def unloaded(self) -> None:
@@ -87,6 +87,6 @@ class Admission:
         """Sets this model's KV reservation to what requests reaching `ends` may hold, if every model's
         reservations then fit the device (always, when it shrinks)."""
         kv = self.kv
-        if kv is None or self.ledger is None:
+        if kv is None or kv.allocated or self.ledger is None:
             return True
         return self.ledger.try_reserve(self.unit_id, kv.device, kv.cost(ends) * kv.bytes_per_token)

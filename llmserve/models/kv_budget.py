@@ -30,6 +30,7 @@ class KVBudget:
     padded: bool
     source: str  # "kv_cache_memory" (set) or "derived"
     device: str = "cpu"  # where the cache lives
+    allocated: bool = False  # allocated whole at load (llama.cpp): no reservation on the device's memory
 
     @property
     def bytes(self) -> int:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from llmserve.config.entries import ModelConfig
 from llmserve.config.sizes import Footprint, format_size
-from llmserve.engine.base import Engine, EngineFactory, KVCacheSource
+from llmserve.engine.base import Engine, EngineFactory, KVCacheSource, KVPoolSource
 from llmserve.engine.footprint import Estimate, add
 from llmserve.engine.memory import available_memory, last_load_growth, trim_process_memory
 from llmserve.engine.progress import LoadProgress, report, reporting
@@ -162,6 +162,11 @@ class Slot:
             return None
         per_token = engine.kv_bytes_per_token
         memory, source = self.config.kv_cache_memory, "kv_cache_memory"
+        if isinstance(engine, KVPoolSource):  # its cache is allocated: its cells are the budget
+            source = source if memory is not None else "derived"
+            budget = KVBudget(engine.kv_cells, per_token, False, source, engine.kv_device, allocated=True)
+            log.info("%s: KV cache of %d tokens allocated (%s)", self.config.api_id, budget.tokens, source)
+            return budget
         if memory is None:
             source = "derived"
             budget_left = None

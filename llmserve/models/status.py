@@ -78,6 +78,7 @@ class ModelStatus:
     version: str | None  # the entry's version; None: the model's only one
     version_label: str  # the version as the V2 API names it ("1" when the entry has none)
     kind: str  # Plain, GGUF, VisionPlain, Embedding
+    engine: str  # what runs it: "transformers" or "llama.cpp"
     quant_mode: QuantMode | None  # in_situ_quant
     state: ModelState
     reason: UnloadReason | None  # why it is unloading, unloaded or failed; None before its first load

@@ -140,6 +140,7 @@ class ModelWorker:
             version=config.version,
             version_label=config.version_label,
             kind=config.kind,
+            engine=config.engine,
             quant_mode=config.quant_mode,
             state=self._state,
             reason=self._reason,

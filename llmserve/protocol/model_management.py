@@ -31,6 +31,7 @@ class ModelCard(BaseModel):
     created: int
     owned_by: str = "llmserve"
     status: str
+    engine: str | None = None  # what runs it: "transformers" or "llama.cpp"
     quantization: str | None = None  # "bitsandbytes-int8" / "-nf4" / "-fp4" with in_situ_quant
     memory_bytes: int | None = None  # the weights' footprint, measured at the last load
     expires_at: int | None = None  # unix time when the idle model unloads (keep_alive); None: not planned

@@ -136,6 +136,7 @@ def _card(model_id: str, status: ModelStatus, created: int) -> ModelCard:
         id=model_id,
         created=created,
         status=status.api_status,
+        engine=status.engine,
         quantization=None if mode is None else f"bitsandbytes-{mode}",
         memory_bytes=status.memory_bytes,
         expires_at=None if status.expires_at is None else int(status.expires_at),

@@ -196,7 +196,8 @@ def test_chat_url_must_be_http() -> None:
 
 @pytest.mark.slow
 def test_smollm2_answers_paris_in_the_terminal() -> None:
-    child = spawn("-i", "multi-model", "--config", str(CONFIGS / "default.json"))
+    # the engine the README's serve command installs: transformers (the test command adds llama.cpp)
+    child = spawn("-i", "multi-model", "--config", str(CONFIGS / "default.json"), "--engine", "transformers")
     child.timeout = 180
     child.expect_exact(">>> ")
     child.sendline("What is the capital of France?")  # at the config's defaults: no slash command first

@@ -47,6 +47,7 @@ def test_api_ids_come_from_model_ids_not_labels(tmp_path: Path, model_dir: Path)
                     "quantized_filename": "model.gguf",
                 },
                 "alias": "my-gguf",
+                "engine": "transformers",  # auto would depend on whether llama-cpp-python is installed
             },
         },
     )

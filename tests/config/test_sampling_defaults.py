@@ -243,6 +243,7 @@ def card(name: str, **fields: Any) -> dict[str, Any]:
         "id": name,
         "object": "model",
         "owned_by": "llmserve",
+        "engine": "transformers",
         "quantization": None,
         "expires_at": None,
         "progress": None,

@@ -234,3 +234,17 @@ def test_the_memory_budget_counts_what_requests_reserve(directory: Path) -> None
     weights, with_request, left = asyncio.run(main())
     assert with_request == weights + 5000
     assert left == (4 << 30) - weights  # the KV ledger's share of the budget: after the weights only
+
+
+def test_an_allocated_cache_is_admitted_against_its_cells_not_the_devices_free_memory() -> None:
+    """llama.cpp allocates its cache at load: requests reserve cells of it, never the device's memory
+    (which the cache already took), so a device with nothing free still admits them."""
+    from llmserve.models.admission import Admission
+
+    ledger = KVLedger(lambda device: 0, lambda device: None)
+    admission = Admission("llama", ledger)
+    admission.loaded(KVBudget(1000, 64, False, "derived", "cpu", allocated=True), lambda: 0)
+    assert admission.reserve([400, 500])
+    assert ledger.reserved() == 0 and ledger.pool("cpu") == 0
+    kv = admission.kv
+    assert kv is not None and kv.fits([400, 500], 100) and not kv.fits([400, 500], 101)

@@ -75,6 +75,7 @@ def test_an_unloaded_model_shows_its_config_and_nothing_measured() -> None:
         version="2",
         version_label="2",
         kind="Plain",
+        engine="transformers",
         quant_mode="nf4",
         state=ModelState.UNLOADED,
         reason=None,

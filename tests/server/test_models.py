@@ -76,6 +76,7 @@ def test_models_list_default_first_with_status(tiny_dir: Path, tiny_dir2: Path) 
             "object": "model",
             "created": created,
             "owned_by": "llmserve",
+            "engine": "transformers",
             "quantization": None,
             "expires_at": None,
             "progress": None,

@@ -13,10 +13,9 @@ import ollama
 import openai
 import pytest
 from model_configs import require_smollm2
-from paths import CONFIGS
 from servers import live_server
+from smollm2_gguf import default_config_on_transformers
 
-from llmserve.config.entries import load_config
 from llmserve.server import create_app
 
 pytestmark = pytest.mark.slow
@@ -26,7 +25,7 @@ QUESTION = "What is the capital of France?"
 @pytest.fixture(scope="module")
 def base_url() -> Iterator[str]:
     require_smollm2()
-    smollm2 = load_config(CONFIGS / "default.json")[0]
+    smollm2 = default_config_on_transformers()[0]
     smollm2 = dataclasses.replace(smollm2, model_aliases=("claude-*",))
     with live_server(create_app([smollm2], smollm2.api_id, preload="default")) as url:
         yield url

@@ -11,15 +11,14 @@ from typing import Any
 import gguf
 import pytest
 from model_configs import require_smollm2
-from paths import CONFIGS
+from smollm2_gguf import default_config_on_transformers
 from starlette.testclient import TestClient
 
-from llmserve.config.entries import GGUFSpec, load_config
+from llmserve.config.entries import GGUFSpec
 from llmserve.engine.gguf import converted_dir, has_tokenizer, is_complete
 from llmserve.server import create_app
 
 pytestmark = pytest.mark.slow
-CONFIG = CONFIGS / "default.json"
 BODY = {
     "messages": [{"role": "user", "content": "What is the capital of France?"}],
     "temperature": 0,
@@ -31,7 +30,7 @@ def test_reload_and_a_new_server_read_the_converted_copy(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     require_smollm2()
-    models = [dataclasses.replace(m, cache_dir=str(tmp_path)) for m in load_config(CONFIG)]
+    models = [dataclasses.replace(m, cache_dir=str(tmp_path)) for m in default_config_on_transformers()]
     spec = models[0].spec
     assert isinstance(spec, GGUFSpec)
     caplog.set_level(logging.INFO, logger="llmserve.engine.gguf")

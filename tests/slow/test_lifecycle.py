@@ -8,22 +8,20 @@ import dataclasses
 
 import pytest
 from model_configs import require_smollm2
-from paths import CONFIGS
+from smollm2_gguf import default_config_on_transformers
 from starlette.testclient import TestClient
 
-from llmserve.config.entries import load_config
 from llmserve.config.sizes import parse_budget
 from llmserve.models.residency import Residency
 from llmserve.server import create_app
 
 pytestmark = pytest.mark.slow
-CONFIG = CONFIGS / "default.json"
 BODY = {"messages": [{"role": "user", "content": "What is the capital of France?"}], "temperature": 0}
 
 
 def test_two_smollm2_entries_under_a_budget_for_one() -> None:
     require_smollm2()
-    base = load_config(CONFIG)[0]
+    base = default_config_on_transformers()[0]
     models = [dataclasses.replace(base, api_id=name, label=name, dtype="bfloat16") for name in ("a", "b")]
     residency = Residency(budget=parse_budget("cpu=600MiB"))
     with TestClient(create_app(models, "a", preload="none", residency=residency)) as client:

@@ -9,16 +9,15 @@ from typing import Any
 
 import pytest
 from model_configs import require_smollm2
-from paths import CONFIGS
+from smollm2_gguf import default_config_on_transformers
 from starlette.testclient import TestClient
 from tiny_vision import ask, build_vision_model, data_url, png
 
-from llmserve.config.entries import GGUFSpec, load_config, parse_config
+from llmserve.config.entries import GGUFSpec, parse_config
 from llmserve.engine.gguf import is_complete, save_converted
 from llmserve.server import create_app
 
 pytestmark = pytest.mark.slow
-CONFIG = CONFIGS / "default.json"
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -29,7 +28,7 @@ CHATML = (
 @pytest.fixture(scope="module")
 def gguf() -> GGUFSpec:
     require_smollm2()
-    spec = load_config(CONFIG)[0].spec
+    spec = default_config_on_transformers()[0].spec
     assert isinstance(spec, GGUFSpec)
     return spec
 

@@ -8,10 +8,10 @@ from collections.abc import Iterator
 import pytest
 from model_configs import require_smollm2
 from paths import CONFIGS
+from smollm2_gguf import default_config_on_transformers
 from starlette.testclient import TestClient
 from wire import assert_schema, sse_data
 
-from llmserve.config.entries import load_config
 from llmserve.server import create_app
 
 pytestmark = pytest.mark.slow
@@ -22,7 +22,7 @@ QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 @pytest.fixture(scope="module")
 def client() -> Iterator[TestClient]:
     require_smollm2()
-    models = load_config(CONFIG)
+    models = default_config_on_transformers()
     with TestClient(create_app(models, models[0].api_id, preload="none")) as test_client:
         yield test_client
 

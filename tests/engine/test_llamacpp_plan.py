@@ -1,0 +1,51 @@
+"""How the llama.cpp context is sized: each sequence its own cells when they all fit the KV memory,
+else one shared pool; the KV memory set, or derived from the free memory; threads from the cores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from llmserve.config.entries import GGUFSpec, ModelConfig
+from llmserve.engine import llamacpp_plan
+from llmserve.engine.llamacpp_plan import DEFAULT_CELLS, plan
+
+PER_TOKEN = 1024  # bytes of keys and values per token
+SPEC = GGUFSpec(tok_model_id="t", quantized_model_id="q", quantized_filename="f.gguf")
+
+
+def entry(**options: object) -> ModelConfig:
+    return ModelConfig("m", "m", SPEC, engine="llama.cpp", **options)  # type: ignore[arg-type]
+
+
+def plenty(device: str) -> int:
+    return 64 << 30
+
+
+def test_every_sequence_gets_its_own_cells_when_they_fit() -> None:
+    layout = plan(entry(max_batch_size=8, context_length=1024), 8192, PER_TOKEN, available=plenty)
+    assert (layout.cells, layout.shared, layout.sequence_cells, layout.slots) == (8 * 1024, False, 1024, 8)
+    assert layout.batch == 512 + 8  # a row per sequence beside a prompt chunk
+
+
+def test_else_the_sequences_share_a_pool() -> None:
+    layout = plan(entry(max_batch_size=64), 8192, PER_TOKEN, available=plenty)
+    assert (layout.cells, layout.shared, layout.sequence_cells) == (DEFAULT_CELLS, True, 8192)
+
+
+def test_kv_cache_memory_sets_the_pool_and_free_memory_bounds_a_derived_one() -> None:
+    layout = plan(entry(max_batch_size=64, kv_cache_memory=40 << 20), 8192, PER_TOKEN, available=plenty)
+    assert (layout.cells, layout.shared) == (40 * 1024, True)
+    tight = plan(entry(max_batch_size=64), 8192, PER_TOKEN, available=lambda device: 8 << 20)
+    assert (tight.cells, tight.sequence_cells) == (4096, 4096)  # half the free memory: one shorter sequence
+    unknown = plan(entry(max_batch_size=2), 8192, PER_TOKEN, available=lambda device: None)
+    assert (unknown.cells, unknown.shared) == (2 * 8192, False)
+
+
+def test_threads_from_the_entry_or_the_cores(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    assert plan(entry(threads=3), 2048, PER_TOKEN, available=plenty).threads == 3
+    monkeypatch.setattr(llamacpp_plan, "_cgroup_cpus", lambda: 1)
+    assert plan(entry(), 2048, PER_TOKEN, available=plenty).threads == 1
+    monkeypatch.setattr(llamacpp_plan, "_cgroup_cpus", lambda: None)
+    assert llamacpp_plan.cores_available() >= 1
