@@ -20,7 +20,6 @@ import logging
 import queue
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -32,6 +31,7 @@ from llmserve.engine.base import Engine, EngineFactory, GenerationConfigSource, 
 from llmserve.engine.progress import LoadProgress
 from llmserve.errors import InternalError, LLMServeError, Overloaded, ShuttingDown
 from llmserve.models.admission import Admission
+from llmserve.models.fair_queue import FairQueue
 from llmserve.models.jobs import (
     Abort,
     Embed,
@@ -52,6 +52,7 @@ from llmserve.models.lifecycle import Estimator, Slot
 from llmserve.models.residency import Residency
 from llmserve.models.sequences import Running, embed_all, start, step_all
 from llmserve.models.status import KVUsage, ModelState, ModelStatus, UnloadReason
+from llmserve.models.usage import Usage
 
 __all__ = ["ModelWorker"]
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class ModelWorker:
         residency: Residency | None = None,
         estimator: Estimator | None = None,
         ledger: KVLedger | None = None,
+        usage: Usage | None = None,
     ) -> None:
         self.config = config
         self._residency = residency
@@ -75,7 +77,7 @@ class ModelWorker:
         self._thread = threading.Thread(
             target=self._run, name=f"llmserve-worker:{config.api_id}", daemon=True
         )
-        self._pending: deque[Generate] = deque()
+        self._pending = FairQueue(config.unit_id, usage)  # the waiting requests, by tenant (fair_queue.py)
         self._admission = Admission(config.unit_id, ledger)
         self._kv_held = 0  # the engine's token slots after the last step
         self._retired: set[int] = set()  # id() of the jobs retired since `_running` was last renewed
@@ -352,17 +354,16 @@ class ModelWorker:
             self._embeds.clear()
         self._drop_cancelled_waiting()
         self._prepare_arrivals()
-        while self._pending and self._has_room():
-            if not self._admit(self._pending[0]):
-                break
+        while (job := self._next()) is not None and self._admit(job):
+            pass
         if self._running:
             self._step()
 
     def _load(self) -> bool:
-        since = self._pending[0].queued_at if self._pending else time.monotonic()
+        since = self._pending.oldest() or time.monotonic()
         self.last_active = time.monotonic()
         try:
-            engine = self._slot.load(self, since)
+            engine = self._slot.load(self, since, self._pending.claim())
         except LLMServeError as exc:
             self._drain(block=False)  # everyone waiting right now shares this failure
             self._fail_all(exc)
@@ -380,7 +381,7 @@ class ModelWorker:
         if since is None or self._engine is None:
             self._yield_since = None
             return
-        if self._running or (self._pending and self._pending[0].queued_at < since):
+        if self._running or self._pending.first(since) is not None:
             return
         self._yield_since = None
         log.info("%s yields its turn to a waiting model", self.unit_id)
@@ -389,18 +390,17 @@ class ModelWorker:
         self._drop_engine(ModelState.UNLOADED, None, "swapped")
 
     def _drop_cancelled_waiting(self) -> None:
-        if any(job.stream.cancelled for job in self._pending):
-            for job in [job for job in self._pending if job.stream.cancelled]:
-                self._admission.discard(job)
-                self._retire(job, None)
-            self._pending = deque(job for job in self._pending if not job.stream.cancelled)
+        for job in self._pending.drop(lambda job: job.stream.cancelled):
+            self._admission.discard(job)
+            self._retire(job, None)
 
-    def _has_room(self) -> bool:
-        """The first waiting request may start: the model is loaded, not about to unload or yield its
-        turn to another model before this request's time, and the batch is not full."""
+    def _next(self) -> Generate | None:
+        """The waiting request that may start now, if any: the model is loaded and not about to unload,
+        the batch is not full, and (yielding its turn to another model) it was queued before that."""
         loaded = self._engine is not None and not self._unload_waiters
-        yielding = self._yield_since is not None and self._pending[0].queued_at >= self._yield_since
-        return loaded and not yielding and len(self._running) < self.config.max_batch_size
+        if not loaded or len(self._running) >= self.config.max_batch_size:
+            return None
+        return self._pending.first(self._yield_since)
 
     def _prepare_arrivals(self) -> None:
         """Encodes the requests that arrived, so that one that can never be served fails now."""
@@ -412,17 +412,15 @@ class ModelWorker:
                 self._admission.prepare(self._engine, job, self.sampling_defaults)
             except LLMServeError as exc:
                 failed.append((job, exc))
-        if failed:
-            gone = {id(job) for job, _ in failed}
-            self._pending = deque(job for job in self._pending if id(job) not in gone)
-            for job, error in failed:
-                self._retire(job, Failed(error))
+        for job, error in failed:
+            self._pending.remove(job)
+            self._retire(job, Failed(error))
 
     def _admit(self, job: Generate) -> bool:
         """Starts the first waiting request `job` when its tokens fit beside those running (False: it
         waits, and so do those behind it); a request that cannot be served fails (models/admission.py)."""
         if job.stream.cancelled:
-            self._pending.popleft()
+            self._pending.remove(job)
             self._admission.discard(job)
             self._retire(job, None)
             return True
@@ -433,17 +431,17 @@ class ModelWorker:
                 return False
             run = start(self._engine, prepared)
         except LLMServeError as exc:
-            self._pending.popleft()
+            self._pending.remove(job)
             self._retire(job, Failed(exc))
             return True
         except Exception as exc:  # this request's problem (e.g. a token outside the vocabulary)
             log.exception("starting a request for %s failed", self.unit_id)
-            self._pending.popleft()
+            self._pending.remove(job)
             self._retire(
                 job, Failed(InternalError(f"starting the request failed: {type(exc).__name__}: {exc}"))
             )
             return True
-        self._pending.popleft()
+        self._pending.started(job, run.prompt_tokens)
         job.stream.push(Started(run.prompt_tokens, run.echo))
         self._running.append(run)
         return True
@@ -451,7 +449,9 @@ class ModelWorker:
     def _step(self) -> None:
         assert self._engine is not None
         self.last_active = time.monotonic()
+        before = [(run, run.output.generated) for run in self._running]
         self._running = step_all(self._engine, self._running, self._retire)
+        self._pending.generated((run.job, run.output.generated - count) for run, count in before)
         self._retired.clear()
         if isinstance(self._engine, KVCacheSource):
             self._kv_held = self._engine.kv_tokens_held
