@@ -226,6 +226,7 @@ class ModelWorker:
             self._retired.add(id(job))
             self._accepted -= 1
         self._admission.reserve([run.end for run in self._running if id(run.job) not in self._retired])
+        self._pending.ended(job, event.completion_tokens if isinstance(event, Finished) else None)
         if event is not None:
             job.stream.push(event)
 
@@ -449,9 +450,8 @@ class ModelWorker:
     def _step(self) -> None:
         assert self._engine is not None
         self.last_active = time.monotonic()
-        before = [(run, run.output.generated) for run in self._running]
         self._running = step_all(self._engine, self._running, self._retire)
-        self._pending.generated((run.job, run.output.generated - count) for run, count in before)
+        self._pending.progress((run.job, run.output.generated) for run in self._running)
         self._retired.clear()
         if isinstance(self._engine, KVCacheSource):
             self._kv_held = self._engine.kv_tokens_held

@@ -80,8 +80,14 @@ def test_defaults_and_scopes() -> None:
         ({"alice": {"key": "a b"}}, "entry 'alice': 'key' must be a non-empty string without spaces"),
         ({"alice": {"key_sha256": "abc"}}, "entry 'alice': 'key_sha256' must be 64 hexadecimal digits"),
         ({"alice": {"key": "a", "model": ["x"]}}, "entry 'alice': unknown field 'model' (valid: admin, key,"),
-        ({"alice": {"key": "a", "priority": "urgent"}}, "entry 'alice': 'priority' must be one of high, normal"),
-        ({"alice": {"key": "a", "weight": 0}}, "entry 'alice': 'weight' must be a number above 0 and at most"),
+        (
+            {"alice": {"key": "a", "priority": "urgent"}},
+            "entry 'alice': 'priority' must be one of high, normal",
+        ),
+        (
+            {"alice": {"key": "a", "weight": 0}},
+            "entry 'alice': 'weight' must be a number above 0 and at most",
+        ),
         ({"alice": {"key": "a", "weight": True}}, "entry 'alice': 'weight' must be a number"),
         ({"alice": {"key": "a", "admin": "yes"}}, "entry 'alice': 'admin' must be true or false"),
         ({"alice": {"key": "a", "requests_per_minute": 0}}, "entry 'alice': 'requests_per_minute' must be a"),
@@ -90,7 +96,10 @@ def test_defaults_and_scopes() -> None:
         ({"alice": {"key": "a", "models": [""]}}, "entry 'alice': 'models' must be a list"),
         ({"alice": "sk-1"}, "entry 'alice': must be an object with 'key' or 'key_sha256'"),
         ({"-x": {"key": "a"}}, "entry '-x': a tenant name is 1-64 letters"),
-        ({"a": {"key": "k"}, "b": {"key_sha256": hashlib.sha256(b"k").hexdigest()}}, "entry 'b': has the same"),
+        (
+            {"a": {"key": "k"}, "b": {"key_sha256": hashlib.sha256(b"k").hexdigest()}},
+            "entry 'b': has the same",
+        ),
         (["alice"], "must be an object of tenant name -> entry"),
     ],
 )

@@ -17,8 +17,9 @@ A, B, C = Tenant("a"), Tenant("b"), Tenant("c")
 
 
 def job(tenant: Tenant | None, at: float, label: str = "") -> Generate:
-    """A waiting request; its `prompt` carries a label for the assertions (the queue never reads it)."""
-    return Generate((), GenerationParams(), None, queued_at=at, prompt=label, tenant=tenant)  # type: ignore[arg-type]
+    """A waiting request; its `prompt` carries a label for the assertions (the queue never reads it), its
+    stream is only an identity (the queue keeps a running request's count by its stream)."""
+    return Generate((), GenerationParams(), object(), queued_at=at, prompt=label, tenant=tenant)  # type: ignore[arg-type]
 
 
 def labels(jobs: list[Generate]) -> list[str]:
@@ -46,13 +47,14 @@ class Model:
 
     def step(self) -> None:
         self.admit()
-        self.queue.generated((j, 1) for j, _ in self.running.values())
         for key, (j, made) in list(self.running.items()):
             if made + 1 == self.output:
                 del self.running[key]
+                self.queue.ended(j, made + 1)
                 self.finished.append(j)
             else:
                 self.running[key] = (j, made + 1)
+        self.queue.progress((j, made) for j, made in self.running.values())
 
     def run(self, steps: int = 10_000) -> None:
         for _ in range(steps):
@@ -191,8 +193,11 @@ def test_usage_counts_prompts_tokens_and_waits() -> None:
     queue.append(n)
     queue.started(a, 12)
     queue.started(n, 3)
-    queue.generated([(a, 1), (n, 0)])
-    queue.generated([(a, 1), (n, 2)])
+    queue.progress([(a, 1), (n, 0)])
+    queue.progress([(a, 2), (n, 2)])
+    queue.ended(a, 2)
+    queue.ended(n, None)  # failed or cancelled: what was counted stays
+    queue.progress([(a, 5)])  # no longer running: nothing
     assert waits == [("a", 6.0), (ANONYMOUS, 3.0)]
     report = usage.report()["tenants"]
     assert report["a"]["models"]["m@2"]["since_start"] == {
