@@ -1,8 +1,11 @@
 """llmserve/models/fair_queue.py: which waiting request of a model starts next, exactly, across tenants
-(weights, priority classes, newcomers, idle tenants) and within one (arrival order); and what it counts."""
+(weights, priority classes, newcomers, idle tenants) and within one (arrival order); and what it counts.
+Across models: which model waiting for memory gets the next turn (models/residency.py)."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -10,7 +13,7 @@ from llmserve.config.keys import Priority, Tenant
 from llmserve.engine.base import GenerationParams
 from llmserve.models.fair_queue import FairQueue
 from llmserve.models.jobs import Generate
-from llmserve.models.residency import Claim
+from llmserve.models.residency import Claim, Residency
 from llmserve.models.usage import ANONYMOUS, Usage
 
 A, B, C = Tenant("a"), Tenant("b"), Tenant("c")
@@ -208,3 +211,54 @@ def test_usage_counts_prompts_tokens_and_waits() -> None:
     }
     assert report[ANONYMOUS]["last_minute"]["total_tokens"] == 5
     assert usage.recent_tokens("a") == 14
+
+
+class Held:
+    """A model in memory (or waiting to be) that never gives way: loads wait until it is released."""
+
+    def __init__(self, unit_id: str) -> None:
+        self.unit_id = unit_id
+        self.last_active = self.loaded_at = time.monotonic()
+        self.min_resident = 1e9
+        self.pinned = self.closing = False
+
+    def evict(self, timeout: float) -> bool:
+        return False
+
+    def yield_turn(self, since: float | None) -> None:
+        pass
+
+
+def turns(claims: list[tuple[str, Claim]], served: dict[str, float]) -> list[str]:
+    """The order in which loaders waiting for the one place get it (they arrive in the order given)."""
+    residency = Residency(1, wait=10)
+    residency.served = lambda tenant: served.get(tenant, 0.0)
+    assert residency.admit(Held("busy"), {}, 0.0)
+    order: list[str] = []
+
+    def load(name: str, claim: Claim) -> None:
+        assert residency.admit(Held(name), {}, 0.0, claim)
+        order.append(name)
+        residency.release(name)
+
+    threads = []
+    for name, claim in claims:
+        threads.append(threading.Thread(target=load, args=(name, claim)))
+        threads[-1].start()
+        while name not in [entry[0] for entry in residency._line]:
+            time.sleep(0.001)
+    residency.release("busy")
+    for thread in threads:
+        thread.join(10)
+    return order
+
+
+def test_a_swap_turn_goes_to_the_least_served_tenant_not_the_first_in_line() -> None:
+    anyone = Claim()
+    assert turns([("y", anyone), ("z", anyone), ("w", anyone)], {}) == ["y", "z", "w"]  # no keys: arrival
+    busy, idle = Claim(1, "busy", 1.0), Claim(1, "idle", 1.0)
+    assert turns([("y", busy), ("z", idle)], {"busy": 1000, "idle": 10}) == ["z", "y"]
+    big, small = Claim(1, "big", 3.0), Claim(1, "small", 1.0)  # 300 / 3 < 150 / 1
+    assert turns([("y", small), ("z", big)], {"big": 300, "small": 150}) == ["z", "y"]
+    urgent = Claim(0, "busy", 1.0)
+    assert turns([("y", idle), ("z", urgent)], {"busy": 1000}) == ["z", "y"]  # priority first
