@@ -418,8 +418,8 @@ class ModelWorker:
             self._retire(job, Failed(error))
 
     def _admit(self, job: Generate) -> bool:
-        """Starts the first waiting request `job` when its tokens fit beside those running (False: it
-        waits, and so do those behind it); a request that cannot be served fails (models/admission.py)."""
+        """Starts the next waiting request `job` when its tokens fit beside those running (False: it
+        waits, and so do all others); a request that cannot be served fails (models/admission.py)."""
         if job.stream.cancelled:
             self._pending.remove(job)
             self._admission.discard(job)
