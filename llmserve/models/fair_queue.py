@@ -16,7 +16,7 @@ only `Usage` (thread-safe) is shared.
 from __future__ import annotations
 
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -172,3 +172,25 @@ class FairQueue:
                 flow.vtime += (prompt + completion) / (1.0 if job.tenant is None else job.tenant.weight)
         if self._usage is not None and counts:
             self._usage.tokens((name_of(j.tenant), self.unit_id, p, c) for j, p, c in counts)
+
+
+class Holders:
+    """A model's accepted generations (running or waiting) per tenant, kept under its worker's lock. A
+    model at capacity still takes one request of a tenant that holds none there: another key's backlog
+    cannot shut a key out (at most one request per tenant beyond `max_batch_size + max_queue`)."""
+
+    def __init__(self) -> None:
+        self._count: Counter[str] = Counter()
+
+    def hold(self, job: Generate) -> bool:
+        """Whether the tenant of `job` holds a generation of the model already."""
+        return self._count[name_of(job.tenant)] > 0
+
+    def add(self, job: Generate) -> None:
+        self._count[name_of(job.tenant)] += 1
+
+    def remove(self, job: Generate) -> None:
+        name = name_of(job.tenant)
+        self._count[name] -= 1
+        if self._count[name] <= 0:
+            del self._count[name]

@@ -1,7 +1,7 @@
 """ModelWorker: one thread and one queue per model. It loads, generates and unloads, in that thread only.
 
-The loop is step-based: between two decode steps it takes new messages, admits waiting requests,
-drops cancelled ones and finishes others, so every running sequence shares the same step loop.
+The loop is step-based: between two decode steps it takes new messages, admits waiting requests (by
+tenant: fair_queue.py), drops cancelled ones and finishes others, so all running share the step loop.
 
 - Requests for an unloaded model load it first; since every message goes through this one queue,
   any number of concurrent first requests cause exactly one load.
@@ -9,7 +9,7 @@ drops cancelled ones and finishes others, so every running sequence shares the s
 - Unload lets running requests finish, then frees the memory; requests that arrived meanwhile are
   served after an automatic reload.
 - Backpressure: at most `max_batch_size` sequences run, at most `max_queue` more wait; a request beyond
-  that is refused at once (503 `overloaded`, before anything is queued). An accepted request is never
+  that (unless its tenant has none) is refused at once (503 `overloaded`). An accepted request is never
   dropped: it ends with its result, its error, or its client's cancellation.
 """
 
@@ -31,7 +31,7 @@ from llmserve.engine.base import Engine, EngineFactory, GenerationConfigSource, 
 from llmserve.engine.progress import LoadProgress
 from llmserve.errors import InternalError, LLMServeError, Overloaded, ShuttingDown
 from llmserve.models.admission import Admission
-from llmserve.models.fair_queue import FairQueue
+from llmserve.models.fair_queue import FairQueue, Holders
 from llmserve.models.jobs import (
     Abort,
     Embed,
@@ -91,6 +91,7 @@ class ModelWorker:
         # Admission and every state change take it, and so does `status()`: a snapshot is consistent.
         self._lock = threading.Lock()
         self._accepted = 0  # generations submitted and not yet retired (running + waiting)
+        self._holders = Holders()  # the same per tenant
         self._state = ModelState.UNLOADED
         self._reason: UnloadReason | None = None  # of the last change to unloading, unloaded or failed
         # Called on the worker thread: with the snapshot of each state change and the previous state,
@@ -204,9 +205,9 @@ class ModelWorker:
             raise error
 
     def submit(self, job: Generate) -> None:
-        """Queues a generation, or raises `Overloaded` when `max_batch_size + max_queue` are in flight."""
+        """Queues a generation, or raises `Overloaded` at capacity (fair_queue.Holders: who still gets in)."""
         with self._lock:
-            if self._accepted >= self.capacity:
+            if self._accepted >= self.capacity and self._holders.hold(job):
                 raise Overloaded(
                     f"model '{self.unit_id}' is at capacity ({self.config.max_batch_size} requests running, "
                     f"{self.config.max_queue} waiting); retry shortly",
@@ -214,6 +215,7 @@ class ModelWorker:
                 )
             self._put(job)
             self._accepted += 1
+            self._holders.add(job)
 
     def submit_embed(self, job: Embed) -> None:
         self._put(job)
@@ -225,6 +227,7 @@ class ModelWorker:
         with self._lock:
             self._retired.add(id(job))
             self._accepted -= 1
+            self._holders.remove(job)
         self._admission.reserve([run.end for run in self._running if id(run.job) not in self._retired])
         self._pending.ended(job, event.completion_tokens if isinstance(event, Finished) else None)
         if event is not None:

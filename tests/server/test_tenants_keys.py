@@ -3,6 +3,7 @@ command) that removes a key while it has a request running, and a bad file that 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import threading
@@ -37,12 +38,15 @@ def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
 
 
 @contextmanager
-def gated_app(path: Path) -> Iterator[tuple[TestClient, threading.Event]]:
-    """A scripted model whose load waits for the gate: a request stays in flight until it opens."""
+def gated_app(path: Path, **options: Any) -> Iterator[tuple[TestClient, threading.Event]]:
+    """A scripted model (with its config's `options`) whose load waits for the gate: a request stays in
+    flight until it opens."""
     gate = threading.Event()
     factory = Factory(lambda c: ScriptedEngine(["a", "b"]), load_gate=gate)
-    options = ServerOptions(keys=load_keys(path))
-    app = create_app([config(-1, "m")], "m", factory=factory, preload="none", options=options)
+    model = dataclasses.replace(config(-1, "m"), **options)
+    app = create_app(
+        [model], "m", factory=factory, preload="none", options=ServerOptions(keys=load_keys(path))
+    )
     with TestClient(app) as client:
         try:
             yield client, gate
@@ -80,6 +84,25 @@ def test_max_concurrent_refuses_the_request_beyond_it(tmp_path: Path) -> None:
         thread.join(10)
         assert first[0].status_code == 200 and first[0].json()["choices"][0]["message"]["content"] == "ab"
         assert client.post("/v1/chat/completions", json=HELLO, headers=auth("sk-solo")).status_code == 200
+
+
+def test_a_full_model_still_takes_one_request_of_a_key_that_has_none_there(tmp_path: Path) -> None:
+    """Backpressure with keys: one key's backlog fills the model (max_batch_size 1 + max_queue 1), yet
+    another key's request gets in, one; without keys the limit is what it was (tests/models)."""
+    path = write(tmp_path / "keys.json", {"flood": {"key": "sk-flood"}, "one": {"key": "sk-one"}})
+    with gated_app(path, max_batch_size=1, max_queue=1) as (client, gate):
+        answers: list[httpx.Response] = []
+        threads = [in_background(client, "sk-flood", answers) for _ in range(2)]
+        until(lambda: client.app.state.registry.status("m").queue_depth == 2)  # type: ignore[attr-defined]
+        full = client.post("/v1/chat/completions", json=HELLO, headers=auth("sk-flood"))
+        assert full.status_code == 503 and full.json()["error"]["code"] == "overloaded"
+        threads.append(in_background(client, "sk-one", answers))
+        until(lambda: client.app.state.registry.status("m").queue_depth == 3)  # type: ignore[attr-defined]
+        assert client.post("/v1/chat/completions", json=HELLO, headers=auth("sk-one")).status_code == 503
+        gate.set()
+        for thread in threads:
+            thread.join(10)
+        assert [a.status_code for a in answers] == [200, 200, 200]
 
 
 def test_a_reload_stops_a_removed_key_at_once_and_lets_its_request_finish(tmp_path: Path) -> None:
