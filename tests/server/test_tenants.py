@@ -177,7 +177,7 @@ def test_requests_per_minute_headers_then_429_in_each_apis_shape(client: TestCli
         error["message"],
     ), error["message"]
     wait_ms = int(refused.headers["retry-after-ms"])
-    assert 58_000 <= wait_ms <= 61_000 and int(refused.headers["retry-after"]) == -(-wait_ms // 1000)
+    assert 50_000 <= wait_ms <= 61_000 and int(refused.headers["retry-after"]) == -(-wait_ms // 1000)
     assert limits(refused, "requests")[1] == "0"
     anthropic = client.post("/v1/messages", json=ANTHROPIC_BODY, headers={"x-api-key": "sk-rpm"})
     assert anthropic.status_code == 429 and anthropic.json()["error"]["type"] == "rate_limit_error"

@@ -67,7 +67,7 @@ def _openai_limit(limited: openai.OpenAI) -> None:
     with pytest.raises(openai.RateLimitError) as over:
         limited.chat.completions.create(model="tiny", messages=USER, max_tokens=2)  # type: ignore[arg-type]
     assert (over.value.code, over.value.type) == ("rate_limit_exceeded", "requests")
-    assert int(over.value.response.headers["retry-after"]) >= 58
+    assert int(over.value.response.headers["retry-after"]) >= 50  # the first request leaves the minute
     assert over.value.response.headers["x-ratelimit-remaining-requests"] == "0"
 
 
