@@ -29,6 +29,7 @@ from llmserve.config.entries import (
     DEFAULT_PREFILL_CHUNK,
 )
 from llmserve.config.keep_alive import NEVER, parse_keep_alive
+from llmserve.config.keys import load_keys
 from llmserve.config.sizes import Budget, parse_budget, parse_size
 from llmserve.errors import ConfigError
 from llmserve.server.options import ServerOptions
@@ -111,12 +112,15 @@ def _keep_alive(text: str) -> float:
 
 
 def server_options(args: argparse.Namespace) -> ServerOptions:
+    """What the HTTP layer enforces; a bad keys file is a `ConfigError`."""
+    keys_file = args.keys or os.environ.get("LLMSERVE_KEYS_FILE") or None
     keys = [*args.api_key]
     if os.environ.get("LLMSERVE_API_KEY"):
         keys.append(os.environ["LLMSERVE_API_KEY"])
     origins = tuple(o.strip() for o in args.cors_origins.split(",") if o.strip())
     return ServerOptions(
         api_keys=tuple(keys),
+        keys=None if keys_file is None else load_keys(keys_file),
         cors_origins=origins,
         max_request_bytes=args.max_request_bytes,
         shutdown_timeout=args.shutdown_timeout,
@@ -128,7 +132,7 @@ def server_options(args: argparse.Namespace) -> ServerOptions:
 
 def public_warning(host: str, options: ServerOptions) -> str | None:
     """The warning for a server that anyone on the network can use, or None."""
-    if options.api_keys or host in ("localhost", "::1") or host.startswith("127."):
+    if options.api_keys or options.keys or host in ("localhost", "::1") or host.startswith("127."):
         return None
     return (
         f"listening on {host} without an API key: anyone who can reach this address can use the models "
@@ -151,6 +155,13 @@ def _server_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
         default=default([]),
         metavar="KEY",
         help="require this key on every route but health (repeatable; also LLMSERVE_API_KEY)",
+    )
+    parser.add_argument(
+        "--keys",
+        default=default(None),
+        metavar="FILE",
+        help="tenants' keys (JSON or TOML): which models each may use, quotas, priority, admin rights; "
+        "re-read on SIGHUP (also LLMSERVE_KEYS_FILE; docs/tenants.md)",
     )
     parser.add_argument(
         "--cors-origins",
@@ -371,6 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _chat_over_http(args)
     try:
         setup = setup_from_args(args)
+        options = server_options(args)
     except ConfigError as exc:
         print(f"llmserve: error: {exc}", file=sys.stderr)
         return 2
@@ -383,7 +395,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from llmserve.server import create_app
     from llmserve.server.run import serve
 
-    options = server_options(args)
     warning = public_warning(args.host, options)
     if warning:
         logging.getLogger("llmserve").warning(warning)

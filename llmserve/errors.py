@@ -104,6 +104,49 @@ class Forbidden(LLMServeError):
     code = "forbidden"
 
 
+class ModelNotAllowed(LLMServeError):
+    """The request's key may not use this model (its entry's `models` in the keys file)."""
+
+    status = 403
+    type = "invalid_request_error"
+    code = "model_not_allowed"
+
+    def __init__(self, model_id: str, tenant: str) -> None:
+        super().__init__(f"the key of '{tenant}' may not use the model '{model_id}'", param="model")
+        self.model_id = model_id
+
+
+class AdminRequired(Forbidden):
+    """Loading, unloading, promoting and registering models, usage of every tenant, metrics and
+    reloading the keys need a key with admin rights."""
+
+    code = "admin_required"
+
+
+class RateLimited(LLMServeError):
+    """A key's quota is used up (requests per minute); retry after `retry_after` seconds."""
+
+    status = 429
+    type = "requests"  # as OpenAI's 429s say which limit it was: "requests" or "tokens"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class TokensRateLimited(RateLimited):
+    """The key's tokens per minute are used up."""
+
+    type = "tokens"
+
+
+class ConcurrencyLimited(RateLimited):
+    """The key has `max_concurrent` requests in flight already."""
+
+    code = "concurrency_limit_exceeded"
+
+
 class RequestTooLarge(LLMServeError):
     status = 413
     type = "invalid_request_error"

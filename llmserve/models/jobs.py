@@ -16,6 +16,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from llmserve.config.keys import Tenant
 from llmserve.engine.base import ChatMessage, FinishReason, GenerationParams
 from llmserve.errors import LLMServeError
 
@@ -129,6 +130,7 @@ class Generate:
     prompt: str | tuple[int, ...] | None = None  # a raw prompt (/v1/completions) instead of the chat
     echo: bool = False  # send the raw prompt's text back in `Started`
     tools: tuple[dict[str, Any], ...] | None = None  # offered to the model through its chat template
+    tenant: Tenant | None = None  # whose request (keys file): its share of the model; None: no keys
 
 
 @dataclass(frozen=True)

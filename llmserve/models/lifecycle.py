@@ -21,7 +21,7 @@ from llmserve.engine.memory import available_memory, last_load_growth, trim_proc
 from llmserve.engine.progress import LoadProgress, report, reporting
 from llmserve.errors import LLMServeError, ModelLoadFailed, ModelTooLarge
 from llmserve.models.kv_budget import KVBudget, budget_tokens, derived_memory
-from llmserve.models.residency import Residency, Resident
+from llmserve.models.residency import NO_CLAIM, Claim, Residency, Resident
 from llmserve.models.status import ModelState, UnloadReason
 
 log = logging.getLogger(__name__)
@@ -104,14 +104,15 @@ class Slot:
         self.progress = progress
         self._on_progress(progress)
 
-    def load(self, owner: Resident, since: float) -> Engine:
-        """Takes room, then loads (or wakes the parked engine). Raises the error of the waiting requests."""
+    def load(self, owner: Resident, since: float, claim: Claim = NO_CLAIM) -> Engine:
+        """Takes room, then loads (or wakes the parked engine). Raises the error of the waiting requests.
+        `since`: when its oldest waiting request came; `claim`: whom its next request is for."""
         self._become(ModelState.LOADING, None)
         started = time.perf_counter()
         self._report(LoadProgress("waiting_for_memory", 0.0))
         if self._residency is not None:
             error: LLMServeError | None = self.too_big()
-            if error is None and not self._residency.admit(owner, self.need(), since):
+            if error is None and not self._residency.admit(owner, self.need(), since, claim):
                 error = self._residency.no_room(self.config.unit_id)
             if error is not None:
                 self.progress = None

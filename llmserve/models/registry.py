@@ -19,16 +19,18 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from llmserve.config.entries import ModelConfig
+from llmserve.config.keys import Tenant
 from llmserve.engine.base import ChatMessage, EngineFactory, GenerationParams
 from llmserve.engine.memory import available_memory
 from llmserve.engine.progress import LoadProgress
-from llmserve.errors import ModelNotFound, ShuttingDown
+from llmserve.errors import ModelNotAllowed, ModelNotFound, ShuttingDown
 from llmserve.models.events import EventBus, progress_event, state_event
 from llmserve.models.jobs import EventStream, Generate
 from llmserve.models.kv_budget import KVLedger
 from llmserve.models.lifecycle import Estimator
 from llmserve.models.residency import Residency
 from llmserve.models.status import ModelState, ModelStatus
+from llmserve.models.usage import Usage
 from llmserve.models.worker import ModelWorker
 
 DEFAULT_ALIAS = "default"
@@ -48,8 +50,10 @@ class ModelRegistry:
         self.residency = residency
         budget_left = residency.weights_left if residency is not None else (lambda device: None)
         self.kv = KVLedger(available_memory, budget_left)
+        self.usage = Usage()  # per tenant and model, as it happens
         if residency is not None:
             residency.kv_reserved = self.kv.reserved
+            residency.served = self.usage.recent_tokens
         self.events = EventBus()
         # called on every state change, from the worker's thread, with the snapshot taken at the change
         # and the previous state (metrics)
@@ -67,7 +71,7 @@ class ModelRegistry:
         self.draining = False
 
     def _add(self, model: ModelConfig) -> ModelWorker:
-        worker = ModelWorker(model, self._factory, self.residency, self._estimator, self.kv)
+        worker = ModelWorker(model, self._factory, self.residency, self._estimator, self.kv, self.usage)
         worker.on_state = self._state_changed
         worker.on_progress = self._progressed
         self._workers[model.unit_id] = worker
@@ -215,11 +219,19 @@ class ModelRegistry:
     def _progressed(self, unit_id: str, progress: LoadProgress) -> None:
         self.events.publish(progress_event(unit_id, progress))
 
-    def admit(self, model: str | None) -> ModelWorker:
-        """The worker that is to take new work for `model` (a generation, embeddings): the one check
-        every such request passes before it is queued. Unknown → 404; the server draining → 503; a
-        model bigger than the whole memory budget → 400."""
+    def resolve_for(self, model: str | None, tenant: Tenant | None) -> ModelWorker:
+        """`resolve`, for a tenant (None: a server without keys): a model its key may not use → 403
+        `model_not_allowed` (server/errors.py lists only its models in a 404)."""
         worker = self.resolve(model)
+        if tenant is not None and not tenant.may_use(worker.config.api_id, worker.unit_id):
+            raise ModelNotAllowed(model or DEFAULT_ALIAS, tenant.name)
+        return worker
+
+    def admit(self, model: str | None, tenant: Tenant | None = None) -> ModelWorker:
+        """The worker that is to take new work for `model` (a generation, embeddings): the one check
+        every such request passes before it is queued. Unknown → 404; not for this tenant → 403; the
+        server draining → 503; a model bigger than the whole memory budget → 400."""
+        worker = self.resolve_for(model, tenant)
         if self.draining:
             raise ShuttingDown()
         worker.check_room()
@@ -234,12 +246,16 @@ class ModelRegistry:
         prompt: str | tuple[int, ...] | None = None,
         echo: bool = False,
         tools: tuple[dict[str, Any], ...] | None = None,
+        tenant: Tenant | None = None,
     ) -> tuple[str, EventStream]:
         """Queues a generation (loading the model first if needed) and returns the unit id of the model
-        version that runs it and its event stream; `prompt`: a raw prompt instead of the chat `messages`."""
-        worker = self.admit(model)
+        version that runs it and its event stream; `prompt`: a raw prompt instead of the chat `messages`;
+        `tenant`: whose request it is (its model scope and its share of the model)."""
+        worker = self.admit(model, tenant)
         stream = EventStream()
-        job = Generate(tuple(messages), params, stream, keep_alive, prompt=prompt, echo=echo, tools=tools)
+        job = Generate(
+            tuple(messages), params, stream, keep_alive, prompt=prompt, echo=echo, tools=tools, tenant=tenant
+        )
         worker.submit(job)
         return worker.unit_id, stream
 

@@ -12,7 +12,9 @@ files, or what its last load measured). If the model fits it takes its place. Ot
    later ones, then unloads; its later requests wait in line for their own turn. So two busy models that
    do not fit together take turns of at least `min_resident` seconds instead of swapping per request,
    and no request is passed over for longer than a turn.
-Loaders wait in arrival order. When nobody can give way within `wait`, their requests get a 503 with
+Loaders wait in line: first the priority class of the tenant their next request is for, then the least
+served of those tenants (its tokens over the last minute, over its weight), then arrival; without keys
+files that is arrival order. When nobody can give way within `wait`, their requests get a 503 with
 `Retry-After`; a model bigger than a whole device's budget is refused up front (`too_big`).
 """
 
@@ -21,16 +23,28 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
+from llmserve.config.keys import PRIORITIES
 from llmserve.config.sizes import Budget, Footprint, format_size
 from llmserve.errors import ModelTooLarge, Overloaded
+from llmserve.models.usage import ANONYMOUS
 
 log = logging.getLogger(__name__)
 RELEASE_TIMEOUT = 120.0  # an evicted model frees its memory (gc, cache) well before this
 IDLE_GRACE = 0.25  # seconds without work before a model counts as idle (not between two requests)
+
+
+class Claim(NamedTuple):
+    """Whom a model's next waiting request is for (models/fair_queue.py): how loaders are ranked."""
+
+    rank: int = PRIORITIES.index("normal")  # its priority class (0 first)
+    tenant: str = ANONYMOUS
+    weight: float = 1.0
+
+
+NO_CLAIM = Claim()  # a request without a tenant
 
 
 class Resident(Protocol):
@@ -85,7 +99,10 @@ class Residency:
         self._cond = threading.Condition()
         self._loaded: dict[str, Resident] = {}
         self._held: dict[str, Footprint] = {}
-        self._line: deque[str] = deque()  # loaders waiting for room, in arrival order
+        self._line: list[tuple[str, Claim, int]] = []  # loaders waiting for room, with their arrival
+        self._arrivals = 0
+        # the tokens a tenant had over the last minute (set by the registry): the least served goes first
+        self.served: Callable[[str], float] = lambda tenant: 0.0
         # what the loaded models' requests reserve in KV cache, counted with their weights (set by the
         # registry); the KV ledger asks `weights_left` in turn
         self.kv_reserved: Callable[[str], int] = lambda device: 0
@@ -153,19 +170,25 @@ class Residency:
                 return True
         return False
 
-    def admit(self, model: Resident, need: Footprint, since: float) -> bool:
+    def _first(self) -> str:
+        """The loader whose turn it is (the caller holds `_cond`)."""
+        return min(self._line, key=lambda e: (e[1].rank, self.served(e[1].tenant) / e[1].weight, e[2]))[0]
+
+    def admit(self, model: Resident, need: Footprint, since: float, claim: Claim = NO_CLAIM) -> bool:
         """Blocks until `model` holds its place (True) or its wait runs out (False). `need`: its
-        footprint; `since`: when its oldest waiting request arrived (monotonic)."""
+        footprint; `since`: when its oldest waiting request arrived (monotonic); `claim`: whom its next
+        request is for."""
         deadline = time.monotonic() + self.wait
         asked: list[Resident] = []
         with self._cond:
-            self._line.append(model.unit_id)
+            self._line.append((model.unit_id, claim, self._arrivals))
+            self._arrivals += 1
         try:
             while not model.closing:
                 with self._cond:
                     if model.unit_id in self._loaded:
                         return True
-                    first = self._line[0] == model.unit_id
+                    first = self._first() == model.unit_id
                     if first and self._fits(need):
                         self._loaded[model.unit_id] = model
                         self._held[model.unit_id] = dict(need)
@@ -191,7 +214,7 @@ class Residency:
                 if victim.unit_id in self.loaded():
                     victim.yield_turn(None)
             with self._cond:
-                self._line.remove(model.unit_id)
+                self._line = [entry for entry in self._line if entry[0] != model.unit_id]
                 self._cond.notify_all()
 
     def _make_room(

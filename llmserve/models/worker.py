@@ -1,7 +1,7 @@
 """ModelWorker: one thread and one queue per model. It loads, generates and unloads, in that thread only.
 
-The loop is step-based: between two decode steps it takes new messages, admits waiting requests,
-drops cancelled ones and finishes others, so every running sequence shares the same step loop.
+The loop is step-based: between two decode steps it takes new messages, admits waiting requests (by
+tenant: fair_queue.py), drops cancelled ones and finishes others, so all running share the step loop.
 
 - Requests for an unloaded model load it first; since every message goes through this one queue,
   any number of concurrent first requests cause exactly one load.
@@ -9,7 +9,7 @@ drops cancelled ones and finishes others, so every running sequence shares the s
 - Unload lets running requests finish, then frees the memory; requests that arrived meanwhile are
   served after an automatic reload.
 - Backpressure: at most `max_batch_size` sequences run, at most `max_queue` more wait; a request beyond
-  that is refused at once (503 `overloaded`, before anything is queued). An accepted request is never
+  that (unless its tenant has none) is refused at once (503 `overloaded`). An accepted request is never
   dropped: it ends with its result, its error, or its client's cancellation.
 """
 
@@ -20,7 +20,6 @@ import logging
 import queue
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -32,6 +31,7 @@ from llmserve.engine.base import Engine, EngineFactory, GenerationConfigSource, 
 from llmserve.engine.progress import LoadProgress
 from llmserve.errors import InternalError, LLMServeError, Overloaded, ShuttingDown
 from llmserve.models.admission import Admission
+from llmserve.models.fair_queue import FairQueue, Holders
 from llmserve.models.jobs import (
     Abort,
     Embed,
@@ -52,6 +52,7 @@ from llmserve.models.lifecycle import Estimator, Slot
 from llmserve.models.residency import Residency
 from llmserve.models.sequences import Running, embed_all, start, step_all
 from llmserve.models.status import KVUsage, ModelState, ModelStatus, UnloadReason
+from llmserve.models.usage import Usage
 
 __all__ = ["ModelWorker"]
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class ModelWorker:
         residency: Residency | None = None,
         estimator: Estimator | None = None,
         ledger: KVLedger | None = None,
+        usage: Usage | None = None,
     ) -> None:
         self.config = config
         self._residency = residency
@@ -75,7 +77,7 @@ class ModelWorker:
         self._thread = threading.Thread(
             target=self._run, name=f"llmserve-worker:{config.api_id}", daemon=True
         )
-        self._pending: deque[Generate] = deque()
+        self._pending = FairQueue(config.unit_id, usage)  # the waiting requests, by tenant (fair_queue.py)
         self._admission = Admission(config.unit_id, ledger)
         self._kv_held = 0  # the engine's token slots after the last step
         self._retired: set[int] = set()  # id() of the jobs retired since `_running` was last renewed
@@ -89,6 +91,7 @@ class ModelWorker:
         # Admission and every state change take it, and so does `status()`: a snapshot is consistent.
         self._lock = threading.Lock()
         self._accepted = 0  # generations submitted and not yet retired (running + waiting)
+        self._holders = Holders()  # the same per tenant
         self._state = ModelState.UNLOADED
         self._reason: UnloadReason | None = None  # of the last change to unloading, unloaded or failed
         # Called on the worker thread: with the snapshot of each state change and the previous state,
@@ -203,9 +206,9 @@ class ModelWorker:
             raise error
 
     def submit(self, job: Generate) -> None:
-        """Queues a generation, or raises `Overloaded` when `max_batch_size + max_queue` are in flight."""
+        """Queues a generation, or raises `Overloaded` at capacity (fair_queue.Holders: who still gets in)."""
         with self._lock:
-            if self._accepted >= self.capacity:
+            if self._accepted >= self.capacity and self._holders.hold(job):
                 raise Overloaded(
                     f"model '{self.unit_id}' is at capacity ({self.config.max_batch_size} requests running, "
                     f"{self.config.max_queue} waiting); retry shortly",
@@ -213,6 +216,7 @@ class ModelWorker:
                 )
             self._put(job)
             self._accepted += 1
+            self._holders.add(job)
 
     def submit_embed(self, job: Embed) -> None:
         self._put(job)
@@ -224,7 +228,9 @@ class ModelWorker:
         with self._lock:
             self._retired.add(id(job))
             self._accepted -= 1
+            self._holders.remove(job)
         self._admission.reserve([run.end for run in self._running if id(run.job) not in self._retired])
+        self._pending.ended(job, event.completion_tokens if isinstance(event, Finished) else None)
         if event is not None:
             job.stream.push(event)
 
@@ -353,17 +359,16 @@ class ModelWorker:
             self._embeds.clear()
         self._drop_cancelled_waiting()
         self._prepare_arrivals()
-        while self._pending and self._has_room():
-            if not self._admit(self._pending[0]):
-                break
+        while (job := self._next()) is not None and self._admit(job):
+            pass
         if self._running:
             self._step()
 
     def _load(self) -> bool:
-        since = self._pending[0].queued_at if self._pending else time.monotonic()
+        since = self._pending.oldest() or time.monotonic()
         self.last_active = time.monotonic()
         try:
-            engine = self._slot.load(self, since)
+            engine = self._slot.load(self, since, self._pending.claim())
         except LLMServeError as exc:
             self._drain(block=False)  # everyone waiting right now shares this failure
             self._fail_all(exc)
@@ -381,7 +386,7 @@ class ModelWorker:
         if since is None or self._engine is None:
             self._yield_since = None
             return
-        if self._running or (self._pending and self._pending[0].queued_at < since):
+        if self._running or self._pending.first(since) is not None:
             return
         self._yield_since = None
         log.info("%s yields its turn to a waiting model", self.unit_id)
@@ -390,18 +395,17 @@ class ModelWorker:
         self._drop_engine(ModelState.UNLOADED, None, "swapped")
 
     def _drop_cancelled_waiting(self) -> None:
-        if any(job.stream.cancelled for job in self._pending):
-            for job in [job for job in self._pending if job.stream.cancelled]:
-                self._admission.discard(job)
-                self._retire(job, None)
-            self._pending = deque(job for job in self._pending if not job.stream.cancelled)
+        for job in self._pending.drop(lambda job: job.stream.cancelled):
+            self._admission.discard(job)
+            self._retire(job, None)
 
-    def _has_room(self) -> bool:
-        """The first waiting request may start: the model is loaded, not about to unload or yield its
-        turn to another model before this request's time, and the batch is not full."""
+    def _next(self) -> Generate | None:
+        """The waiting request that may start now, if any: the model is loaded and not about to unload,
+        the batch is not full, and (yielding its turn to another model) it was queued before that."""
         loaded = self._engine is not None and not self._unload_waiters
-        yielding = self._yield_since is not None and self._pending[0].queued_at >= self._yield_since
-        return loaded and not yielding and len(self._running) < self.config.max_batch_size
+        if not loaded or len(self._running) >= self.config.max_batch_size:
+            return None
+        return self._pending.first(self._yield_since)
 
     def _prepare_arrivals(self) -> None:
         """Encodes the requests that arrived, so that one that can never be served fails now."""
@@ -413,17 +417,15 @@ class ModelWorker:
                 self._admission.prepare(self._engine, job, self.sampling_defaults)
             except LLMServeError as exc:
                 failed.append((job, exc))
-        if failed:
-            gone = {id(job) for job, _ in failed}
-            self._pending = deque(job for job in self._pending if id(job) not in gone)
-            for job, error in failed:
-                self._retire(job, Failed(error))
+        for job, error in failed:
+            self._pending.remove(job)
+            self._retire(job, Failed(error))
 
     def _admit(self, job: Generate) -> bool:
-        """Starts the first waiting request `job` when its tokens fit beside those running (False: it
-        waits, and so do those behind it); a request that cannot be served fails (models/admission.py)."""
+        """Starts the next waiting request `job` when its tokens fit beside those running (False: it
+        waits, and so do all others); a request that cannot be served fails (models/admission.py)."""
         if job.stream.cancelled:
-            self._pending.popleft()
+            self._pending.remove(job)
             self._admission.discard(job)
             self._retire(job, None)
             return True
@@ -434,17 +436,17 @@ class ModelWorker:
                 return False
             run = start(self._engine, prepared)
         except LLMServeError as exc:
-            self._pending.popleft()
+            self._pending.remove(job)
             self._retire(job, Failed(exc))
             return True
         except Exception as exc:  # this request's problem (e.g. a token outside the vocabulary)
             log.exception("starting a request for %s failed", self.unit_id)
-            self._pending.popleft()
+            self._pending.remove(job)
             self._retire(
                 job, Failed(InternalError(f"starting the request failed: {type(exc).__name__}: {exc}"))
             )
             return True
-        self._pending.popleft()
+        self._pending.started(job, run.prompt_tokens)
         job.stream.push(Started(run.prompt_tokens, run.echo))
         self._running.append(run)
         return True
@@ -453,6 +455,7 @@ class ModelWorker:
         assert self._engine is not None
         self.last_active = time.monotonic()
         self._running = step_all(self._engine, self._running, self._retire)
+        self._pending.progress((run.job, run.output.generated) for run in self._running)
         self._retired.clear()
         if isinstance(self._engine, KVCacheSource):
             self._kv_held = self._engine.kv_tokens_held

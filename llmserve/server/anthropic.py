@@ -69,7 +69,9 @@ async def messages(request: Request) -> Response:
 
 async def count_tokens(request: Request) -> Response:
     body = parse_request(CountTokensRequest, await read_json(request))
-    counted = await until_disconnect(request, messages_of(request).count_tokens(body))
+    counted = await until_disconnect(
+        request, messages_of(request).count_tokens(body, stats_of(request).tenant)
+    )
     if counted is None:
         return Response(status_code=CLIENT_CLOSED)
     return JSONResponse(counted, headers=_request_id(request))

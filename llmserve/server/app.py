@@ -24,14 +24,18 @@ from llmserve.errors import LLMServeError
 from llmserve.models.lifecycle import Estimator
 from llmserve.models.registry import ModelRegistry, Preload
 from llmserve.models.residency import Residency
+from llmserve.server.access import require_admin
+from llmserve.server.admin import routes as admin_routes
 from llmserve.server.anthropic import routes as anthropic_routes
 from llmserve.server.errors import on_error
 from llmserve.server.metrics import CONTENT_TYPE, Metrics
-from llmserve.server.middleware import APIKeyMiddleware, BodyLimitMiddleware, RequestLogMiddleware
+from llmserve.server.middleware import BodyLimitMiddleware, RequestLogMiddleware
 from llmserve.server.ollama import routes as ollama_routes
 from llmserve.server.openai import routes as openai_routes
 from llmserve.server.options import ServerOptions
+from llmserve.server.quotas import Quotas
 from llmserve.server.responses import routes as responses_routes
+from llmserve.server.tenants import RATE_LIMIT_HEADERS, KeyStore, TenantMiddleware
 from llmserve.server.v2 import routes as v2_routes
 from llmserve.service.anthropic import MessagesService
 from llmserve.service.chat import ChatService
@@ -46,6 +50,7 @@ OPEN_PATHS = frozenset({"/", "/health", "/v2/health/live", "/v2/health/ready"})
 
 
 async def prometheus(request: Request) -> Response:
+    require_admin(request)  # it names every tenant
     metrics: Metrics = request.app.state.metrics
     return Response(metrics.render(), media_type=CONTENT_TYPE)
 
@@ -66,6 +71,8 @@ def create_app(
     options = options or ServerOptions()
     registry = ModelRegistry(models, default_id, factory, residency, estimator)
     metrics = Metrics(registry)
+    keys = KeyStore(options.api_keys, options.keys)
+    quotas = Quotas(registry.usage)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -84,12 +91,12 @@ def create_app(
                 allow_origins=list(options.cors_origins),
                 allow_methods=["*"],
                 allow_headers=["*"],
-                expose_headers=["X-Request-Id"],
+                expose_headers=["X-Request-Id", *RATE_LIMIT_HEADERS],
             ),
         )
     middleware += [
         Middleware(BodyLimitMiddleware, max_bytes=options.max_request_bytes),
-        Middleware(APIKeyMiddleware, keys=options.api_keys, open_paths=OPEN_PATHS),
+        Middleware(TenantMiddleware, store=keys, quotas=quotas, usage=registry.usage, open_paths=OPEN_PATHS),
     ]
     app = Starlette(
         routes=[
@@ -98,6 +105,7 @@ def create_app(
             *anthropic_routes(),
             *v2_routes(),
             *ollama_routes(),
+            *admin_routes(),
             Route("/metrics", prometheus, methods=["GET"]),
         ],
         lifespan=lifespan,
@@ -106,6 +114,8 @@ def create_app(
     )
     app.state.registry = registry
     app.state.metrics = metrics
+    app.state.keys = keys
+    app.state.quotas = quotas
     app.state.runtime = runtime or RuntimeModels()
     app.state.v2 = V2Service(registry, app.state.runtime)
     app.state.options = options

@@ -5,6 +5,7 @@ chosen by the request's path: OpenAI's error JSON by default, the Open Inference
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -12,7 +13,18 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from llmserve.errors import InternalError, LLMServeError, MethodNotAllowed, Overloaded, RouteNotFound
+from llmserve.errors import (
+    InternalError,
+    LLMServeError,
+    MethodNotAllowed,
+    ModelNotFound,
+    Overloaded,
+    RateLimited,
+    RouteNotFound,
+    StatusOfUnknownModel,
+)
+from llmserve.server.access import access_of
+from llmserve.server.state import registry_of
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +75,26 @@ def shape_of(path: str) -> Shape:
 
 def error_response(error: LLMServeError, path: str, *, status: int | None = None) -> JSONResponse:
     """`error` as the response of the API that serves `path`."""
-    headers = {"Retry-After": str(error.retry_after)} if isinstance(error, Overloaded) else None
-    return JSONResponse(shape_of(path)(error), status_code=status or error.status, headers=headers)
+    return JSONResponse(
+        shape_of(path)(error), status_code=status or error.status, headers=retry_headers(error)
+    )
+
+
+def retry_headers(error: LLMServeError) -> dict[str, str] | None:
+    """`Retry-After` in whole seconds; a 429 also carries `retry-after-ms` (read by OpenAI's SDKs)."""
+    if isinstance(error, Overloaded):
+        return {"Retry-After": str(error.retry_after)}
+    if isinstance(error, RateLimited):
+        wait = max(error.retry_after, 0.001)
+        return {"Retry-After": str(math.ceil(wait)), "retry-after-ms": str(math.ceil(wait * 1000))}
+    return None
 
 
 async def on_error(request: Request, exc: Exception) -> Response:
     """Starlette's exception handler for everything: typed errors, routing errors, and bugs."""
     path = request.url.path
+    if isinstance(exc, ModelNotFound):
+        exc = _for_tenant(request, exc)
     if isinstance(exc, LLMServeError):
         return error_response(exc, path)
     if isinstance(exc, HTTPException):
@@ -82,3 +107,13 @@ async def on_error(request: Request, exc: Exception) -> Response:
         return error_response(error, path, status=exc.status_code)
     log.error("unhandled error on %s %s", request.method, path, exc_info=exc)
     return error_response(InternalError(f"internal error: {type(exc).__name__}"), path)
+
+
+def _for_tenant(request: Request, error: ModelNotFound) -> ModelNotFound:
+    """A 404 for a tenant's key lists only the models that key may use."""
+    access = access_of(request)
+    if access.tenant is None:
+        return error
+    units = [s.unit_id for s in registry_of(request).statuses() if access.may_use(s)]
+    scoped = ModelNotFound(error.model_id, units)
+    return StatusOfUnknownModel(error.model_id, scoped) if isinstance(error, StatusOfUnknownModel) else scoped

@@ -15,18 +15,28 @@ from collections.abc import AsyncIterator
 from starlette.requests import Request
 from starlette.responses import Response
 
+from llmserve.server.access import access_of
 from llmserve.server.sse import event_source
 from llmserve.server.state import registry_of
 
 
 async def model_events(request: Request) -> Response:
-    registry = registry_of(request)
+    """The events of the models the request's key may use."""
+    registry, tenant = registry_of(request), access_of(request).tenant
+
+    def visible(model: str) -> bool:
+        status = registry.unit(model)  # None: an API id (a promotion)
+        if tenant is None or tenant.may_use(model, model):
+            return True
+        return status is not None and tenant.may_use(status.api_id, status.unit_id)
 
     async def events() -> AsyncIterator[dict[str, str]]:
         with registry.events.subscribe() as queue:
             yield {"comment": "subscribed"}
             while True:
                 event = await queue.get()
+                if not visible(str(event.get("model", ""))):
+                    continue
                 kind = "load_progress" if "stage" in event else "model_state"
                 yield {"event": kind, "data": json.dumps(event, separators=(",", ":"))}
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from llmserve.models.registry import ModelRegistry
@@ -71,6 +71,41 @@ class _Live(Collector):
         yield from (state, waiting, running, memory, kv_tokens, kv_use)
 
 
+class _Tenants(Collector):
+    """Per tenant (its name, never its key): requests, tokens per model, 429s and 403s, read from the
+    registry's `Usage` at scrape time (counted as they happen)."""
+
+    def __init__(self, registry: ModelRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        tenant = ["tenant"]
+        requests = CounterMetricFamily(
+            "llmserve_tenant_requests", "requests of the tenant's key", labels=tenant
+        )
+        reached = CounterMetricFamily(
+            "llmserve_tenant_model_requests", "requests that reached a model", labels=[*tenant, *LABELS]
+        )
+        tokens = CounterMetricFamily(
+            "llmserve_tenant_tokens",
+            "tokens as they happen: the prompt at admission, each generated token",
+            labels=[*tenant, *LABELS, "kind"],
+        )
+        limited = CounterMetricFamily("llmserve_tenant_rate_limited", "429 responses", labels=tenant)
+        forbidden = CounterMetricFamily("llmserve_tenant_forbidden", "403 responses", labels=tenant)
+        for name, totals in self._registry.usage.totals().items():
+            requests.add_metric([name], float(totals.requests))
+            limited.add_metric([name], float(totals.rate_limited))
+            forbidden.add_metric([name], float(totals.forbidden))
+            for unit, tally in totals.models.items():
+                status = self._registry.unit(unit)
+                names = [name, *(labels(status) if status is not None else (unit, ""))]
+                reached.add_metric(names, float(tally.requests))
+                tokens.add_metric([*names, "prompt"], float(tally.prompt_tokens))
+                tokens.add_metric([*names, "completion"], float(tally.completion_tokens))
+        yield from (requests, reached, tokens, limited, forbidden)
+
+
 class Metrics:
     def __init__(self, registry: ModelRegistry) -> None:
         self.prometheus = CollectorRegistry()
@@ -103,7 +138,16 @@ class Metrics:
             buckets=_LATENCY,
             registry=r,
         )
+        self.queue_wait = Histogram(
+            "llmserve_tenant_queue_wait_seconds",
+            "a request's wait in its model's queue, by tenant",
+            ["tenant"],
+            buckets=_LATENCY,
+            registry=r,
+        )
         r.register(_Live(registry))
+        r.register(_Tenants(registry))
+        registry.usage.on_wait.append(lambda tenant, seconds: self.queue_wait.labels(tenant).observe(seconds))
         registry.observers.append(self.on_state)
 
     def on_state(self, status: ModelStatus, previous: ModelState) -> None:

@@ -1,56 +1,24 @@
-"""ASGI middleware that applies to every route, present and future: API keys, the body size limit,
-and the request id with its one access-log line."""
+"""ASGI middleware that applies to every route, present and future: the body size limit, and the request
+id with its one access-log line (API keys and quotas: server/tenants.py)."""
 
 from __future__ import annotations
 
-import hmac
 import logging
 import re
 import time
 import uuid
-from collections.abc import Sequence
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from llmserve.errors import InvalidAPIKey, RequestTooLarge
+from llmserve.errors import RequestTooLarge
 from llmserve.server.errors import error_response
 from llmserve.server.metrics import Metrics
 from llmserve.service.streams import RequestStats
 
 access_log = logging.getLogger("llmserve.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-
-
-class APIKeyMiddleware:
-    """With keys configured, every path outside `open_paths` needs `Authorization: Bearer KEY` or
-    `x-api-key: KEY`. Keys are compared in constant time and never logged."""
-
-    def __init__(self, app: ASGIApp, keys: Sequence[str], open_paths: frozenset[str]) -> None:
-        self.app = app
-        self.keys = [key.encode() for key in keys]
-        self.open_paths = open_paths
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.keys or scope["path"] in self.open_paths:
-            await self.app(scope, receive, send)
-            return
-        headers = Headers(scope=scope)
-        scheme, _, token = headers.get("authorization", "").partition(" ")
-        given = token.strip() if scheme.lower() == "bearer" else headers.get("x-api-key", "")
-        if not self._valid(given.encode()):
-            why = "no API key was given" if not given else "the API key is not valid"
-            message = f"{why}: send it as 'Authorization: Bearer KEY' or 'x-api-key: KEY'"
-            await error_response(InvalidAPIKey(message), scope["path"])(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
-
-    def _valid(self, given: bytes) -> bool:
-        matched = False
-        for key in self.keys:  # no early exit: the time taken does not tell which key came close
-            matched |= hmac.compare_digest(given, key)
-        return matched
 
 
 class BodyLimitMiddleware:
@@ -89,7 +57,7 @@ class BodyLimitMiddleware:
 
 class RequestLogMiddleware:
     """Gives each request an id (`X-Request-Id` in, or a new one; always out) and logs one line when it
-    ends: method, path, status, model, tokens, time to first token, total time."""
+    ends: method, path, status, tenant, model, tokens, time to first token, total time."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics | None = None) -> None:
         self.app = app
@@ -127,12 +95,13 @@ class RequestLogMiddleware:
                 )
             ttft = f"{(stats.first_token_at - start) * 1000:.0f}" if stats.first_token_at else "-"
             access_log.info(
-                "request_id=%s method=%s path=%s status=%s model=%s prompt_tokens=%s completion_tokens=%s "
-                "ttft_ms=%s total_ms=%.0f complete=%s",
+                "request_id=%s method=%s path=%s status=%s tenant=%s model=%s prompt_tokens=%s "
+                "completion_tokens=%s ttft_ms=%s total_ms=%.0f complete=%s",
                 request_id,
                 scope["method"],
                 scope["path"],
                 status or "-",
+                "-" if stats.tenant is None else stats.tenant.name,
                 stats.model or "-",
                 _or_dash(stats.prompt_tokens),
                 _or_dash(stats.completion_tokens),

@@ -22,6 +22,7 @@ from llmserve.protocol.ollama import (
     GenerateRequest,
     ShowRequest,
 )
+from llmserve.server.access import access_of, check_model
 from llmserve.server.body import read_json
 from llmserve.server.openai import CLIENT_CLOSED, until_disconnect
 from llmserve.server.state import ollama_of, registry_of, stats_of
@@ -71,8 +72,10 @@ async def _answer(request: Request, lines: AsyncGenerator[dict[str, Any], None],
 
 
 async def _generation(request: Request, body: ChatRequest | GenerateRequest) -> Response:
-    service = ollama_of(request)
-    done = await service.load_or_unload(body, model_name(registry_of(request), body.model))
+    service, registry = ollama_of(request), registry_of(request)
+    name = model_name(registry, body.model)
+    check_model(request, registry.status(name), body.model)
+    done = await service.load_or_unload(body, name, admin=access_of(request).admin)
     if done is not None:
         return JSONResponse(done)
     stats = stats_of(request)
@@ -97,24 +100,26 @@ async def generate(request: Request) -> Response:
 
 async def embed(request: Request) -> Response:
     body = parse_request(EmbedRequest, await read_json(request))
-    return JSONResponse(await ollama_models.embed(registry_of(request), body))
+    return JSONResponse(await ollama_models.embed(registry_of(request), body, stats_of(request).tenant))
 
 
 async def embeddings(request: Request) -> Response:
     body = parse_request(EmbeddingsRequest, await read_json(request))
-    return JSONResponse(await ollama_models.embeddings(registry_of(request), body))
+    return JSONResponse(await ollama_models.embeddings(registry_of(request), body, stats_of(request).tenant))
 
 
 async def tags(request: Request) -> Response:
-    return JSONResponse(ollama_models.tags(registry_of(request)))
+    return JSONResponse(ollama_models.tags(registry_of(request), access_of(request).may_use))
 
 
 async def ps(request: Request) -> Response:
-    return JSONResponse(ollama_models.running(registry_of(request)))
+    return JSONResponse(ollama_models.running(registry_of(request), access_of(request).may_use))
 
 
 async def show(request: Request) -> Response:
     body = parse_request(ShowRequest, await read_json(request))
+    registry = registry_of(request)
+    check_model(request, registry.status(model_name(registry, body.model_name)), body.model_name)
     return JSONResponse(ollama_models.show(registry_of(request), body.model_name))
 
 

@@ -28,6 +28,7 @@ from llmserve.protocol.model_management import (
 )
 from llmserve.protocol.openai_chat import ChatCompletionRequest
 from llmserve.protocol.openai_completions import CompletionRequest
+from llmserve.server.access import access_of, check_model, require_admin
 from llmserve.server.body import read_json
 from llmserve.server.events import model_events
 from llmserve.server.openapi import openapi_json
@@ -110,23 +111,24 @@ async def completions(request: Request) -> Response:
 
 async def embeddings(request: Request) -> Response:
     body = parse_request(EmbeddingRequest, await read_json(request))
-    result = await until_disconnect(request, create_embeddings(registry_of(request), body))
+    stats = stats_of(request)
+    result = await until_disconnect(request, create_embeddings(registry_of(request), body, stats.tenant))
     if result is None:
         return Response(status_code=CLIENT_CLOSED)
-    stats = stats_of(request)
     stats.model, stats.prompt_tokens = result["model"], result["usage"]["prompt_tokens"]
     return JSONResponse(result)
 
 
 async def list_models(request: Request) -> Response:
-    registry = registry_of(request)
+    """Every model the request's key may use."""
+    registry, access = registry_of(request), access_of(request)
     created = registry.created
-    cards = [_card(DEFAULT_ALIAS, registry.status(None), created)]
+    named = [(DEFAULT_ALIAS, registry.status(None))]
     for api_id in registry.api_ids():
         if registry.default_unit(api_id) is not None:  # versions: ID (its default version), then each
-            cards.append(_card(api_id, registry.status(api_id), created))
-        cards += [_card(s.unit_id, s, created) for s in registry.versions(api_id)]
-    return _json(ModelList(data=cards))
+            named.append((api_id, registry.status(api_id)))
+        named += [(s.unit_id, s) for s in registry.versions(api_id)]
+    return _json(ModelList(data=[_card(name, s, created) for name, s in named if access.may_use(s)]))
 
 
 def _card(model_id: str, status: ModelStatus, created: int) -> ModelCard:
@@ -159,20 +161,29 @@ def _progress(status: ModelStatus) -> LoadProgressBody | None:
 async def get_model(request: Request) -> Response:
     registry = registry_of(request)
     model_id = request.path_params["model_id"]
-    return _json(_card(model_id, registry.status(model_id), registry.created))
+    status = check_model(request, registry.status(model_id), model_id)
+    return _json(_card(model_id, status, registry.created))
 
 
 async def _model_id(request: Request) -> str:
     return parse_request(ModelIdRequest, await read_json(request)).model_id
 
 
+async def _managed(request: Request) -> str:
+    """The model a management request names, when its key is an admin's that may use that model."""
+    require_admin(request)
+    model_id = await _model_id(request)
+    check_model(request, registry_of(request).status(model_id), model_id)
+    return model_id
+
+
 async def unload_model(request: Request) -> Response:
-    status = await registry_of(request).unload(await _model_id(request))
+    status = await registry_of(request).unload(await _managed(request))
     return _status(ModelStatusResponse(model_id=status.unit_id, status="unloaded"))
 
 
 async def reload_model(request: Request) -> Response:
-    status = await registry_of(request).reload(await _model_id(request))
+    status = await registry_of(request).reload(await _managed(request))
     return _status(ModelStatusResponse(model_id=status.unit_id, status="loaded"))
 
 
@@ -182,6 +193,7 @@ async def model_status(request: Request) -> Response:
         status = registry_of(request).status(model_id)
     except ModelNotFound as exc:
         raise StatusOfUnknownModel(model_id, exc) from None
+    check_model(request, status, model_id)
     body = ModelStatusResponse(model_id=status.unit_id, status=status.api_status, progress=_progress(status))
     return _status(body)
 
@@ -193,7 +205,9 @@ def _status(body: ModelStatusResponse) -> JSONResponse:
 
 async def promote_model(request: Request) -> Response:
     """Loads a version while the current default keeps serving, then makes it the default atomically."""
+    require_admin(request)
     body = parse_request(PromoteRequest, await read_json(request))
+    check_model(request, registry_of(request).version(body.model_id, body.version), body.model_id)
     promoted, previous = await registry_of(request).promote(body.model_id, body.version)
     return _json(
         PromoteResponse(

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from llmserve.config.keys import Keys
+
 
 @dataclass(frozen=True)
 class ServerOptions:
-    api_keys: tuple[str, ...] = ()
+    api_keys: tuple[str, ...] = ()  # all-powerful keys (--api-key)
+    keys: Keys | None = None  # the keys file's tenants (--keys), read again on SIGHUP or on request
     cors_origins: tuple[str, ...] = ()
     max_request_bytes: int = 16 * 2**20
     shutdown_timeout: float = 30.0  # seconds running requests may take to finish once SIGTERM came

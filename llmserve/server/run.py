@@ -1,9 +1,11 @@
 """Runs the app under uvicorn with a graceful drain: on SIGTERM or SIGINT new requests get a 503,
-running ones may finish for `shutdown_timeout` seconds, then the rest end with an error."""
+running ones may finish for `shutdown_timeout` seconds, then the rest end with an error. SIGHUP reads the
+keys file again (server/tenants.py)."""
 
 from __future__ import annotations
 
 import math
+import signal
 from types import FrameType
 
 import uvicorn
@@ -11,6 +13,7 @@ from starlette.applications import Starlette
 
 from llmserve.models.registry import ModelRegistry
 from llmserve.server.options import ServerOptions
+from llmserve.server.tenants import KeyStore
 
 
 class DrainingServer(uvicorn.Server):
@@ -35,4 +38,7 @@ def serve(app: Starlette, *, host: str, port: int, log_level: str) -> None:
         # uvicorn's own limit comes after the drain's, which ends every request in time
         timeout_graceful_shutdown=math.ceil(options.shutdown_timeout) + 10,
     )
+    keys: KeyStore = app.state.keys
+    if hasattr(signal, "SIGHUP"):  # not on Windows
+        signal.signal(signal.SIGHUP, lambda signum, frame: keys.reload_logged())
     DrainingServer(config, app.state.registry, options.shutdown_timeout).run()

@@ -16,6 +16,7 @@ from starlette.routing import BaseRoute, Route
 
 from llmserve.models.status import ModelState, ModelStatus
 from llmserve.protocol.v2 import generate_request, index_request, infer_request, load_request, unload_request
+from llmserve.server.access import access_of, check_model, check_name, require_admin
 from llmserve.server.body import read_json
 from llmserve.server.sse import event_source, json_events
 from llmserve.server.state import options_of, stats_of, v2_of
@@ -34,8 +35,10 @@ def _name(request: Request) -> str:
 
 
 def _model(request: Request) -> ModelStatus:
-    """The model in the path, at the path's version, else its default version; 404 when unknown."""
-    return v2_of(request).model(_name(request), request.path_params.get("version"))
+    """The model in the path, at the path's version, else its default version; 404 when unknown, 403
+    when the request's key may not use it."""
+    name = _name(request)
+    return check_model(request, v2_of(request).model(name, request.path_params.get("version")), name)
 
 
 async def metadata(request: Request) -> Response:
@@ -52,6 +55,7 @@ async def ready(request: Request) -> Response:
 
 
 async def model_metadata(request: Request) -> Response:
+    _model(request)
     return JSONResponse(v2_of(request).metadata(_name(request), request.path_params.get("version")))
 
 
@@ -65,19 +69,22 @@ async def model_ready(request: Request) -> Response:
 
 async def repository_index(request: Request) -> Response:
     only_ready = index_request(await _body(request, empty_ok=True))
-    return JSONResponse(v2_of(request).index(only_ready))
+    return JSONResponse(v2_of(request).index(only_ready, access_of(request).may_use))
 
 
 async def load(request: Request) -> Response:
     """Loads the model's default version (a loaded one anew); with `parameters.config`, registers or
-    replaces the model first (`--allow-runtime-models`)."""
+    replaces the model first (`--allow-runtime-models`). Admin keys only, of that model's name."""
+    require_admin(request)
+    check_name(request, _name(request))
     body = load_request(await _body(request, empty_ok=True))
     await v2_of(request).load(_name(request), body)
     return Response(status_code=200)
 
 
 async def unload(request: Request) -> Response:
-    """Unloads every version of the model (running requests finish first)."""
+    """Unloads every version of the model (running requests finish first). Admin keys only."""
+    require_admin(request)
     api_id = _model(request).api_id  # 404 for an unknown name
     unload_request(await _body(request, empty_ok=True))
     await v2_of(request).unload(api_id)

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import AsyncGenerator
 from typing import Any
 
+from llmserve.config.keys import Tenant
 from llmserve.errors import InvalidRequest
 from llmserve.protocol.anthropic import (
     CountTokensRequest,
@@ -225,10 +226,10 @@ class MessagesService:
         run = await self.chat.run(chat_request(request), stats)
         return _stream_events(run.model, run.prompt_tokens, run.events)
 
-    async def count_tokens(self, request: CountTokensRequest) -> dict[str, int]:
+    async def count_tokens(self, request: CountTokensRequest, tenant: Tenant | None = None) -> dict[str, int]:
         """The prompt's tokens as the model's chat template renders it, tools included: the prompt is
-        queued for one token, counted when it starts, and cancelled."""
-        run = await self.chat.run(chat_request(request), RequestStats())
+        queued for one token, counted when it starts, and cancelled (`tenant`: whose request it is)."""
+        run = await self.chat.run(chat_request(request), RequestStats(tenant=tenant))
         await run.events.aclose()
         return {"input_tokens": run.prompt_tokens}
 

@@ -125,7 +125,7 @@ class ChatService:
         model, streams, started = await start_streams(
             request.n or 1,
             lambda i: self.registry.generate(
-                request.model, messages, seeded(params, i), keep_alive, tools=tools
+                request.model, messages, seeded(params, i), keep_alive, tools=tools, tenant=stats.tenant
             ),
         )
         stats.model = model

@@ -82,6 +82,7 @@ class CompletionService:
                 seeded(params, k % request.n),
                 prompt=prompts[k // request.n],
                 echo=request.echo,
+                tenant=stats.tenant,
             ),
         )
         stats.model = model

@@ -7,9 +7,11 @@ import base64
 import struct
 from typing import Any
 
+from llmserve.config.keys import Tenant
 from llmserve.errors import InvalidRequest
 from llmserve.models.jobs import Embed, Reply
 from llmserve.models.registry import ModelRegistry
+from llmserve.models.usage import ANONYMOUS
 from llmserve.protocol.embeddings import EmbeddingRequest
 
 MAX_INPUTS = 2048  # OpenAI's limit on inputs per request
@@ -40,12 +42,16 @@ def _encode(vector: list[float], encoding: str) -> list[float] | str:
     return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")  # float32, as OpenAI
 
 
-async def create_embeddings(registry: ModelRegistry, request: EmbeddingRequest) -> dict[str, Any]:
+async def create_embeddings(
+    registry: ModelRegistry, request: EmbeddingRequest, tenant: Tenant | None = None
+) -> dict[str, Any]:
+    """`tenant`: whose request it is (its model scope; its usage counts the input tokens)."""
     inputs = _inputs(request.input)
-    worker = registry.admit(request.model)
+    worker = registry.admit(request.model, tenant)
     reply: Reply[tuple[list[list[float]], list[int]]] = Reply()
     worker.submit_embed(Embed(inputs, reply))
     vectors, tokens = await reply.future
+    registry.usage.tokens([(ANONYMOUS if tenant is None else tenant.name, worker.unit_id, sum(tokens), 0)])
     if request.dimensions is not None and vectors and request.dimensions != len(vectors[0]):
         raise InvalidRequest(
             f"model '{worker.unit_id}' makes {len(vectors[0])}-dimensional embeddings and cannot shorten "

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmserve.config.keep_alive import parse_keep_alive
-from llmserve.errors import InvalidRequest
+from llmserve.errors import AdminRequired, InvalidRequest
 from llmserve.models.jobs import EventStream, Failed, Finished, TextDelta
 from llmserve.models.registry import ModelRegistry
 from llmserve.models.status import ModelState
@@ -105,9 +105,10 @@ class OllamaService:
         return Clock(time.monotonic(), self.registry.status(name).state is ModelState.LOADED)
 
     async def load_or_unload(
-        self, request: ChatRequest | GenerateRequest, name: str
+        self, request: ChatRequest | GenerateRequest, name: str, admin: bool = True
     ) -> dict[str, Any] | None:
-        """An empty request loads the model, or with `keep_alive: 0` unloads it (None: not empty)."""
+        """An empty request loads the model, or with `keep_alive: 0` unloads it (None: not empty); only
+        an `admin` key may unload."""
         empty = (
             not request.messages
             if isinstance(request, ChatRequest)
@@ -116,6 +117,8 @@ class OllamaService:
         if not empty:
             return None
         unload = request.keep_alive is not None and parse_keep_alive(request.keep_alive) == 0
+        if unload and not admin:
+            raise AdminRequired(f"unloading '{request.model}' needs a key with admin rights")
         if unload:
             await self.registry.unload(name)
         else:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from typing import Any
 
+from llmserve.config.keys import Tenant
 from llmserve.models.registry import ModelRegistry
 from llmserve.models.status import ModelStatus
 from llmserve.protocol.embeddings import EmbeddingRequest
@@ -63,20 +65,27 @@ def _entry(name: str, status: ModelStatus) -> dict[str, Any]:
     }
 
 
-def tags(registry: ModelRegistry) -> dict[str, Any]:
+Visible = Callable[[ModelStatus], bool]  # the models a tenant's key may use
+
+
+def _all(status: ModelStatus) -> bool:
+    return True
+
+
+def tags(registry: ModelRegistry, visible: Visible = _all) -> dict[str, Any]:
     models: list[dict[str, Any]] = []
     for api_id in registry.api_ids():
         default_unit = registry.default_unit(api_id)
-        for status in registry.versions(api_id):
+        for status in filter(visible, registry.versions(api_id)):
             models.extend(_entry(name, status) for name in _names(status, default_unit))
     return {"models": models}
 
 
-def running(registry: ModelRegistry) -> dict[str, Any]:
+def running(registry: ModelRegistry, visible: Visible = _all) -> dict[str, Any]:
     """The models in memory, with their size and when keep_alive will unload them (null: never)."""
     models = []
     for status in registry.statuses():
-        if not status.in_memory:
+        if not status.in_memory or not visible(status):
             continue
         name = f"{status.api_id}:{status.version}" if status.version else f"{status.api_id}:latest"
         # not planned (keep_alive -1, or busy): as Ollama, the far end of a Go duration from now
@@ -120,12 +129,14 @@ def show(registry: ModelRegistry, name: str) -> dict[str, Any]:
     }
 
 
-async def embed(registry: ModelRegistry, request: EmbedRequest) -> dict[str, Any]:
+async def embed(
+    registry: ModelRegistry, request: EmbedRequest, tenant: Tenant | None = None
+) -> dict[str, Any]:
     arrived = time.monotonic()
     name = model_name(registry, request.model)
     inputs = [request.input] if isinstance(request.input, str) else request.input
     answer = await create_embeddings(
-        registry, EmbeddingRequest(model=name, input=inputs, dimensions=request.dimensions)
+        registry, EmbeddingRequest(model=name, input=inputs, dimensions=request.dimensions), tenant
     )
     total = int((time.monotonic() - arrived) * NS)
     return {
@@ -137,10 +148,12 @@ async def embed(registry: ModelRegistry, request: EmbedRequest) -> dict[str, Any
     }
 
 
-async def embeddings(registry: ModelRegistry, request: EmbeddingsRequest) -> dict[str, Any]:
+async def embeddings(
+    registry: ModelRegistry, request: EmbeddingsRequest, tenant: Tenant | None = None
+) -> dict[str, Any]:
     """The legacy endpoint: one prompt, one vector (an empty prompt: an empty vector, as Ollama)."""
     if not request.prompt:
         return {"embedding": []}
     name = model_name(registry, request.model)
-    answer = await create_embeddings(registry, EmbeddingRequest(model=name, input=request.prompt))
+    answer = await create_embeddings(registry, EmbeddingRequest(model=name, input=request.prompt), tenant)
     return {"embedding": answer["data"][0]["embedding"]}

@@ -10,6 +10,7 @@ from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from llmserve.config.keys import Tenant
 from llmserve.engine.base import GenerationParams
 from llmserve.errors import InternalError
 from llmserve.models.jobs import Event, EventStream, Failed, Finished, Started, TextDelta
@@ -17,8 +18,10 @@ from llmserve.models.jobs import Event, EventStream, Failed, Finished, Started, 
 
 @dataclass
 class RequestStats:
-    """What the access log reports about one request; filled in as its events pass."""
+    """What the access log reports about one request: whose it is (set by the API key middleware; the
+    services pass it into the generation jobs), then filled in as its events pass."""
 
+    tenant: Tenant | None = None  # None: a server without keys
     model: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None

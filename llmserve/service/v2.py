@@ -5,7 +5,7 @@ sampling defaults, as on /v1; an unloaded model is loaded first, as on /v1."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 from llmserve import __version__
@@ -97,8 +97,11 @@ class V2Service:
             "outputs": [TEXT_OUT],
         }
 
-    def index(self, only_ready: bool) -> list[IndexEntry]:
-        entries = [index_entry(s) for s in self.registry.statuses()]
+    def index(
+        self, only_ready: bool, visible: Callable[[ModelStatus], bool] = lambda s: True
+    ) -> list[IndexEntry]:
+        """Every model version (`visible`: those a tenant may use), or only the ready ones."""
+        entries = [index_entry(s) for s in self.registry.statuses() if visible(s)]
         return [e for e in entries if e["state"] == "READY" or not only_ready]
 
     async def load(self, name: str, request: LoadRequest) -> None:
@@ -126,7 +129,7 @@ class V2Service:
         params = generation_params(request.parameters)
         message = [ChatMessage("user", request.text)]
         _, streams, started = await start_streams(
-            1, lambda _: self.registry.generate(status.unit_id, message, params)
+            1, lambda _: self.registry.generate(status.unit_id, message, params, tenant=stats.tenant)
         )
         stats.observe(started[0])
         return streams[0]

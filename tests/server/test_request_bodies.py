@@ -122,13 +122,17 @@ def post(server: str, path: str, raw: bytes) -> httpx.Response:
     return httpx.post(server + path, content=raw, headers={"Content-Type": "application/json"}, timeout=60)
 
 
+# POST routes that never read their body (an action without parameters)
+NO_BODY = {"/admin/keys/reload"}
+
+
 def test_every_route_that_reads_a_body_is_listed(tiny_dir: Path) -> None:
     app = create_app([plain(tiny_dir, "tiny")], "tiny", preload="none")
     posts = {r.path for r in app.routes if isinstance(r, Route) and "POST" in (r.methods or ())}
     named = {
         p.replace("/tiny/", "/{name:path}/").replace("/versions/1/", "/versions/{version}/") for p in ROUTES
     }
-    assert posts == named
+    assert posts == named | NO_BODY
 
 
 def surrogate(path: str) -> tuple[bytes, str, str | None]:

@@ -114,8 +114,8 @@ def test_request_ids_and_one_access_log_line(client: TestClient, caplog: pytest.
     assert response.headers["x-request-id"] == "req-42"
     [line] = [r.getMessage() for r in caplog.records if r.name == "llmserve.access"]
     assert re.fullmatch(
-        r"request_id=req-42 method=POST path=/v1/chat/completions status=200 model=tiny prompt_tokens=\d+ "
-        r"completion_tokens=[1-3] ttft_ms=\d+ total_ms=\d+ complete=true",
+        r"request_id=req-42 method=POST path=/v1/chat/completions status=200 tenant=--api-key model=tiny "
+        r"prompt_tokens=\d+ completion_tokens=[1-3] ttft_ms=\d+ total_ms=\d+ complete=true",
         line,
     ), line
     assert "key-one" not in caplog.text
