@@ -22,7 +22,8 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Protocol
 
 from llmserve.config.sizes import Budget, Footprint, format_size
@@ -65,6 +66,19 @@ class Resident(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class ResidencyView:
+    """What the models in memory hold at one moment, and who would give way next (for dashboards)."""
+
+    max_loaded: int | None
+    budget: Budget | None  # --memory-budget
+    held: Mapping[str, Mapping[str, int]]  # unit id -> bytes per device (measured; estimated while loading)
+    eviction_order: tuple[str, ...]  # loaded models that may give way, least recently used first
+    waiting: tuple[str, ...]  # loaders in line for room, in arrival order
+    evictions: int
+    swaps: int
+
+
 class Residency:
     def __init__(
         self,
@@ -93,6 +107,22 @@ class Residency:
     def loaded(self) -> list[str]:
         with self._cond:
             return list(self._loaded)
+
+    def view(self) -> ResidencyView:
+        with self._cond:
+            order = sorted(
+                (m for m in self._loaded.values() if self.evict_pinned or not m.pinned),
+                key=lambda m: m.last_active,
+            )
+            return ResidencyView(
+                max_loaded=self.max_loaded,
+                budget=self.budget,
+                held={unit: dict(held) for unit, held in self._held.items()},
+                eviction_order=tuple(m.unit_id for m in order),
+                waiting=tuple(self._line),
+                evictions=self.evictions,
+                swaps=self.swaps,
+            )
 
     def used(self) -> Footprint:
         """Bytes held per device by the models in memory (measured, or estimated while loading)."""

@@ -89,6 +89,7 @@ class ModelWorker:
         # Admission and every state change take it, and so does `status()`: a snapshot is consistent.
         self._lock = threading.Lock()
         self._accepted = 0  # generations submitted and not yet retired (running + waiting)
+        self._decoded = 0  # tokens decoded since start (a live throughput figure)
         self._state = ModelState.UNLOADED
         self._reason: UnloadReason | None = None  # of the last change to unloading, unloaded or failed
         # Called on the worker thread: with the snapshot of each state change and the previous state,
@@ -156,6 +157,8 @@ class ModelWorker:
             kv=self._kv_usage(),
             context_length=None if self._engine is None else self._engine.context_length,
             chat_template=getattr(self._engine, "chat_template", None),
+            footprint=tuple(sorted((slot.footprint or {}).items())),
+            tokens_generated=self._decoded,
         )
 
     def _kv_usage(self) -> KVUsage | None:
@@ -451,7 +454,9 @@ class ModelWorker:
     def _step(self) -> None:
         assert self._engine is not None
         self.last_active = time.monotonic()
-        self._running = step_all(self._engine, self._running, self._retire)
+        runs, before = self._running, sum(run.output.generated for run in self._running)
+        self._running = step_all(self._engine, runs, self._retire)
+        self._decoded += sum(run.output.generated for run in runs) - before
         self._retired.clear()
         if isinstance(self._engine, KVCacheSource):
             self._kv_held = self._engine.kv_tokens_held
