@@ -26,6 +26,7 @@ from llmserve.models.registry import ModelRegistry, Preload
 from llmserve.models.residency import Residency
 from llmserve.server.anthropic import routes as anthropic_routes
 from llmserve.server.errors import on_error
+from llmserve.server.figures import routes as figures_routes
 from llmserve.server.metrics import CONTENT_TYPE, Metrics
 from llmserve.server.middleware import APIKeyMiddleware, BodyLimitMiddleware, RequestLogMiddleware
 from llmserve.server.ollama import routes as ollama_routes
@@ -98,6 +99,7 @@ def create_app(
             *anthropic_routes(),
             *v2_routes(),
             *ollama_routes(),
+            *figures_routes(),
             Route("/metrics", prometheus, methods=["GET"]),
         ],
         lifespan=lifespan,
