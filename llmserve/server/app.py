@@ -33,6 +33,9 @@ from llmserve.server.ollama import routes as ollama_routes
 from llmserve.server.openai import routes as openai_routes
 from llmserve.server.options import ServerOptions
 from llmserve.server.responses import routes as responses_routes
+from llmserve.server.ui import open_paths as ui_paths
+from llmserve.server.ui import routes as ui_routes
+from llmserve.server.ui import static_files
 from llmserve.server.v2 import routes as v2_routes
 from llmserve.service.anthropic import MessagesService
 from llmserve.service.chat import ChatService
@@ -88,9 +91,10 @@ def create_app(
                 expose_headers=["X-Request-Id"],
             ),
         )
+    ui_files = static_files() if options.ui else {}
     middleware += [
         Middleware(BodyLimitMiddleware, max_bytes=options.max_request_bytes),
-        Middleware(APIKeyMiddleware, keys=options.api_keys, open_paths=OPEN_PATHS),
+        Middleware(APIKeyMiddleware, keys=options.api_keys, open_paths=OPEN_PATHS | ui_paths(ui_files)),
     ]
     app = Starlette(
         routes=[
@@ -100,6 +104,7 @@ def create_app(
             *v2_routes(),
             *ollama_routes(),
             *figures_routes(),
+            *ui_routes(ui_files, key_required=bool(options.api_keys)),
             Route("/metrics", prometheus, methods=["GET"]),
         ],
         lifespan=lifespan,

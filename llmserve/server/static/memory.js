@@ -1,0 +1,77 @@
+// Memory: one bar per device (cpu, cuda:N) with every model's share, the KV cache their requests
+// reserve and what is free, and the room policy (--max-loaded-models, the next eviction candidate).
+
+import { bytes, el, setText } from "./format.js";
+
+const PALETTE = 8; // style.css: .share-0 ... .share-7
+const colours = new Map(); // unit id -> palette index, stable while the page lives
+
+function colour(unit) {
+  if (!colours.has(unit)) colours.set(unit, colours.size % PALETTE);
+  return colours.get(unit);
+}
+
+function segment(className, size, total, label) {
+  const span = el("span", { className: `segment ${className}`, title: label });
+  span.style.width = `${total > 0 ? Math.max(0, (100 * size) / total) : 0}%`;
+  return span;
+}
+
+function device(memory, next) {
+  const free = memory.free_bytes ?? 0;
+  const total = memory.budget_bytes ?? memory.used_bytes + free;
+  const bar = el("div", { className: "bar" });
+  const legend = el("ul", { className: "legend" });
+  const spoken = [];
+  for (const share of memory.models) {
+    const what = `${share.model}: ${bytes(share.bytes)}${share.estimated ? " (estimated, loading)" : ""}`;
+    const classes = `share-${colour(share.model)}${share.estimated ? " estimated" : ""}`;
+    const seg = segment(classes, share.bytes, total, what);
+    seg.dataset.shareOf = share.model;
+    bar.append(seg);
+    const item = el("li", {}, el("span", { className: `swatch ${classes}`, "aria-hidden": "true" }), what);
+    if (share.model === next) item.append(el("strong", { className: "next", text: " · next to evict" }));
+    legend.append(item);
+    spoken.push(what);
+  }
+  if (memory.kv_reserved_bytes > 0) {
+    const what = `KV cache reserved by requests: ${bytes(memory.kv_reserved_bytes)}`;
+    bar.append(segment("kv", memory.kv_reserved_bytes, total, what));
+    legend.append(el("li", {}, el("span", { className: "swatch kv", "aria-hidden": "true" }), what));
+    spoken.push(what);
+  }
+  const freeText = memory.free_bytes === null ? "free: unknown" : `free: ${bytes(memory.free_bytes)}`;
+  legend.append(el("li", {}, el("span", { className: "swatch free", "aria-hidden": "true" }), freeText));
+  spoken.push(freeText);
+  bar.setAttribute("role", "img");
+  bar.setAttribute("aria-label", `${memory.device}: ${spoken.join("; ")}`);
+  const limit =
+    memory.budget_bytes === null
+      ? "no --memory-budget: the bar is what the models use plus what the device has free"
+      : `budget ${bytes(memory.budget_bytes)}`;
+  return el(
+    "div",
+    { className: "device", "data-device": memory.device },
+    el("h3", {}, `${memory.device} `, el("span", { className: "summary", text: `${bytes(memory.used_bytes)} used · ${limit}` })),
+    bar,
+    legend,
+  );
+}
+
+let lastKey = "";
+
+export function renderMemory(figures, container, room) {
+  const parts = [];
+  const limit = figures.max_loaded_models;
+  parts.push(limit === null ? `${figures.loaded_models} loaded` : `${figures.loaded_models} of at most ${limit} loaded (--max-loaded-models)`);
+  if (figures.memory_budget) parts.push(`budget ${figures.memory_budget}`);
+  parts.push(`next to evict: ${figures.next_eviction ?? "none"}`);
+  if (figures.waiting_for_room.length) parts.push(`waiting for room: ${figures.waiting_for_room.join(", ")}`);
+  parts.push(`${figures.evictions} evictions · ${figures.swaps} swaps`);
+  setText(room, parts.join(" · "));
+  // the bars are rebuilt only when what they show changes (they hold nothing focusable)
+  const key = JSON.stringify([figures.devices, figures.next_eviction]);
+  if (key === lastKey) return;
+  lastKey = key;
+  container.replaceChildren(...figures.devices.map((memory) => device(memory, figures.next_eviction)));
+}
