@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from fakes import ScriptedEngine, Slowed
-from model_configs import config, plain, require_smollm2
+from model_configs import config, model, plain, require_smollm2
 from paths import CONFIGS
 from playwright.sync_api import Browser
 from servers import live_server
@@ -44,16 +44,18 @@ from llmserve.server.options import ServerOptions
 
 GATE = threading.Event()  # gamma's load waits here, in its "weights" stage
 KEY = "sk-ui-test"
-MODELS = ("alpha", "beta", "gamma")
+MODELS = ("alpha", "beta", "gamma", "delta", "delta@1")  # delta: two versions, 2 the default
 
 
-def factory(model: ModelConfig) -> Engine:
-    if model.api_id == "gamma":
+def factory(entry: ModelConfig) -> Engine:
+    if entry.api_id == "gamma":
         report("weights", 0.4)
         GATE.wait(30)
         return ScriptedEngine(["g"])
-    engine = load_engine(model)
-    return Slowed(engine, 0.05) if model.api_id == "beta" else engine
+    if entry.api_id == "delta":
+        return ScriptedEngine(["d"])
+    engine = load_engine(entry)
+    return Slowed(engine, 0.05) if entry.api_id == "beta" else engine
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +66,8 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture(scope="module")
 def base(tiny_dir: Path, tiny_dir2: Path) -> Iterator[str]:
-    models = [plain(tiny_dir, "alpha"), plain(tiny_dir2, "beta"), config(float("inf"), "gamma")]
+    versions = [model("delta", "1"), model("delta", "2")]
+    models = [plain(tiny_dir, "alpha"), plain(tiny_dir2, "beta"), config(float("inf"), "gamma"), *versions]
     app = create_app(models, "alpha", factory=factory, preload="none", residency=Residency(2, wait=30))
     with live_server(app) as url:
         yield url
@@ -74,35 +77,36 @@ def base(tiny_dir: Path, tiny_dir2: Path) -> Iterator[str]:
 @pytest.fixture
 def site(browser: Browser, base: str) -> Iterator[Watched]:
     """The dashboard with every model unloaded."""
-    for model in MODELS:
-        if api_status(base, model) != "unloaded":
+    for name in MODELS:
+        if api_status(base, name) != "unloaded":
             assert (
-                httpx.post(f"{base}/v1/models/unload", json={"model_id": model}, timeout=30).status_code
-                == 200
+                httpx.post(f"{base}/v1/models/unload", json={"model_id": name}, timeout=30).status_code == 200
             )
     with watched_page(browser, base) as watched:
         watched.page.goto(f"{base}/ui/")
-        for model in MODELS:
-            wait_state(watched.page, model, "unloaded")
+        for name in MODELS:
+            wait_state(watched.page, name, "unloaded")
         yield watched
         watched.assert_clean()
 
 
-def load(base: str, model: str) -> None:
-    assert httpx.post(f"{base}/v1/models/reload", json={"model_id": model}, timeout=60).status_code == 200
+def load(base: str, name: str) -> None:
+    assert httpx.post(f"{base}/v1/models/reload", json={"model_id": name}, timeout=60).status_code == 200
 
 
 def test_the_page_lists_every_model_with_its_state(site: Watched) -> None:
     page = site.page
-    assert page.locator("article[data-model-id]").count() == 3
-    for model in MODELS:
-        assert card(page, model).locator(".state").inner_text() == "unloaded"
-        assert card(page, model).locator('[data-action="load"]').is_visible()
-        assert card(page, model).locator('[data-action="unload"]').is_hidden()
+    assert page.locator("article[data-model-id]").count() == 5
+    for name in MODELS:
+        assert card(page, name).locator(".state").inner_text() == "unloaded"
+        assert card(page, name).locator('[data-action="load"]').is_visible()
+        assert card(page, name).locator('[data-action="unload"]').is_hidden()
+    assert card(page, "delta@1").locator('[data-action="promote"]').is_visible()
+    assert card(page, "delta").locator('[data-action="promote"]').is_hidden()  # the default already
     assert card(page, "alpha").get_by_text("default model").is_visible()
     page.wait_for_selector('#devices [data-device="cpu"]')
     options = page.locator("select[name=model] option").all_inner_texts()
-    assert options == ["default", "alpha", "beta", "gamma"]
+    assert options == ["default", "alpha", "beta", "gamma", "delta@1", "delta"]
     assert page.locator("#connection").inner_text() == "live"
 
 
@@ -149,6 +153,20 @@ def test_a_loading_model_shows_its_progress_and_an_evicted_one_why(site: Watched
         GATE.set()
         loader.join(30)
     wait_state(page, "gamma", "loaded", timeout=10_000)
+
+
+def test_promote_makes_a_version_the_default(site: Watched) -> None:
+    page, base = site.page, site.base
+    card(page, "delta@1").locator('[data-action="promote"]').click()
+    page.wait_for_selector('article[data-unit-id="delta@1"][data-model-id="delta"][data-state="loaded"]')
+    page.wait_for_selector('article[data-unit-id="delta@2"][data-model-id="delta@2"]')
+    assert httpx.post(f"{base}/v1/models/status", json={"model_id": "delta"}).json()["model_id"] == "delta@1"
+    assert card(page, "delta").get_by_text("version 1 (default)").is_visible()
+    promote = {"model_id": "delta", "version": "2"}
+    assert httpx.post(f"{base}/v1/models/promote", json=promote, timeout=30).status_code == 200
+    page.wait_for_selector(
+        'article[data-unit-id="delta@2"][data-model-id="delta"]'
+    )  # another client's change
 
 
 def test_the_playground_streams_the_models_answer(site: Watched) -> None:
@@ -251,8 +269,8 @@ def test_contrast_and_layout_at_1400x900_and_on_a_phone(site: Watched) -> None:
         page.wait_for_timeout(100)
         assert page.evaluate(CONTRAST) == []
         assert page.evaluate("document.documentElement.scrollWidth") <= size["width"]  # no sideways scroll
-        for model in MODELS:
-            box = card(page, model).bounding_box()
+        for name in MODELS:
+            box = card(page, name).bounding_box()
             assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= size["width"]
 
 

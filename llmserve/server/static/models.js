@@ -42,6 +42,10 @@ async function run(action, model) {
   }
 }
 
+function plural(count, word) {
+  return `${count} ${word}${count === 1 ? "" : "s"}`;
+}
+
 function fact(label) {
   const value = el("dd");
   return [el("dt", { text: label }), value];
@@ -135,7 +139,7 @@ function update(model) {
   setText(fields.quantization, model.quantization || "none");
   setText(fields.expiry, expiry(model));
   setText(fields.queue, `${model.running} running · ${model.queue_depth} waiting (of ${model.capacity})`);
-  setText(fields.served, `${model.requests} requests · ${model.completion_tokens} tokens`);
+  setText(fields.served, `${plural(model.requests, "request")} · ${plural(model.decoded_tokens, "token")} decoded`);
   const busy = pending.has(model.id);
   for (const [action, spec] of Object.entries(ACTIONS)) {
     const button = buttons[action];

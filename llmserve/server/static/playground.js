@@ -103,7 +103,10 @@ export class Playground {
         if (chunk.usage) usage = chunk.usage;
         const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
         if (delta && delta.content) {
-          if (first === null) first = performance.now();
+          if (first === null) {
+            first = performance.now();
+            setText(this.stats, `streaming · TTFT ${number((first - started) / 1000, 2)} s`);
+          }
           pieces += 1;
           answer.content.append(delta.content);
         }
