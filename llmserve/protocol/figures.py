@@ -77,6 +77,7 @@ class Figures(BaseModel):
     max_loaded_models: int | None  # --max-loaded-models
     memory_budget: str | None  # --memory-budget as set, readable
     loaded_models: int
+    resident: list[str]  # the versions holding a place in memory (loading ones included under limits)
     next_eviction: str | None  # the idle model that would give way first (least recently used)
     waiting_for_room: list[str]  # loads in line for room
     evictions: int  # idle models unloaded to make room, since start

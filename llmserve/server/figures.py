@@ -140,6 +140,7 @@ def figures(registry: ModelRegistry, metrics: Metrics, free: Available = availab
         max_loaded_models=None if view is None else view.max_loaded,
         memory_budget=None if budget is None else budget.describe(),
         loaded_models=sum(s.in_memory for s in statuses),
+        resident=[s.unit_id for s in statuses if s.in_memory] if view is None else list(view.held),
         next_eviction=next_eviction(statuses, view),
         waiting_for_room=[] if view is None else list(view.waiting),
         evictions=0 if view is None else view.evictions,

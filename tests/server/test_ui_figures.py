@@ -105,7 +105,7 @@ def test_figures_follow_loads_requests_and_evictions_under_a_memory_budget() -> 
         [cpu] = body["devices"]
         assert cpu["models"] == [{"model": "a", "bytes": 3000, "estimated": False}]
         assert (cpu["used_bytes"], cpu["free_bytes"]) == (3000, 7000)
-        assert (body["loaded_models"], body["next_eviction"]) == (1, "a")
+        assert (body["loaded_models"], body["resident"], body["next_eviction"]) == (1, ["a"], "a")
 
         assert ask(client, "b").status_code == 200  # a is idle: it gives way
         body = figures(client)
@@ -114,7 +114,7 @@ def test_figures_follow_loads_requests_and_evictions_under_a_memory_budget() -> 
         assert entry(body, "b")["state"] == "loaded"
         [cpu] = body["devices"]
         assert cpu["models"] == [{"model": "b", "bytes": 5000, "estimated": False}]
-        assert (body["evictions"], body["next_eviction"]) == (1, "b")
+        assert (body["evictions"], body["resident"], body["next_eviction"]) == (1, ["b"], "b")
 
 
 def test_versions_carry_which_one_the_api_id_names_and_promote_moves_it() -> None:
@@ -269,6 +269,7 @@ def test_rates_are_the_differences_over_the_interval() -> None:
                 "max_loaded_models": None,
                 "memory_budget": None,
                 "loaded_models": 0,
+                "resident": [],
                 "next_eviction": None,
                 "waiting_for_room": [],
                 "evictions": 0,

@@ -58,6 +58,35 @@ function device(memory, next) {
   );
 }
 
+// --max-loaded-models shown the same way: one cell per place, filled by the model that holds it.
+function slots(figures) {
+  const count = figures.max_loaded_models;
+  const bar = el("div", { className: "bar slots" });
+  const legend = el("ul", { className: "legend" });
+  const spoken = [];
+  for (let i = 0; i < count; i += 1) {
+    const unit = figures.resident[i];
+    const cell = el("span", { className: `segment slot${unit ? ` share-${colour(unit)}` : ""}`, title: unit || "free" });
+    cell.style.width = `${100 / count}%`;
+    if (unit) cell.dataset.shareOf = unit;
+    bar.append(cell);
+    spoken.push(unit || "free");
+  }
+  for (const unit of figures.resident) {
+    legend.append(el("li", {}, el("span", { className: `swatch share-${colour(unit)}`, "aria-hidden": "true" }), unit));
+  }
+  bar.setAttribute("role", "img");
+  bar.setAttribute("aria-label", `model places: ${spoken.join(", ")}`);
+  const title = `${figures.resident.length} of ${count} places taken`;
+  return el(
+    "div",
+    { className: "device", "data-device": "slots" },
+    el("h3", {}, "--max-loaded-models ", el("span", { className: "summary", text: title })),
+    bar,
+    legend,
+  );
+}
+
 let lastKey = "";
 
 export function renderMemory(figures, container, room) {
@@ -70,8 +99,10 @@ export function renderMemory(figures, container, room) {
   parts.push(`${figures.evictions} evictions · ${figures.swaps} swaps`);
   setText(room, parts.join(" · "));
   // the bars are rebuilt only when what they show changes (they hold nothing focusable)
-  const key = JSON.stringify([figures.devices, figures.next_eviction]);
+  const key = JSON.stringify([figures.devices, figures.next_eviction, figures.resident]);
   if (key === lastKey) return;
   lastKey = key;
-  container.replaceChildren(...figures.devices.map((memory) => device(memory, figures.next_eviction)));
+  const blocks = figures.max_loaded_models === null ? [] : [slots(figures)];
+  blocks.push(...figures.devices.map((memory) => device(memory, figures.next_eviction)));
+  container.replaceChildren(...blocks);
 }
