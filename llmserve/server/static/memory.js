@@ -91,12 +91,11 @@ let lastKey = "";
 
 export function renderMemory(figures, container, room) {
   const parts = [];
-  const limit = figures.max_loaded_models;
-  parts.push(limit === null ? `${figures.loaded_models} loaded` : `${figures.loaded_models} of at most ${limit} loaded (--max-loaded-models)`);
+  parts.push(`${figures.loaded_models} loaded`);
   if (figures.memory_budget) parts.push(`budget ${figures.memory_budget}`);
   parts.push(`next to evict: ${figures.next_eviction ?? "none"}`);
   if (figures.waiting_for_room.length) parts.push(`waiting for room: ${figures.waiting_for_room.join(", ")}`);
-  parts.push(`${figures.evictions} evictions · ${figures.swaps} swaps`);
+  parts.push(`${figures.evictions} eviction${figures.evictions === 1 ? "" : "s"} · ${figures.swaps} swap${figures.swaps === 1 ? "" : "s"}`);
   setText(room, parts.join(" · "));
   // the bars are rebuilt only when what they show changes (they hold nothing focusable)
   const key = JSON.stringify([figures.devices, figures.next_eviction, figures.resident]);
