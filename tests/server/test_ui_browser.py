@@ -21,7 +21,7 @@ import pytest
 from fakes import ScriptedEngine, Slowed
 from model_configs import config, model, plain, require_smollm2
 from paths import CONFIGS
-from playwright.sync_api import Browser
+from playwright.sync_api import Browser, Page
 from servers import live_server
 from ui_browser import (
     PHONE,
@@ -85,18 +85,20 @@ def base(tiny_dir: Path, tiny_dir2: Path) -> Iterator[str]:
 
 @pytest.fixture
 def site(browser: Browser, base: str) -> Iterator[Watched]:
-    """The dashboard with every model unloaded."""
-    for name in MODELS:
-        if api_status(base, name) != "unloaded":
-            assert (
-                httpx.post(f"{base}/v1/models/unload", json={"model_id": name}, timeout=30).status_code == 200
-            )
+    """The dashboard in a new browser context, its cards rendered; the models as earlier tests left them."""
     with watched_page(browser, base) as watched:
         watched.page.goto(f"{base}/ui/")
-        for name in MODELS:
-            wait_state(watched.page, name, "unloaded")
+        watched.page.wait_for_selector("article[data-model-id]")
         yield watched
         watched.assert_clean()
+
+
+def unload(page: Page, base: str, *names: str) -> None:
+    for name in names:
+        if api_status(base, name) != "unloaded":
+            response = httpx.post(f"{base}/v1/models/unload", json={"model_id": name}, timeout=30)
+            assert response.status_code == 200
+        wait_state(page, name, "unloaded", timeout=10_000)
 
 
 def load(base: str, name: str) -> None:
@@ -105,6 +107,7 @@ def load(base: str, name: str) -> None:
 
 def test_the_page_lists_every_model_with_its_state(site: Watched) -> None:
     page = site.page
+    unload(page, site.base, *MODELS)  # as the server started (when this test runs first)
     assert page.locator("article[data-model-id]").count() == 6
     for name in MODELS:
         assert card(page, name).locator(".state").inner_text() == "unloaded"
@@ -122,6 +125,7 @@ def test_the_page_lists_every_model_with_its_state(site: Watched) -> None:
 def test_a_load_through_the_api_appears_without_a_reload(site: Watched) -> None:
     page = site.page
     page.evaluate("window.sameDocument = true")
+    unload(page, site.base, "alpha")
     load(site.base, "alpha")
     wait_state(page, "alpha", "loaded", timeout=5_000)
     page.wait_for_selector('#event-log li[data-model="alpha"]:has-text("loading → loaded")')
@@ -145,6 +149,7 @@ def test_unload_and_load_clicks_change_the_servers_state(site: Watched) -> None:
 
 def test_a_loading_model_shows_its_progress_and_an_evicted_one_why(site: Watched) -> None:
     page, base = site.page, site.base
+    unload(page, base, "gamma")
     load(base, "alpha")
     load(base, "beta")  # --max-loaded-models 2: both fit; alpha is the least recently used
     wait_state(page, "beta", "loaded", timeout=5_000)
