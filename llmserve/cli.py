@@ -127,6 +127,7 @@ def server_options(args: argparse.Namespace) -> ServerOptions:
         allow_remote_images=args.allow_remote_images,
         responses_store_size=args.responses_store_size,
         responses_store_ttl=args.responses_store_ttl,
+        ui=not args.no_ui,
     )
 
 
@@ -203,6 +204,12 @@ def _server_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
         default=default(3600.0),
         metavar="SECONDS",
         help="Responses API: how long a stored response is kept (default 3600)",
+    )
+    parser.add_argument(
+        "--no-ui",
+        action="store_true",
+        default=default(False),
+        help="do not serve the web dashboard at /ui",
     )
 
 

@@ -23,7 +23,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 from llmserve.config.keys import PRIORITIES
@@ -79,6 +80,19 @@ class Resident(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class ResidencyView:
+    """What the models in memory hold at one moment, and who would give way next (for dashboards)."""
+
+    max_loaded: int | None
+    budget: Budget | None  # --memory-budget
+    held: Mapping[str, Mapping[str, int]]  # unit id -> bytes per device (measured; estimated while loading)
+    eviction_order: tuple[str, ...]  # loaded models that may give way, least recently used first
+    waiting: tuple[str, ...]  # loaders in line for room, in arrival order
+    evictions: int
+    swaps: int
+
+
 class Residency:
     def __init__(
         self,
@@ -110,6 +124,22 @@ class Residency:
     def loaded(self) -> list[str]:
         with self._cond:
             return list(self._loaded)
+
+    def view(self) -> ResidencyView:
+        with self._cond:
+            order = sorted(
+                (m for m in self._loaded.values() if self.evict_pinned or not m.pinned),
+                key=lambda m: m.last_active,
+            )
+            return ResidencyView(
+                max_loaded=self.max_loaded,
+                budget=self.budget,
+                held={unit: dict(held) for unit, held in self._held.items()},
+                eviction_order=tuple(m.unit_id for m in order),
+                waiting=tuple(unit for unit, _, _ in sorted(self._line, key=self._turn)),
+                evictions=self.evictions,
+                swaps=self.swaps,
+            )
 
     def used(self) -> Footprint:
         """Bytes held per device by the models in memory (measured, or estimated while loading)."""
@@ -172,7 +202,12 @@ class Residency:
 
     def _first(self) -> str:
         """The loader whose turn it is (the caller holds `_cond`)."""
-        return min(self._line, key=lambda e: (e[1].rank, self.served(e[1].tenant) / e[1].weight, e[2]))[0]
+        return min(self._line, key=self._turn)[0]
+
+    def _turn(self, entry: tuple[str, Claim, int]) -> tuple[int, float, int]:
+        """Loaders take turns by priority, then least served tenant, then arrival."""
+        _, claim, arrival = entry
+        return claim.rank, self.served(claim.tenant) / claim.weight, arrival
 
     def admit(self, model: Resident, need: Footprint, since: float, claim: Claim = NO_CLAIM) -> bool:
         """Blocks until `model` holds its place (True) or its wait runs out (False). `need`: its

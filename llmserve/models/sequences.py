@@ -166,6 +166,13 @@ def step_all(engine: Engine, running: list[Running], retire: Retire) -> list[Run
     return still
 
 
+def step_counted(engine: Engine, running: list[Running], retire: Retire) -> tuple[list[Running], int]:
+    """`step_all`, and how many tokens the step decoded (a live throughput figure)."""
+    before = sum(run.output.generated for run in running)
+    still = step_all(engine, running, retire)
+    return still, sum(run.output.generated for run in running) - before
+
+
 def embed_all(engine: Engine | None, jobs: Sequence[Embed], unit_id: str) -> None:
     """Answers every waiting `Embed` with its vectors and token counts, or its error."""
     for job in jobs:

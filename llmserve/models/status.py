@@ -95,6 +95,10 @@ class ModelStatus:
     kv: KVUsage | None = None  # while loaded, for an engine with a KV cache
     context_length: int | None = None  # tokens the loaded model reads at most (prompt + answer)
     chat_template: str | None = None  # the loaded model's chat template (Jinja), "" when it has none
+    # bytes per device ("cpu", "cuda:0") measured at the last load, weights and KV reserve (kept after an
+    # unload, like memory_bytes), sorted by device
+    footprint: tuple[tuple[str, int], ...] = ()
+    tokens_generated: int = 0  # tokens this version has decoded since the server started
 
     @property
     def api_status(self) -> ApiStatus:

@@ -28,6 +28,7 @@ from llmserve.server.access import require_admin
 from llmserve.server.admin import routes as admin_routes
 from llmserve.server.anthropic import routes as anthropic_routes
 from llmserve.server.errors import on_error
+from llmserve.server.figures import routes as figures_routes
 from llmserve.server.metrics import CONTENT_TYPE, Metrics
 from llmserve.server.middleware import BodyLimitMiddleware, RequestLogMiddleware
 from llmserve.server.ollama import routes as ollama_routes
@@ -36,6 +37,9 @@ from llmserve.server.options import ServerOptions
 from llmserve.server.quotas import Quotas
 from llmserve.server.responses import routes as responses_routes
 from llmserve.server.tenants import RATE_LIMIT_HEADERS, KeyStore, TenantMiddleware
+from llmserve.server.ui import open_paths as ui_paths
+from llmserve.server.ui import routes as ui_routes
+from llmserve.server.ui import static_files
 from llmserve.server.v2 import routes as v2_routes
 from llmserve.service.anthropic import MessagesService
 from llmserve.service.chat import ChatService
@@ -94,9 +98,16 @@ def create_app(
                 expose_headers=["X-Request-Id", *RATE_LIMIT_HEADERS],
             ),
         )
+    ui_files = static_files() if options.ui else {}
     middleware += [
         Middleware(BodyLimitMiddleware, max_bytes=options.max_request_bytes),
-        Middleware(TenantMiddleware, store=keys, quotas=quotas, usage=registry.usage, open_paths=OPEN_PATHS),
+        Middleware(
+            TenantMiddleware,
+            store=keys,
+            quotas=quotas,
+            usage=registry.usage,
+            open_paths=OPEN_PATHS | ui_paths(ui_files),
+        ),
     ]
     app = Starlette(
         routes=[
@@ -106,6 +117,8 @@ def create_app(
             *v2_routes(),
             *ollama_routes(),
             *admin_routes(),
+            *figures_routes(),
+            *ui_routes(ui_files, key_required=keys.enabled),
             Route("/metrics", prometheus, methods=["GET"]),
         ],
         lifespan=lifespan,

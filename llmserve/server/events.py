@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -35,9 +36,13 @@ async def model_events(request: Request) -> Response:
             yield {"comment": "subscribed"}
             while True:
                 event = await queue.get()
-                if not visible(str(event.get("model", ""))):
-                    continue
-                kind = "load_progress" if "stage" in event else "model_state"
-                yield {"event": kind, "data": json.dumps(event, separators=(",", ":"))}
+                if visible(str(event.get("model", ""))):
+                    yield frame(event)
 
     return event_source(events())
+
+
+def frame(event: dict[str, Any]) -> dict[str, str]:
+    """A lifecycle event as an SSE event (also on /v1/figures/events)."""
+    kind = "load_progress" if "stage" in event else "model_state"
+    return {"event": kind, "data": json.dumps(event, separators=(",", ":"))}

@@ -8,6 +8,7 @@ registry at scrape time. Each app has its own `CollectorRegistry`: no process-wi
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -106,10 +107,22 @@ class _Tenants(Collector):
         yield from (requests, reached, tokens, limited, forbidden)
 
 
+@dataclass
+class Served:
+    """What one model version has served since the server started (the figures of /v1/figures)."""
+
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    ttft_total: float = 0.0  # seconds, over `ttft_count` requests
+    ttft_count: int = 0
+
+
 class Metrics:
     def __init__(self, registry: ModelRegistry) -> None:
         self.prometheus = CollectorRegistry()
         self._registry = registry
+        self.served: dict[str, Served] = {}  # by unit id; read and written on the event loop
         r = self.prometheus
         self.loads = Counter("llmserve_model_loads", "completed loads", LABELS, registry=r)
         self.unloads = Counter(
@@ -183,6 +196,13 @@ class Metrics:
         if ttft is not None:
             self.ttft.labels(*names).observe(ttft)
         self.e2e.labels(*names).observe(total)
+        served = self.served.setdefault(unit, Served())
+        served.requests += 1
+        served.prompt_tokens += prompt or 0
+        served.completion_tokens += generated or 0
+        if ttft is not None:
+            served.ttft_total += ttft
+            served.ttft_count += 1
 
     def render(self) -> bytes:
         return generate_latest(self.prometheus)

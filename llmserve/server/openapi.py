@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 
 from llmserve import __version__
 from llmserve.protocol.base import ErrorResponse, Health
+from llmserve.protocol.figures import Figures
 from llmserve.protocol.model_management import (
     ModelCard,
     ModelIdRequest,
@@ -76,6 +77,7 @@ def _schemas() -> dict[str, Any]:
                 PromoteResponse,
                 ErrorResponse,
                 Health,
+                Figures,
             )
         ),
     ]
@@ -120,6 +122,7 @@ def openapi_document() -> dict[str, Any]:
             "/v1/models/unload": management,
             "/v1/models/reload": management,
             "/v1/models/status": management,
+            "/v1/figures": {"get": {"responses": _responses(_json(Figures), ())}},
             "/v1/models/promote": {
                 "post": {
                     "requestBody": _body(PromoteRequest),

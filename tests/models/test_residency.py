@@ -133,3 +133,21 @@ def test_a_versioned_model_leaves_the_accounting_when_it_unloads() -> None:
         assert ask(client, "other").status_code == 200
         assert residency.loaded() == ["other"]
         assert (status(client, "m@1"), status(client, "other")) == ("unloaded", "loaded")
+
+
+def test_the_view_shows_what_each_holds_and_who_gives_way_first() -> None:
+    with serving("a", "b", "c", limit=2, pinned=("c",), sizes={"a": 10, "b": 20, "c": 30}) as (
+        client,
+        _,
+        residency,
+    ):
+        for model in ("c", "a", "b"):  # a gives way to b: c is pinned
+            assert ask(client, model).status_code == 200
+        view = residency.view()
+        assert (view.max_loaded, view.budget, view.waiting) == (2, None, ())
+        assert view.held == {"c": {"cpu": 30}, "b": {"cpu": 20}}
+        assert view.eviction_order == ("b",)  # the pinned one is never asked
+        assert (view.evictions, view.swaps) == (1, 0)
+        assert ask(client, "c").status_code == 200
+        residency.evict_pinned = True
+        assert residency.view().eviction_order == ("b", "c")  # least recently used first

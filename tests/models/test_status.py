@@ -268,3 +268,24 @@ def test_a_request_leaves_the_counts_before_its_client_hears_the_end(monkeypatch
 
     asyncio.run(main())
     assert len(at_end) == 3 and at_end[-1] == (0, 0, 0), at_end
+
+
+def test_decoded_tokens_count_as_they_come_and_the_footprint_stays_after_an_unload() -> None:
+    factory = Factory(lambda c: ScriptedEngine(["a"] * 20, memory=1234, step_delay=0.02))
+
+    async def main() -> None:
+        async with serving(factory) as (registry, _, _):
+            running = asyncio.ensure_future(answer(registry))
+            await wait_for(lambda: registry.status(None).tokens_generated >= 3, "tokens while it runs")
+            assert registry.status(None).running == 1  # counted before the request ends
+            events = await running
+            assert isinstance(events[-1], Finished)
+            status = registry.status(None)
+            assert status.tokens_generated == events[-1].completion_tokens == 21  # 20 pieces and the EOS
+            assert status.footprint == (("cpu", 1234),)
+            await answer(registry, max_tokens=2)
+            assert registry.status(None).tokens_generated == 23
+            unloaded = await registry.unload(None)
+            assert (unloaded.footprint, unloaded.tokens_generated) == ((("cpu", 1234),), 23)
+
+    asyncio.run(main())
