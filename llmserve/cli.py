@@ -123,6 +123,7 @@ def server_options(args: argparse.Namespace) -> ServerOptions:
         allow_remote_images=args.allow_remote_images,
         responses_store_size=args.responses_store_size,
         responses_store_ttl=args.responses_store_ttl,
+        open_metrics=args.open_metrics,
     )
 
 
@@ -177,6 +178,13 @@ def _server_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
         action="store_true",
         default=default(False),
         help="let chat messages carry http(s) image URLs, fetched by the server (default: data: URLs only)",
+    )
+    parser.add_argument(
+        "--open-metrics",
+        action="store_true",
+        default=default(False),
+        help="with API keys, serve GET /metrics without one (for scrapers that send none, such as the "
+        "Gateway API Inference Extension's endpoint picker)",
     )
     parser.add_argument(
         "--responses-store-size",

@@ -89,7 +89,11 @@ def create_app(
         )
     middleware += [
         Middleware(BodyLimitMiddleware, max_bytes=options.max_request_bytes),
-        Middleware(APIKeyMiddleware, keys=options.api_keys, open_paths=OPEN_PATHS),
+        Middleware(
+            APIKeyMiddleware,
+            keys=options.api_keys,
+            open_paths=OPEN_PATHS | {"/metrics"} if options.open_metrics else OPEN_PATHS,
+        ),
     ]
     app = Starlette(
         routes=[

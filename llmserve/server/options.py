@@ -15,3 +15,4 @@ class ServerOptions:
     allow_remote_images: bool = False  # http(s) image URLs in chat messages, fetched by the server
     responses_store_size: int = 1000  # stored Responses API responses (0: none is kept)
     responses_store_ttl: float = 3600.0  # seconds a stored response is kept
+    open_metrics: bool = False  # GET /metrics without an API key (for scrapers that send none)

@@ -120,3 +120,21 @@ def test_kv_utilisation_follows_the_running_requests(tiny_dir: Path) -> None:
         while gauge(scrape(http.get("/metrics").text), "llmserve:kv_cache_usage_perc") != 0:
             assert time.monotonic() < deadline, "the reservation outlived its request"
             time.sleep(0.05)
+
+
+def test_open_metrics_lets_a_scraper_without_a_key_read_metrics_only() -> None:
+    """The endpoint picker's metrics data source sends no credentials: `--open-metrics` opens /metrics
+    (and nothing else) on a server with API keys."""
+    from llmserve.cli import build_parser, server_options
+    from llmserve.server import ServerOptions
+
+    args = build_parser().parse_args(
+        ["multi-model", "--config", "c.json", "--api-key", "k", "--open-metrics"]
+    )
+    assert server_options(args).open_metrics
+    for open_metrics, status in ((False, 401), (True, 200)):
+        options = ServerOptions(api_keys=("k",), open_metrics=open_metrics)
+        app = create_app([model("a")], "a", factory=Factory(lambda c: ScriptedEngine(["x"])), options=options)
+        with TestClient(app) as client:
+            assert client.get("/metrics").status_code == status
+            assert client.get("/v1/models").status_code == 401
