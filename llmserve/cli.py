@@ -5,6 +5,8 @@
     llmserve [--host H] [--port P] [--log-level L] plain -m MODEL_ID [--dtype D] [--device D] [--alias A]
     llmserve -i multi-model ... | -i plain ...     chat in the terminal, in process, on the default model
     llmserve chat --url http://HOST:PORT [--model ID] [--api-key K]    chat with a running server
+    llmserve ray --config F [--replicas N] [--models-per-replica K] [--address ADDR] [--port P]
+             serve the config on a Ray cluster (Ray Serve; docs/deploy.md)
 
 Bad arguments or config: one line on stderr and exit code 2.
 """
@@ -21,7 +23,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from llmserve import __version__
-from llmserve.build import Setup, build_registry, setup_from_args
+from llmserve.build import Setup, build_app, build_registry, setup_from_args
 from llmserve.config.entries import (
     DEFAULT_MAX_BATCH_SIZE,
     DEFAULT_MAX_QUEUE,
@@ -210,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-i", "--interactive", action="store_true", help="chat in the terminal instead of serving HTTP"
     )
     _server_options(parser, defaults=True)
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{multi-model,plain,chat}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{multi-model,plain,chat,ray}")
 
     multi = commands.add_parser("multi-model", help="serve the models of a JSON config file")
     multi.add_argument("--config", required=True, help="the multi-model JSON config")
@@ -229,6 +231,25 @@ def build_parser() -> argparse.ArgumentParser:
     _scheduling_options(plain)
     _model_source_options(plain)
     _server_options(plain, defaults=False)
+
+    ray = commands.add_parser("ray", help="serve the models of a JSON config on a Ray cluster (Ray Serve)")
+    ray.add_argument("--config", required=True, help="the multi-model JSON config (same path on every node)")
+    ray.add_argument("--default-model-id", help="API id of the default model (default: the first model)")
+    ray.add_argument("--replicas", type=_positive, default=2, help="llmserve replicas (default 2)")
+    ray.add_argument(
+        "--models-per-replica",
+        type=_positive,
+        default=3,
+        metavar="K",
+        help="models a replica keeps, least recently used out first (default 3, Ray Serve's)",
+    )
+    ray.add_argument("--address", help="the Ray cluster to join (default: start one on this machine)")
+    ray.add_argument("--replica-cpus", type=_seconds, default=1.0, metavar="N", help="CPUs per replica (1)")
+    ray.add_argument("--replica-gpus", type=_seconds, default=0.0, metavar="N", help="GPUs per replica (0)")
+    ray.set_defaults(preload="none")  # the multiplexing loads each model where its requests go
+    _scheduling_options(ray)
+    _model_source_options(ray)
+    _server_options(ray, defaults=False)
 
     chat = commands.add_parser("chat", help="chat in the terminal with a running OpenAI-compatible server")
     chat.add_argument("--url", required=True, help="the server's base URL, e.g. http://127.0.0.1:1234")
@@ -374,25 +395,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.log_level == "trace" else args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    from llmserve.server import create_app
+    if args.command == "ray":
+        return _serve_on_ray(args, setup)
     from llmserve.server.run import serve
 
     options = server_options(args)
     warning = public_warning(args.host, options)
     if warning:
         logging.getLogger("llmserve").warning(warning)
-    app = create_app(
-        setup.models,
-        setup.default_id,
-        preload=setup.preload,
-        options=options,
-        residency=setup.residency,
-        runtime=setup.runtime,
-    )
+    app = build_app(setup, options)
     # uvicorn drains on SIGTERM or SIGINT, then raises the signal again; exit 0 at that point.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     signal.signal(signal.SIGINT, _exit_cleanly)
     serve(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def _serve_on_ray(args: argparse.Namespace, setup: Setup) -> int:
+    try:
+        from llmserve.cluster.app import run
+    except ImportError as exc:
+        print(
+            f"llmserve: error: llmserve ray needs Ray Serve: pip install 'llmserve[ray]' ({exc})",
+            file=sys.stderr,
+        )
+        return 2
+    from llmserve.cluster.plan import ClusterPlan
+
+    capacity = sum(m.max_batch_size + m.max_queue for m in setup.models)
+    plan = ClusterPlan(
+        args, server_options(args), args.replicas, args.models_per_replica, capacity, args.address,
+        args.host, args.port, args.replica_cpus, args.replica_gpus,
+    )  # fmt: skip
+    try:
+        run(plan)
+    except ConnectionError as exc:
+        print(f"llmserve: error: cannot join the Ray cluster at '{args.address}': {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
