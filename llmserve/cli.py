@@ -75,6 +75,13 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _amount(text: str) -> float:
+    try:
+        return _seconds(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number (0 or more)") from None
+
+
 def _directory(text: str) -> Path:
     if not Path(text).is_dir():
         raise argparse.ArgumentTypeError(f"'{text}' is not a directory")
@@ -244,8 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="models a replica keeps, least recently used out first (default 3, Ray Serve's)",
     )
     ray.add_argument("--address", help="the Ray cluster to join (default: start one on this machine)")
-    ray.add_argument("--replica-cpus", type=_seconds, default=1.0, metavar="N", help="CPUs per replica (1)")
-    ray.add_argument("--replica-gpus", type=_seconds, default=0.0, metavar="N", help="GPUs per replica (0)")
+    ray.add_argument("--replica-cpus", type=_amount, default=1.0, metavar="N", help="CPUs per replica (1)")
+    ray.add_argument("--replica-gpus", type=_amount, default=0.0, metavar="N", help="GPUs per replica (0)")
     ray.set_defaults(preload="none")  # the multiplexing loads each model where its requests go
     _scheduling_options(ray)
     _model_source_options(ray)
@@ -422,9 +429,16 @@ def _serve_on_ray(args: argparse.Namespace, setup: Setup) -> int:
         return 2
     from llmserve.cluster.plan import ClusterPlan
 
+    # every replica reads them, from Ray's own working directory
+    args.config = str(Path(args.config).resolve())
+    args.cache_dir = args.cache_dir and str(Path(args.cache_dir).resolve())
+    options = server_options(args)
+    warning = public_warning(args.host, options)
+    if warning:
+        logging.getLogger("llmserve").warning(warning)
     capacity = sum(m.max_batch_size + m.max_queue for m in setup.models)
     plan = ClusterPlan(
-        args, server_options(args), args.replicas, args.models_per_replica, capacity, args.address,
+        args, options, args.replicas, args.models_per_replica, capacity, args.address,
         args.host, args.port, args.replica_cpus, args.replica_gpus,
     )  # fmt: skip
     try:

@@ -118,5 +118,7 @@ def test_a_response_comes_back_head_first_then_piece_by_piece() -> None:
 
 def test_bad_ray_arguments_are_one_line_errors(tmp_path: Any) -> None:
     assert "--replicas" in one_line_error(run_cli("ray", "--config", "c.json", "--replicas", "0"))
+    cpus = one_line_error(run_cli("ray", "--config", "c.json", "--replica-cpus", "many"))
+    assert "--replica-cpus" in cpus and "'many' is not a number (0 or more)" in cpus
     missing = one_line_error(run_cli("ray", "--config", str(tmp_path / "none.json")))
     assert missing.startswith("llmserve: error:") and "none.json" in missing
