@@ -35,7 +35,9 @@ def cluster(tiny_dir: Path, tiny_dir2: Path, tmp_path_factory: pytest.TempPathFa
     port = free_port()
     command = [sys.executable, "-m", "llmserve", "--log-level", "warning", "ray", "--config", str(config)]
     command += ["--replicas", "2", "--models-per-replica", "1", "--port", str(port)]
-    process = subprocess.Popen(command, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    # no usage report to Ray's servers from a test run (the network is closed here anyway)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+    process = subprocess.Popen(command, env=env)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
