@@ -17,7 +17,10 @@ from llmserve.errors import ConfigError
 from llmserve.models.residency import Residency
 
 if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
     from llmserve.models.registry import ModelRegistry, Preload
+    from llmserve.server.options import ServerOptions
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,7 @@ def model_defaults(args: argparse.Namespace) -> ModelDefaults:
 def models_from_args(args: argparse.Namespace, defaults: ModelDefaults) -> tuple[list[ModelConfig], str]:
     """The models to serve and the default model's API id, with the `--model-alias` patterns; raises
     `ConfigError`."""
-    if args.command == "multi-model":
+    if args.command in ("multi-model", "ray"):
         models = load_config(args.config, defaults)
         default_id = choose_default(models, args.default_model_id, source=args.config)
     else:
@@ -74,7 +77,7 @@ def residency_from_args(args: argparse.Namespace) -> Residency | None:
 
 
 def setup_from_args(args: argparse.Namespace) -> Setup:
-    """Everything `serve` and `-i` build on; raises `ConfigError`."""
+    """Everything `serve`, `-i` and each replica of `ray` build on; raises `ConfigError`."""
     defaults = model_defaults(args)
     models, default_id = models_from_args(args, defaults)
     return Setup(
@@ -94,6 +97,20 @@ def build_registry(setup: Setup) -> ModelRegistry:
     from llmserve.models.registry import ModelRegistry
 
     return ModelRegistry(setup.models, setup.default_id, load_engine, setup.residency, estimate)
+
+
+def build_app(setup: Setup, options: ServerOptions) -> Starlette:
+    """The HTTP app of `setup` (`llmserve multi-model` and `plain`, and each replica of `llmserve ray`)."""
+    from llmserve.server import create_app
+
+    return create_app(
+        setup.models,
+        setup.default_id,
+        preload=setup.preload,
+        options=options,
+        residency=setup.residency,
+        runtime=setup.runtime,
+    )
 
 
 def with_alias(

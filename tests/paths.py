@@ -8,3 +8,4 @@ TESTS = Path(__file__).parent  # the support modules, data/ and node/
 ROOT = TESTS.parent  # the repository
 DATA = TESTS / "data"  # the specs the responses are checked against
 CONFIGS = ROOT / "configs"  # the configs the repository ships
+DEPLOY = ROOT / "deploy" / "kubernetes"  # the kustomizations and manifests

@@ -44,7 +44,10 @@ def test_default_model_id_must_name_a_model(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        ((), "llmserve: error: the following arguments are required: {multi-model,plain,chat} (see --help)"),
+        (
+            (),
+            "llmserve: error: the following arguments are required: {multi-model,plain,chat,ray} (see --help)",
+        ),
         (
             ("multi-model",),
             "llmserve multi-model: error: the following arguments are required: --config (see --help)",

@@ -54,7 +54,8 @@ OPEN_PATHS = frozenset({"/", "/health", "/v2/health/live", "/v2/health/ready"})
 
 
 async def prometheus(request: Request) -> Response:
-    require_admin(request)  # it names every tenant
+    if not request.app.state.options.open_metrics:  # --open-metrics: the operator opened it to all
+        require_admin(request)  # it names every tenant
     metrics: Metrics = request.app.state.metrics
     return Response(metrics.render(), media_type=CONTENT_TYPE)
 
@@ -106,7 +107,7 @@ def create_app(
             store=keys,
             quotas=quotas,
             usage=registry.usage,
-            open_paths=OPEN_PATHS | ui_paths(ui_files),
+            open_paths=OPEN_PATHS | ui_paths(ui_files) | ({"/metrics"} if options.open_metrics else set()),
         ),
     ]
     app = Starlette(

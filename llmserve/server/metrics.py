@@ -3,18 +3,24 @@
 Counters and histograms are updated as things happen (state changes from the workers' threads, finished
 requests from the access-log middleware); gauges (state, queue, running, memory) are read from the
 registry at scrape time. Each app has its own `CollectorRegistry`: no process-wide state.
+
+The pod-wide gauges named `llmserve:*` are the model-server protocol of the Gateway API Inference Extension
+(its docs/proposals/003-model-server-protocol: vLLM's names with llmserve's prefix, the LoRA info metric's
+labels), which its endpoint picker scrapes to route a request to a pod with room and with the requested
+model already in memory (deploy/kubernetes/gateway/ configures it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from llmserve.models.registry import ModelRegistry
+from llmserve.models.registry import DEFAULT_ALIAS, ModelRegistry
 from llmserve.models.status import ModelState, ModelStatus
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -31,8 +37,9 @@ def labels(status: ModelStatus) -> tuple[str, str]:
 class _Live(Collector):
     """The gauges, read when Prometheus scrapes."""
 
-    def __init__(self, registry: ModelRegistry) -> None:
+    def __init__(self, registry: ModelRegistry, changed_at: Callable[[], float]) -> None:
         self._registry = registry
+        self._changed_at = changed_at
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         state = GaugeMetricFamily(
@@ -70,6 +77,63 @@ class _Live(Collector):
             running.add_metric(list(names), float(status.running))
             memory.add_metric(list(names), float(status.memory_bytes or 0) if status.in_memory else 0.0)
         yield from (state, waiting, running, memory, kv_tokens, kv_use)
+        yield from gateway_gauges(self._registry, self._changed_at())
+
+
+def gateway_gauges(registry: ModelRegistry, changed_at: float) -> Iterator[GaugeMetricFamily]:
+    """The model-server protocol's gauges, for the whole server: requests waiting and running, KV cache
+    utilisation (the fullest loaded model's reservations over its budget, 0 to 1: a request for it waits
+    when it is full, and budgets derived from the same free memory overlap, so a sum would overstate the
+    room), and the LoRA info metric with the loaded models as `running_lora_adapters` (its value: when the
+    set of models in memory last changed, as the protocol asks)."""
+    statuses = registry.statuses()
+    for name, text, value in (
+        (
+            "llmserve:num_requests_waiting",
+            "requests waiting, all models",
+            sum(s.queue_depth for s in statuses),
+        ),
+        ("llmserve:num_requests_running", "sequences decoding, all models", sum(s.running for s in statuses)),
+        (
+            "llmserve:kv_cache_usage_perc",
+            "KV cache reserved over budget of the fullest loaded model (0 to 1)",
+            max((s.kv.utilisation for s in statuses if s.kv is not None and s.in_memory), default=0.0),
+        ),
+    ):
+        gauge = GaugeMetricFamily(name, text)
+        gauge.add_metric([], float(value))
+        yield gauge
+    running, waiting = resident_names(registry, statuses)
+    limit = registry.residency.max_loaded if registry.residency is not None else None
+    info = GaugeMetricFamily(
+        "llmserve:lora_requests_info",
+        "models in memory (running_lora_adapters) and waiting to load; value: when that last changed",
+        labels=list(LORA_LABELS),
+    )
+    info.add_metric([str(limit or len(statuses)), ",".join(running), ",".join(waiting)], changed_at)
+    yield info
+
+
+LORA_LABELS = ("max_lora", "running_lora_adapters", "waiting_lora_adapters")
+
+
+def resident_names(registry: ModelRegistry, statuses: list[ModelStatus]) -> tuple[list[str], list[str]]:
+    """The names a request may give for the models in memory (unit id; the API id too for its default
+    version; `default` for the default model), and those of models with requests waiting for a load."""
+    running: list[str] = []
+    waiting: list[str] = []
+    default_unit = registry.resolve(None).unit_id
+    for status in statuses:
+        names = [status.unit_id]
+        if status.unit_id != status.api_id and registry.resolve(status.api_id).unit_id == status.unit_id:
+            names.append(status.api_id)
+        if status.unit_id == default_unit:
+            names.append(DEFAULT_ALIAS)
+        if status.state is ModelState.LOADED:
+            running += names
+        elif status.queue_depth:
+            waiting += names
+    return running, waiting
 
 
 class _Tenants(Collector):
@@ -158,13 +222,15 @@ class Metrics:
             buckets=_LATENCY,
             registry=r,
         )
-        r.register(_Live(registry))
+        self.changed_at = time.time()  # when a model last changed state (the gateway's LoRA info)
+        r.register(_Live(registry, lambda: self.changed_at))
         r.register(_Tenants(registry))
         registry.usage.on_wait.append(lambda tenant, seconds: self.queue_wait.labels(tenant).observe(seconds))
         registry.observers.append(self.on_state)
 
     def on_state(self, status: ModelStatus, previous: ModelState) -> None:
         """A state change (`status`: the snapshot taken at the change), on the worker's thread."""
+        self.changed_at = time.time()
         names = labels(status)
         if status.state is ModelState.LOADED:
             self.loads.labels(*names).inc()

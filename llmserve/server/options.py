@@ -19,3 +19,4 @@ class ServerOptions:
     responses_store_size: int = 1000  # stored Responses API responses (0: none is kept)
     responses_store_ttl: float = 3600.0  # seconds a stored response is kept
     ui: bool = True  # the dashboard at /ui (--no-ui: off)
+    open_metrics: bool = False  # GET /metrics without an API key (for scrapers that send none)

@@ -21,8 +21,9 @@ LAYER = {
     "server": 5,
     "chat": 6,
     "build": 7,
-    "cli": 8,
-    "__main__": 9,
+    "cluster": 8,
+    "cli": 9,
+    "__main__": 10,
 }
 STILL_BACK_UP: set[tuple[str, str]] = set()
 
