@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import jinja2
 import torch
 from transformers import DynamicCache
 
@@ -28,9 +27,8 @@ from llmserve.engine.grammar import Guides
 from llmserve.engine.hf_load import eos_ids, load_pretrained
 from llmserve.engine.kvcache import cache_length, kv_bytes_per_token, returned_cache, with_cache
 from llmserve.engine.pacing import PrefillPacer
-from llmserve.engine.templates import chat_inputs
+from llmserve.engine.templates import chat_text
 from llmserve.engine.token_bytes import token_bytes_of
-from llmserve.errors import InvalidRequest
 
 log = logging.getLogger(__name__)
 
@@ -138,21 +136,16 @@ class HFEngine:
     def encode_chat(
         self, messages: Sequence[ChatMessage], tools: Sequence[dict[str, Any]] | None = None
     ) -> list[int]:
-        if any(m.images for m in messages):
-            raise InvalidRequest(
-                "this model does not take images (it is not a VisionPlain model)", param="messages"
-            )
         template = self._tokenizer.chat_template
-        if not template:
-            raise InvalidRequest("this model has no chat template, so it cannot serve chat completions")
-        rendered, extra = chat_inputs(list(messages), tuple(tools or ()), str(template))
-        try:
-            text = self._tokenizer.apply_chat_template(
-                rendered, add_generation_prompt=True, tokenize=False, **extra
+
+        def apply(rendered: list[dict[str, Any]], extra: dict[str, Any]) -> str:
+            return str(
+                self._tokenizer.apply_chat_template(
+                    rendered, add_generation_prompt=True, tokenize=False, **extra
+                )
             )
-        except jinja2.TemplateError as exc:
-            msg = f"the model's chat template rejected the messages: {exc}"
-            raise InvalidRequest(msg, param="messages") from None
+
+        text = chat_text(messages, tools, str(template) if template else None, apply)
         return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def encode_text(self, text: str) -> list[int]:

@@ -24,8 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jinja2
-
 from llmserve.config.entries import GGUFSpec, ModelConfig
 from llmserve.engine.base import ChatMessage, GenerationParams, TokenLogprob
 from llmserve.engine.choosing import Chooser, choose
@@ -34,7 +32,7 @@ from llmserve.engine.llamacpp_lib import Context, Model, Row
 from llmserve.engine.llamacpp_plan import Plan, plan
 from llmserve.engine.pacing import PrefillPacer
 from llmserve.engine.progress import report
-from llmserve.engine.templates import chat_inputs, render
+from llmserve.engine.templates import chat_text, render
 from llmserve.errors import InternalError, InvalidRequest
 
 log = logging.getLogger(__name__)
@@ -171,18 +169,12 @@ class LlamaCppEngine:
     def encode_chat(
         self, messages: Sequence[ChatMessage], tools: Sequence[dict[str, Any]] | None = None
     ) -> list[int]:
-        if any(m.images for m in messages):
-            raise InvalidRequest(
-                "this model does not take images (it is not a VisionPlain model)", param="messages"
-            )
-        if not self._template:
-            raise InvalidRequest("this model has no chat template, so it cannot serve chat completions")
-        rendered, extra = chat_inputs(list(messages), tuple(tools or ()), self._template)
-        try:
-            text = render(self._template, rendered, {**self._special, **extra})
-        except jinja2.TemplateError as exc:
-            msg = f"the model's chat template rejected the messages: {exc}"
-            raise InvalidRequest(msg, param="messages") from None
+        template = self._template
+
+        def apply(rendered: list[dict[str, Any]], extra: dict[str, Any]) -> str:
+            return render(template, rendered, {**self._special, **extra})
+
+        text = chat_text(messages, tools, template, apply)
         return self._model.tokenize(text, add_special=False, parse_special=True)
 
     def encode_text(self, text: str) -> list[int]:

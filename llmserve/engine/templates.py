@@ -5,9 +5,13 @@ as objects), or, for a template that knows no tools, the Hermes format most open
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import jinja2
+
 from llmserve.engine.base import ChatMessage
+from llmserve.errors import InvalidRequest
 
 
 def hermes_system(tools: tuple[dict[str, Any], ...]) -> str:
@@ -81,6 +85,29 @@ def chat_inputs(
     if with_tools and "tools" not in template:
         return plain_messages(messages, tools), {}
     return template_messages(messages), ({"tools": list(tools)} if tools else {})
+
+
+def chat_text(
+    messages: Sequence[ChatMessage],
+    tools: Sequence[dict[str, Any]] | None,
+    template: str | None,
+    render_with: Callable[[list[dict[str, Any]], dict[str, Any]], str],
+) -> str:
+    """The prompt text of a chat by the model's `template`, rendered by `render_with(messages,
+    variables)`; raises `InvalidRequest` for images (a text model), a model without a template, or a
+    template that rejects the messages."""
+    if any(m.images for m in messages):
+        raise InvalidRequest(
+            "this model does not take images (it is not a VisionPlain model)", param="messages"
+        )
+    if not template:
+        raise InvalidRequest("this model has no chat template, so it cannot serve chat completions")
+    rendered, extra = chat_inputs(list(messages), tuple(tools or ()), template)
+    try:
+        return render_with(rendered, extra)
+    except jinja2.TemplateError as exc:
+        msg = f"the model's chat template rejected the messages: {exc}"
+        raise InvalidRequest(msg, param="messages") from None
 
 
 def render(template: str, messages: list[dict[str, Any]], variables: dict[str, Any]) -> str:
