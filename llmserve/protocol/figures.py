@@ -32,6 +32,7 @@ class ModelFigures(BaseModel):
     default_version: bool  # what the API id names now (promote changes it)
     default_model: bool  # what `default` names
     kind: str  # Plain, GGUF, VisionPlain, Embedding
+    engine: str  # what runs it: "transformers" or "llama.cpp"
     quantization: str | None
     state: State
     status: str  # the /v1/models status word (loaded, unloaded, reloading, internal_error)

@@ -51,6 +51,7 @@ def unloaded(unit: str, **changes: Any) -> dict[str, Any]:
         "default_version": True,
         "default_model": unit == "a",
         "kind": "Plain",
+        "engine": "transformers",
         "quantization": None,
         "state": "unloaded",
         "status": "unloaded",

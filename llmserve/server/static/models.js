@@ -134,7 +134,7 @@ function update(model) {
   setText(fields.why, why);
   fields.why.hidden = !why;
   fields.why.classList.toggle("error", model.state === "failed");
-  setText(fields.kind, model.kind);
+  setText(fields.kind, `${model.kind} on ${model.engine}`);
   setText(fields.memory, memory(model));
   setText(fields.quantization, model.quantization || "none");
   setText(fields.expiry, expiry(model));
