@@ -166,11 +166,23 @@ def step_all(engine: Engine, running: list[Running], retire: Retire) -> list[Run
     return still
 
 
-def step_counted(engine: Engine, running: list[Running], retire: Retire) -> tuple[list[Running], int]:
-    """`step_all`, and how many tokens the step decoded (a live throughput figure)."""
+@dataclass
+class Tally:
+    """Tokens decoded so far (a live throughput figure)."""
+
+    total: int = 0
+
+
+def step_counted(engine: Engine, running: list[Running], retire: Retire, tally: Tally) -> list[Running]:
+    """`step_all`, adding the tokens it decoded to `tally` before any finished request hears its end
+    (a client that reads the count after its last event sees its own tokens in it)."""
+    ended: list[tuple[Generate, Finished | Failed | None]] = []
     before = sum(run.output.generated for run in running)
-    still = step_all(engine, running, retire)
-    return still, sum(run.output.generated for run in running) - before
+    still = step_all(engine, running, lambda job, event: ended.append((job, event)))
+    tally.total += sum(run.output.generated for run in running) - before
+    for job, event in ended:
+        retire(job, event)
+    return still
 
 
 def embed_all(engine: Engine | None, jobs: Sequence[Embed], unit_id: str) -> None:

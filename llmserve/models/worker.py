@@ -50,7 +50,7 @@ from llmserve.models.jobs import (
 from llmserve.models.kv_budget import KVLedger
 from llmserve.models.lifecycle import Estimator, Slot
 from llmserve.models.residency import Residency
-from llmserve.models.sequences import Running, embed_all, start, step_counted
+from llmserve.models.sequences import Running, Tally, embed_all, start, step_counted
 from llmserve.models.status import KVUsage, ModelState, ModelStatus, UnloadReason
 from llmserve.models.usage import Usage
 
@@ -92,7 +92,7 @@ class ModelWorker:
         self._lock = threading.Lock()
         self._accepted = 0  # generations submitted and not yet retired (running + waiting)
         self._holders = Holders()  # the same per tenant
-        self._decoded = 0  # tokens decoded since start (a live throughput figure)
+        self._decoded = Tally()
         self._state = ModelState.UNLOADED
         self._reason: UnloadReason | None = None  # of the last change to unloading, unloaded or failed
         # Called on the worker thread: with the snapshot of each state change and the previous state,
@@ -162,7 +162,7 @@ class ModelWorker:
             context_length=None if self._engine is None else self._engine.context_length,
             chat_template=getattr(self._engine, "chat_template", None),
             footprint=tuple(sorted((slot.footprint or {}).items())),
-            tokens_generated=self._decoded,
+            tokens_generated=self._decoded.total,
         )
 
     def _kv_usage(self) -> KVUsage | None:
@@ -457,8 +457,7 @@ class ModelWorker:
     def _step(self) -> None:
         assert self._engine is not None
         self.last_active = time.monotonic()
-        self._running, decoded = step_counted(self._engine, self._running, self._retire)
-        self._decoded += decoded
+        self._running = step_counted(self._engine, self._running, self._retire, self._decoded)
         self._pending.progress((run.job, run.output.generated) for run in self._running)
         self._retired.clear()
         self._kv_held = self._engine.kv_tokens_held if isinstance(self._engine, KVCacheSource) else 0

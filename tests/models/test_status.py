@@ -270,11 +270,26 @@ def test_a_request_leaves_the_counts_before_its_client_hears_the_end(monkeypatch
     assert len(at_end) == 3 and at_end[-1] == (0, 0, 0), at_end
 
 
-def test_decoded_tokens_count_as_they_come_and_the_footprint_stays_after_an_unload() -> None:
+def test_decoded_tokens_count_as_they_come_and_the_footprint_stays_after_an_unload(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The count already holds a request's tokens when its last event is pushed (read at that moment:
+    a client that reads it right after its answer could otherwise race the worker thread)."""
     factory = Factory(lambda c: ScriptedEngine(["a"] * 20, memory=1234, step_delay=0.02))
+    at_end: list[int] = []
+    holder: list[ModelRegistry] = []
+    push = EventStream.push
+
+    def recording(stream: EventStream, event: Event) -> None:
+        if isinstance(event, Finished):
+            at_end.append(holder[0].status(None).tokens_generated)
+        push(stream, event)
+
+    monkeypatch.setattr(EventStream, "push", recording)
 
     async def main() -> None:
         async with serving(factory) as (registry, _, _):
+            holder.append(registry)
             running = asyncio.ensure_future(answer(registry))
             await wait_for(lambda: registry.status(None).tokens_generated >= 3, "tokens while it runs")
             assert registry.status(None).running == 1  # counted before the request ends
@@ -289,3 +304,4 @@ def test_decoded_tokens_count_as_they_come_and_the_footprint_stays_after_an_unlo
             assert (unloaded.footprint, unloaded.tokens_generated) == ((("cpu", 1234),), 23)
 
     asyncio.run(main())
+    assert at_end == [21, 23]
