@@ -50,7 +50,8 @@ function onFigures(figures) {
   const loaded = figures.models.filter((m) => m.state === "loaded").length;
   // a key with a model scope may not see (nor use) the default model
   const withDefault = figures.models.some((m) => m.id === figures.default_model);
-  const summary = [`${figures.models.length} model versions`, `${loaded} loaded`];
+  const count = figures.models.length;
+  const summary = [`${count} model version${count === 1 ? "" : "s"}`, `${loaded} loaded`];
   if (withDefault) summary.push(`default: ${figures.default_model}`);
   if (typeof figures.tenant === "string") summary.push(`this key's tenant: ${figures.tenant}`);
   setText($("models-summary"), summary.join(" · "));

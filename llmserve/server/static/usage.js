@@ -10,8 +10,8 @@ import { getJSON } from "./api.js";
 import { clock, el, setText } from "./format.js";
 
 const WINDOWS = [
-  ["last_minute", "last minute"],
-  ["last_hour", "last hour"],
+  ["last_minute", "1 min"],
+  ["last_hour", "1 hour"],
   ["since_start", "since start"],
 ];
 const COUNTS = [
