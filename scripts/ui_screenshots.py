@@ -107,6 +107,7 @@ def main() -> int:
         save(page, args.out / "ui-dashboard.png")
         save(page, args.out / "ui-playground.png", "#playground")
         page.set_viewport_size({"width": 390, "height": 844})
+        page.evaluate("window.scrollTo(0, 0)")  # the streaming answer scrolled the page down to it
         page.wait_for_timeout(300)
         save(page, args.out / "ui-phone.png")
         page.click('[data-action="stop"]')

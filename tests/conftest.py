@@ -10,9 +10,14 @@ os.environ["TOKENIZERS_PARALLELISM"] = "false"
 # converted GGUF copies go to a fresh directory per test session, never the user's cache
 os.environ["LLMSERVE_CACHE_DIR"] = tempfile.mkdtemp(prefix="llmserve-cache-")
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 
 @pytest.fixture(scope="session")
@@ -27,3 +32,12 @@ def tiny_dir2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tiny import build_model
 
     return build_model(tmp_path_factory.mktemp("models") / "tiny-chat-2", seed=1)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """One headless Chromium (Debian's, through Playwright) for every dashboard test of the session."""
+    from ui_browser import chromium
+
+    with chromium() as launched:
+        yield launched

@@ -17,6 +17,7 @@ from llmserve.config.sizes import Budget
 from llmserve.engine.footprint import Estimate
 from llmserve.models.residency import Residency
 from llmserve.server import create_app
+from llmserve.server.options import ServerOptions
 
 
 @contextmanager
@@ -33,9 +34,10 @@ def serving(
     sizes: dict[str, int] | None = None,
     estimates: dict[str, int] | None = None,
     max_batch_size: int = 64,
+    options: ServerOptions | None = None,
 ) -> Iterator[tuple[TestClient, Factory, Residency]]:
     """Scripted models `names`; `sizes`: what each one's engine measures (default 1000 bytes on the CPU),
-    `estimates`: what its files say before a load (default: its size)."""
+    `estimates`: what its files say before a load (default: its size); `options`: the server's."""
     sizes = sizes or {}
     models = [
         dataclasses.replace(
@@ -56,7 +58,13 @@ def serving(
 
     residency = Residency(limit, budget=budget, wait=wait, evict_pinned=evict_pinned)
     app = create_app(
-        models, names[0], factory=factory, preload="none", residency=residency, estimator=estimator
+        models,
+        names[0],
+        factory=factory,
+        preload="none",
+        residency=residency,
+        estimator=estimator,
+        options=options,
     )
     with TestClient(app) as client:
         yield client, factory, residency

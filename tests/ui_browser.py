@@ -18,6 +18,31 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, Route
 
 DESKTOP = {"width": 1400, "height": 900}
 PHONE = {"width": 390, "height": 844}
+# every visible text's contrast ratio under 4.5:1 (WCAG AA), as "TAG.class: ratio 'text'"
+CONTRAST = """() => {
+  const luminance = (rgb) => {
+    const [r, g, b] = rgb.map((c) => { c /= 255; return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4; });
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+  };
+  const parse = (text) => (text.match(/[\\d.]+/g) || []).map(Number);
+  const background = (node) => {
+    for (let n = node; n; n = n.parentElement) {
+      const c = parse(getComputedStyle(n).backgroundColor);
+      if (c.length === 3 || (c.length === 4 && c[3] === 1)) return c.slice(0, 3);
+    }
+    return [255, 255, 255];
+  };
+  const low = [];
+  for (const node of document.querySelectorAll("body *")) {
+    const own = [...node.childNodes].some((c) => c.nodeType === 3 && c.textContent.trim());
+    if (!own || !node.checkVisibility() || node.closest("[disabled]")) continue;
+    const fg = luminance(parse(getComputedStyle(node).color).slice(0, 3));
+    const bg = luminance(background(node));
+    const ratio = (Math.max(fg, bg) + 0.05) / (Math.min(fg, bg) + 0.05);
+    if (ratio < 4.5) low.push(`${node.tagName}.${node.className}: ${ratio.toFixed(2)} '${node.textContent.trim().slice(0, 30)}'`);
+  }
+  return low;
+}"""
 
 
 def chromium_path() -> str:

@@ -85,3 +85,11 @@ class Figures(BaseModel):
     swaps: int  # busy models that yielded their turn, since start
     devices: list[DeviceMemory]
     models: list[ModelFigures]
+    # who asks: the tenant of the request's key when the server has a keys file (--keys), else None; and
+    # whether the key may manage models. A tenant sees only the models its key may use: the others' ids
+    # become HIDDEN in `devices`, `resident`, `next_eviction`, `waiting_for_room` and `default_model`.
+    tenant: str | None = None
+    admin: bool = True
+
+
+HIDDEN = "other models"  # in place of the models a key may not use

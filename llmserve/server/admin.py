@@ -1,9 +1,8 @@
 """Usage per tenant and the keys file's reload: `GET /v1/usage` (the caller's own tenant), `GET
-/admin/usage` (every tenant) and `POST /admin/keys/reload`, the last two for admin keys only."""
+/admin/usage` (every tenant) and `POST /admin/keys/reload`, the last two for admin keys only. Their bodies
+are protocol/usage.py's types (and so is their description in /openapi.json)."""
 
 from __future__ import annotations
-
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -11,6 +10,7 @@ from starlette.routing import BaseRoute, Route
 
 from llmserve.config.keys import KeyEntry
 from llmserve.errors import ConfigError, InvalidRequest
+from llmserve.protocol.usage import KeysReloaded, TenantLimits, UsageReport
 from llmserve.server.access import access_of, require_admin
 from llmserve.server.quotas import Quotas
 from llmserve.server.state import registry_of
@@ -27,34 +27,34 @@ def quotas_of(request: Request) -> Quotas:
     return quotas
 
 
-def _limits(entry: KeyEntry | None, quotas: Quotas) -> dict[str, Any] | None:
+def _limits(entry: KeyEntry | None, quotas: Quotas) -> TenantLimits | None:
     if entry is None:
         return None
     limits = entry.limits
-    return {
-        "requests_per_minute": limits.requests_per_minute,
-        "tokens_per_minute": limits.tokens_per_minute,
-        "max_concurrent": limits.max_concurrent,
-        "in_flight": quotas.in_flight(entry.name),
-    }
+    return TenantLimits(
+        requests_per_minute=limits.requests_per_minute,
+        tokens_per_minute=limits.tokens_per_minute,
+        max_concurrent=limits.max_concurrent,
+        in_flight=quotas.in_flight(entry.name),
+    )
 
 
-def _report(request: Request, names: list[str] | None) -> dict[str, Any]:
+def _report(request: Request, names: list[str] | None) -> Response:
     store, quotas = keys_of(request), quotas_of(request)
     body = registry_of(request).usage.report(names)
     for name, tenant in body["tenants"].items():
         tenant["limits"] = _limits(store.entry(name), quotas)
-    return body
+    return JSONResponse(UsageReport.model_validate(body).model_dump())
 
 
 async def own_usage(request: Request) -> Response:
     """The caller's tenant: requests and tokens over the last minute, hour and since start, per model."""
-    return JSONResponse(_report(request, [access_of(request).name]))
+    return _report(request, [access_of(request).name])
 
 
 async def all_usage(request: Request) -> Response:
     require_admin(request)
-    return JSONResponse(_report(request, None))
+    return _report(request, None)
 
 
 async def reload_keys(request: Request) -> Response:
@@ -64,7 +64,8 @@ async def reload_keys(request: Request) -> Response:
         keys = keys_of(request).reload()
     except ConfigError as exc:
         raise InvalidRequest(f"{exc}; the previous keys stay in force") from None
-    return JSONResponse({"object": "keys", "source": keys.source, "tenants": keys.names()})
+    body = KeysReloaded(object="keys", source=keys.source or "", tenants=keys.names())
+    return JSONResponse(body.model_dump())
 
 
 def routes() -> list[BaseRoute]:

@@ -10,33 +10,43 @@ server stops; comments keep it alive.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from llmserve.config.keys import Tenant
+from llmserve.models.registry import ModelRegistry
 from llmserve.server.access import access_of
 from llmserve.server.sse import event_source
 from llmserve.server.state import registry_of
 
 
-async def model_events(request: Request) -> Response:
-    """The events of the models the request's key may use."""
-    registry, tenant = registry_of(request), access_of(request).tenant
+def visibility(registry: ModelRegistry, tenant: Tenant | None) -> Callable[[dict[str, Any]], bool]:
+    """Whether `tenant` (None: anyone) may see a lifecycle event: one of a model its key may use."""
 
-    def visible(model: str) -> bool:
+    def visible(event: dict[str, Any]) -> bool:
+        model = str(event.get("model", ""))
         status = registry.unit(model)  # None: an API id (a promotion)
         if tenant is None or tenant.may_use(model, model):
             return True
         return status is not None and tenant.may_use(status.api_id, status.unit_id)
+
+    return visible
+
+
+async def model_events(request: Request) -> Response:
+    """The events of the models the request's key may use."""
+    registry = registry_of(request)
+    visible = visibility(registry, access_of(request).tenant)
 
     async def events() -> AsyncIterator[dict[str, str]]:
         with registry.events.subscribe() as queue:
             yield {"comment": "subscribed"}
             while True:
                 event = await queue.get()
-                if visible(str(event.get("model", ""))):
+                if visible(event):
                     yield frame(event)
 
     return event_source(events())

@@ -7,6 +7,9 @@ candidate. `/v1/figures/events` is one SSE stream per dashboard: a `figures` eve
 `interval` seconds (default 1, 0.2 to 10) with the rates over the interval, and every lifecycle event of
 `/v1/models/events` as it happens (`model_state`, `load_progress`), followed shortly by fresh figures.
 One stream carries both, so that a page holds one connection, not two (a browser allows six per origin).
+
+Both answer for the request's key: a tenant sees only the models its key may use (as in `/v1/models`)
+and their events; another model's share of a device's memory counts, under the name `HIDDEN`.
 """
 
 from __future__ import annotations
@@ -25,9 +28,11 @@ from llmserve.errors import InvalidRequest
 from llmserve.models.registry import ModelRegistry
 from llmserve.models.residency import ResidencyView
 from llmserve.models.status import ModelState, ModelStatus
-from llmserve.protocol.figures import DeviceMemory, DeviceShare, Figures, ModelFigures, Rates
+from llmserve.protocol.figures import HIDDEN, DeviceMemory, DeviceShare, Figures, ModelFigures, Rates
 from llmserve.protocol.model_management import KVCacheBody, LoadProgressBody
-from llmserve.server.events import frame
+from llmserve.server.access import OPEN, Access, access_of
+from llmserve.server.admin import keys_of
+from llmserve.server.events import frame, visibility
 from llmserve.server.metrics import Metrics, Served
 from llmserve.server.sse import event_source
 from llmserve.server.state import registry_of
@@ -129,13 +134,16 @@ def next_eviction(statuses: list[ModelStatus], view: ResidencyView | None) -> st
     return next((unit for unit in view.eviction_order if unit in idle), None)
 
 
-def figures(registry: ModelRegistry, metrics: Metrics, free: Available = available_memory) -> Figures:
+def figures(
+    registry: ModelRegistry, metrics: Metrics, free: Available = available_memory, access: Access = OPEN
+) -> Figures:
+    """What `access` may see: every model for a key without a model scope."""
     statuses = registry.statuses()
     residency = registry.residency
     view = None if residency is None else residency.view()
     budget = None if view is None else view.budget
     default = registry.status(None).unit_id
-    return Figures(
+    out = Figures(
         time=time.time(),
         default_model=default,
         max_loaded_models=None if view is None else view.max_loaded,
@@ -148,9 +156,38 @@ def figures(registry: ModelRegistry, metrics: Metrics, free: Available = availab
         swaps=0 if view is None else view.swaps,
         devices=devices(statuses, view, registry.kv.reserved, free),
         models=[
-            model_figures(s, registry, metrics.served.get(s.unit_id, Served()), default) for s in statuses
+            model_figures(s, registry, metrics.served.get(s.unit_id, Served()), default)
+            for s in statuses
+            if access.may_use(s)
         ],
+        admin=access.admin,
     )
+    if access.tenant is not None:
+        _hide(out, {s.unit_id for s in statuses if access.may_use(s)})
+    return out
+
+
+def _hide(out: Figures, visible: set[str]) -> None:
+    """Puts `HIDDEN` in place of every model outside `visible`, one share per device for all of them."""
+
+    def name(unit: str) -> str:
+        return unit if unit in visible else HIDDEN
+
+    out.default_model = name(out.default_model)
+    out.resident = [name(unit) for unit in out.resident]
+    out.next_eviction = None if out.next_eviction is None else name(out.next_eviction)
+    out.waiting_for_room = [name(unit) for unit in out.waiting_for_room]
+    for device in out.devices:
+        shown = [share for share in device.models if share.model in visible]
+        others = [share for share in device.models if share.model not in visible]
+        if others:
+            hidden = DeviceShare(
+                model=HIDDEN,
+                bytes=sum(share.bytes for share in others),
+                estimated=all(share.estimated for share in others),
+            )
+            shown = sorted([*shown, hidden], key=lambda share: -share.bytes)
+        device.models = shown
 
 
 def with_rates(previous: Figures | None, current: Figures) -> Figures:
@@ -178,8 +215,17 @@ def metrics_of(request: Request) -> Metrics:
     return metrics
 
 
+def snapshot(request: Request) -> Figures:
+    """The figures for the request's key; `tenant` set when the server has a keys file."""
+    access = access_of(request)
+    out = figures(registry_of(request), metrics_of(request), access=access)
+    if keys_of(request).keys is not None:
+        out.tenant = access.name
+    return out
+
+
 async def figures_json(request: Request) -> Response:
-    return JSONResponse(figures(registry_of(request), metrics_of(request)).model_dump())
+    return JSONResponse(snapshot(request).model_dump())
 
 
 def _interval(request: Request) -> float:
@@ -195,14 +241,15 @@ def _interval(request: Request) -> float:
 
 
 async def figures_events(request: Request) -> Response:
-    registry, metrics, interval = registry_of(request), metrics_of(request), _interval(request)
+    registry, interval = registry_of(request), _interval(request)
+    visible = visibility(registry, access_of(request).tenant)
 
     def event(current: Figures) -> dict[str, str]:
         return {"event": "figures", "data": current.model_dump_json()}
 
     async def events() -> AsyncIterator[dict[str, str]]:
         with registry.events.subscribe() as queue:
-            previous = figures(registry, metrics)
+            previous = snapshot(request)
             yield event(previous)
             due = time.monotonic() + interval
             soon: float | None = None  # figures promised after a lifecycle event
@@ -212,15 +259,16 @@ async def figures_events(request: Request) -> Response:
                     lifecycle = await asyncio.wait_for(queue.get(), max(0.0, wake - time.monotonic()))
                 except asyncio.TimeoutError:
                     if time.monotonic() >= due:  # a regular tick: the rates cover a whole interval
-                        previous = with_rates(previous, figures(registry, metrics))
+                        previous = with_rates(previous, snapshot(request))
                         yield event(previous)
                         due, soon = time.monotonic() + interval, None
                     else:  # an early one: the state right after the event, without rates
-                        yield event(figures(registry, metrics))
+                        yield event(snapshot(request))
                         soon = None
                     continue
-                yield frame(lifecycle)
-                soon = soon or time.monotonic() + AFTER_EVENT
+                if visible(lifecycle):
+                    yield frame(lifecycle)
+                    soon = soon or time.monotonic() + AFTER_EVENT
 
     return event_source(events())
 

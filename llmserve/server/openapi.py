@@ -26,11 +26,13 @@ from llmserve.protocol.model_management import (
     PromoteResponse,
 )
 from llmserve.protocol.openai_chat import UNSUPPORTED_UNLESS, ChatCompletion, ChatCompletionRequest
+from llmserve.protocol.usage import KeysReloaded, UsageReport
 
 _REF = "#/components/schemas/{model}"
 _ERRORS = {
     "400": "invalid body or parameter",
     "401": "missing or wrong API key",
+    "403": "the key lacks the right: model_not_allowed or admin_required (docs/tenants.md)",
     "404": "unknown model or route",
     "405": "method not allowed",
     "413": "request body too large",
@@ -78,6 +80,8 @@ def _schemas() -> dict[str, Any]:
                 ErrorResponse,
                 Health,
                 Figures,
+                UsageReport,
+                KeysReloaded,
             )
         ),
     ]
@@ -93,7 +97,7 @@ def openapi_document() -> dict[str, Any]:
     management = {
         "post": {
             "requestBody": _body(ModelIdRequest),
-            "responses": _responses(_json(ModelStatusResponse), ("400", "404", "500", "503")),
+            "responses": _responses(_json(ModelStatusResponse), ("400", "403", "404", "500", "503")),
         }
     }
     return {
@@ -106,7 +110,7 @@ def openapi_document() -> dict[str, Any]:
                     "requestBody": _body(ChatCompletionRequest),
                     "responses": _responses(
                         {**_json(ChatCompletion), "text/event-stream": {"schema": _SSE_EVENT}},
-                        ("400", "404", "500", "503"),
+                        ("400", "403", "404", "500", "503"),
                     ),
                 }
             },
@@ -116,17 +120,20 @@ def openapi_document() -> dict[str, Any]:
                     "parameters": [
                         {"name": "model_id", "in": "path", "required": True, "schema": {"type": "string"}}
                     ],
-                    "responses": _responses(_json(ModelCard), ("404",)),
+                    "responses": _responses(_json(ModelCard), ("403", "404")),
                 }
             },
             "/v1/models/unload": management,
             "/v1/models/reload": management,
             "/v1/models/status": management,
             "/v1/figures": {"get": {"responses": _responses(_json(Figures), ())}},
+            "/v1/usage": {"get": {"responses": _responses(_json(UsageReport), ())}},
+            "/admin/usage": {"get": {"responses": _responses(_json(UsageReport), ("403",))}},
+            "/admin/keys/reload": {"post": {"responses": _responses(_json(KeysReloaded), ("400", "403"))}},
             "/v1/models/promote": {
                 "post": {
                     "requestBody": _body(PromoteRequest),
-                    "responses": _responses(_json(PromoteResponse), ("400", "404", "500", "503")),
+                    "responses": _responses(_json(PromoteResponse), ("400", "403", "404", "500", "503")),
                 }
             },
         },

@@ -10,6 +10,8 @@ one browser for the module; the slow tier adds SmolLM2 streaming in the playgrou
 
 from __future__ import annotations
 
+import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -24,11 +26,11 @@ from paths import CONFIGS
 from playwright.sync_api import Browser, Page
 from servers import live_server
 from ui_browser import (
+    CONTRAST,
     PHONE,
     Watched,
     api_status,
     card,
-    chromium,
     figures_of,
     wait_state,
     watched_page,
@@ -40,7 +42,6 @@ from llmserve.engine.base import Engine
 from llmserve.engine.progress import report
 from llmserve.models.residency import Residency
 from llmserve.server import create_app
-from llmserve.server.options import ServerOptions
 
 GATE = threading.Event()  # gamma's load waits here, in its "weights" stage
 KEY = "sk-ui-test"
@@ -58,12 +59,6 @@ def factory(entry: ModelConfig) -> Engine:
         raise RuntimeError("no weights here")
     engine = load_engine(entry)
     return Slowed(engine, 0.05) if entry.api_id == "beta" else engine
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +115,8 @@ def test_the_page_lists_every_model_with_its_state(site: Watched) -> None:
     options = page.locator("select[name=model] option").all_inner_texts()
     assert options == ["default", "alpha", "beta", "gamma", "delta@1", "delta", "omega"]
     assert page.locator("#connection").inner_text() == "live"
+    assert page.locator("#usage").is_hidden() and page.locator("#usage-link").is_hidden()  # no tenants
+    assert page.locator("#admin-note").is_hidden()
 
 
 def test_a_load_through_the_api_appears_without_a_reload(site: Watched) -> None:
@@ -132,6 +129,12 @@ def test_a_load_through_the_api_appears_without_a_reload(site: Watched) -> None:
     card(page, "alpha").locator('[data-action="unload"]').wait_for()
     page.wait_for_selector('#devices .legend li:has-text("alpha")')
     assert page.evaluate("window.sameDocument") is True  # the same document: no reload happened
+    facts = card(page, "alpha")
+    assert facts.locator('[data-field="kind"]').inner_text() == "Plain on transformers"
+    [(device, size)] = figures_of(site.base, "alpha")["footprint"].items()
+    held = f"{device} {size / 2**20:.2f} MiB"  # measured per device (the figures right after the event)
+    facts.locator(f'[data-field="memory"]:text-is("{held}")').wait_for()
+    assert facts.locator('[data-field="quantization"]').inner_text() == "none"
 
 
 def test_unload_and_load_clicks_change_the_servers_state(site: Watched) -> None:
@@ -145,6 +148,12 @@ def test_unload_and_load_clicks_change_the_servers_state(site: Watched) -> None:
     card(page, "alpha").locator('[data-action="load"]').click()
     wait_state(page, "alpha", "loaded", timeout=30_000)
     assert api_status(base, "alpha") == "loaded"
+    loads = page.locator('#event-log li[data-model="alpha"]:has-text("loading → loaded")')
+    before = loads.count()
+    card(page, "alpha").locator('[data-action="reload"]').click()  # an unload, then a load
+    loads.nth(before).wait_for(timeout=30_000)
+    assert page.locator('#event-log li[data-model="alpha"]:has-text("loaded → unloading")').count() >= 2
+    wait_state(page, "alpha", "loaded", timeout=10_000)
 
 
 def test_a_loading_model_shows_its_progress_and_an_evicted_one_why(site: Watched) -> None:
@@ -164,6 +173,14 @@ def test_a_loading_model_shows_its_progress_and_an_evicted_one_why(site: Watched
         assert "evicted" in card(page, "alpha").locator(".why").inner_text()
         page.wait_for_selector('article[data-model-id="gamma"] .load-progress:has-text("weights · 40%")')
         page.wait_for_selector('#event-log li[data-model="alpha"]:has-text("evicted")')
+        page.get_by_label("Show events of").select_option("alpha")  # the log, filtered by model
+        shown = page.locator("#event-log li:visible")
+        assert shown.count() > 0 and set(
+            shown.evaluate_all("(items) => items.map((i) => i.dataset.model)")
+        ) == {"alpha"}
+        assert page.locator('#event-log li[data-model="beta"]').count() > 0  # there, hidden
+        page.get_by_label("Show events of").select_option("")
+        assert page.locator('#event-log li[data-model="beta"]:visible').count() > 0
     finally:
         GATE.set()
         loader.join(30)
@@ -201,9 +218,10 @@ def test_promote_makes_a_version_the_default(site: Watched) -> None:
 
 def test_the_playground_streams_the_models_answer(site: Watched) -> None:
     page, base = site.page, site.base
+    user = {"role": "user", "content": "hi"}
     body = {
         "model": "alpha",
-        "messages": [{"role": "user", "content": "hi"}],
+        "messages": [{"role": "system", "content": "Be brief."}, user],
         "temperature": 0,
         "max_tokens": 8,
     }
@@ -213,12 +231,19 @@ def test_the_playground_streams_the_models_answer(site: Watched) -> None:
     page.select_option("select[name=model]", "alpha")
     page.fill('input[name="temperature"]', "0")
     page.fill('input[name="max_tokens"]', "8")
+    page.fill("textarea[name=system]", "Be brief.")
     page.fill("textarea[name=prompt]", "hi")
-    page.click('[data-action="send"]')
+    with page.expect_request(f"{base}/v1/chat/completions") as sent:
+        page.click('[data-action="send"]')
+    asked = json.loads(sent.value.post_data or "{}")
+    assert (asked["messages"], asked["temperature"], asked["max_tokens"]) == (body["messages"], 0, 8)
     page.wait_for_selector("#answer-stats:has-text('served by alpha')", timeout=30_000)
     assert page.locator("[data-role=assistant]").inner_text() == expected["content"]
     stats = page.locator("#answer-stats").inner_text()
     assert stats.startswith("done") and "TTFT" in stats and "8 tokens" in stats
+    # the answer's time to first token reaches the model's TTFT chart on the next tick
+    page.wait_for_selector('#charts [data-unit-id="alpha"] [data-series="ttft"]:not([data-value=""])')
+    page.fill("textarea[name=system]", "")
 
 
 def test_stop_cancels_the_generation_on_the_server(site: Watched) -> None:
@@ -234,6 +259,12 @@ def test_stop_cancels_the_generation_on_the_server(site: Watched) -> None:
     while len(answer.inner_text()) < 4:  # (wait_for_function evaluates a string: the page's CSP forbids it)
         assert time.monotonic() < deadline, "no answer streamed"
         time.sleep(0.05)
+    # while it decodes: the card counts it as running, the charts show its tokens/s and the queue
+    card(page, "beta").locator('[data-field="queue"]:has-text("1 running")').wait_for()
+    row = '#charts [data-unit-id="beta"]'
+    page.wait_for_selector(f'{row} [data-series="tps"]:not([data-value="0"]):not([data-value=""])')
+    page.wait_for_selector(f'{row} [data-series="queue"][data-value="1"]')
+    assert float(page.locator(f'{row} [data-series="tps"]').get_attribute("data-value") or 0) > 0
     page.click('[data-action="stop"]')
     page.wait_for_selector("#answer-stats:has-text('stopped')")
     deadline = time.monotonic() + 5
@@ -244,6 +275,28 @@ def test_stop_cancels_the_generation_on_the_server(site: Watched) -> None:
     time.sleep(0.3)
     assert figures_of(base, "beta")["decoded_tokens"] == decoded < 100  # nothing decodes for it any more
     assert page.locator('[data-action="send"]').is_enabled()
+
+
+def test_each_card_counts_what_it_served_and_its_keep_alive_down(site: Watched) -> None:
+    page, base = site.page, site.base
+    body = {"model": "alpha", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
+    response = httpx.post(f"{base}/v1/chat/completions", json={**body, "keep_alive": "10m"}, timeout=60)
+    assert response.status_code == 200
+    served = figures_of(base, "alpha")
+    text = f"{served['requests']} requests · {served['decoded_tokens']} tokens decoded"
+    card(page, "alpha").locator(f'[data-field="served"]:has-text("{text}")').wait_for()
+    expiry = card(page, "alpha").locator('[data-field="expiry"]')
+    expiry.locator(":scope:has-text('unloads in 9 min')").wait_for()
+
+    def left() -> int:
+        minutes, seconds = re.fullmatch(r"unloads in (\d+) min (\d+) s", expiry.inner_text()).groups()  # type: ignore[union-attr]
+        return int(minutes) * 60 + int(seconds)
+
+    first, deadline = left(), time.monotonic() + 5
+    while left() >= first:  # the next figures event, a second on
+        assert time.monotonic() < deadline, "keep_alive does not count down"
+        time.sleep(0.1)
+    assert 590 <= left() < first
 
 
 def test_it_works_by_keyboard(site: Watched) -> None:
@@ -264,32 +317,6 @@ def test_it_works_by_keyboard(site: Watched) -> None:
     page.wait_for_selector("#answer-stats:has-text('done')", timeout=30_000)
 
 
-CONTRAST = """() => {
-  const luminance = (rgb) => {
-    const [r, g, b] = rgb.map((c) => { c /= 255; return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4; });
-    return 0.2126 * r + 0.7152 * g + 0.0722 * b;
-  };
-  const parse = (text) => (text.match(/[\\d.]+/g) || []).map(Number);
-  const background = (node) => {
-    for (let n = node; n; n = n.parentElement) {
-      const c = parse(getComputedStyle(n).backgroundColor);
-      if (c.length === 3 || (c.length === 4 && c[3] === 1)) return c.slice(0, 3);
-    }
-    return [255, 255, 255];
-  };
-  const low = [];
-  for (const node of document.querySelectorAll("body *")) {
-    const own = [...node.childNodes].some((c) => c.nodeType === 3 && c.textContent.trim());
-    if (!own || !node.checkVisibility() || node.closest("[disabled]")) continue;
-    const fg = luminance(parse(getComputedStyle(node).color).slice(0, 3));
-    const bg = luminance(background(node));
-    const ratio = (Math.max(fg, bg) + 0.05) / (Math.min(fg, bg) + 0.05);
-    if (ratio < 4.5) low.push(`${node.tagName}.${node.className}: ${ratio.toFixed(2)} '${node.textContent.trim().slice(0, 30)}'`);
-  }
-  return low;
-}"""
-
-
 def test_contrast_and_layout_at_1400x900_and_on_a_phone(site: Watched) -> None:
     page, base = site.page, site.base
     load(base, "alpha")
@@ -302,42 +329,6 @@ def test_contrast_and_layout_at_1400x900_and_on_a_phone(site: Watched) -> None:
         for name in MODELS:
             box = card(page, name).bounding_box()
             assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= size["width"]
-
-
-def test_with_an_api_key_it_shows_nothing_until_the_key_is_entered(browser: Browser) -> None:
-    models: list[ModelConfig] = [config(float("inf"), "m")]
-    app = create_app(
-        models,
-        "m",
-        factory=lambda c: ScriptedEngine(["a"]),
-        preload="none",
-        options=ServerOptions(api_keys=(KEY,)),
-    )
-    with live_server(app) as url:
-        with watched_page(browser, url) as watched:
-            page = watched.page
-            watched.expected.append("the server responded with a status of 401")  # the wrong key's answer
-            page.goto(f"{url}/ui/")
-            page.get_by_label("API key").wait_for()
-            assert page.locator("main").is_hidden()
-            assert page.locator("article[data-model-id]").count() == 0  # nothing was fetched
-            page.get_by_label("API key").fill("wrong")
-            page.get_by_role("button", name="Open the dashboard").click()
-            page.wait_for_selector("#key-error:has-text('refused')")
-            assert page.locator("main").is_hidden()
-            page.get_by_label("API key").fill(KEY)
-            page.get_by_role("button", name="Open the dashboard").click()
-            wait_state(page, "m", "unloaded", timeout=5_000)
-            card(page, "m").locator('[data-action="load"]').click()  # a POST with the key
-            wait_state(page, "m", "loaded", timeout=10_000)
-            page.reload()  # the key stays for this tab's session
-            wait_state(page, "m", "loaded", timeout=5_000)
-            watched.assert_clean()
-        with watched_page(browser, url) as watched:  # a new session asks again
-            watched.page.goto(f"{url}/ui/")
-            watched.page.get_by_label("API key").wait_for()
-            assert watched.page.locator("main").is_hidden()
-            watched.assert_clean()
 
 
 @pytest.mark.slow

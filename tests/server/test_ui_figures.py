@@ -9,6 +9,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,12 +21,14 @@ from scripted_app import serving
 from servers import live_server
 from starlette.testclient import TestClient
 
+from llmserve.config.keys import load_keys
 from llmserve.config.sizes import Budget
 from llmserve.models.residency import ResidencyView
 from llmserve.models.status import ModelState
 from llmserve.protocol.figures import Figures
 from llmserve.server import create_app
 from llmserve.server.figures import devices, next_eviction, with_rates
+from llmserve.server.options import ServerOptions
 
 VOLATILE = ("load_seconds", "ttft_seconds_total")
 
@@ -116,6 +119,42 @@ def test_figures_follow_loads_requests_and_evictions_under_a_memory_budget() -> 
         [cpu] = body["devices"]
         assert cpu["models"] == [{"model": "b", "bytes": 5000, "estimated": False}]
         assert (body["evictions"], body["resident"], body["next_eviction"]) == (1, ["b"], "b")
+
+
+def test_a_tenant_sees_only_the_models_its_key_may_use(tmp_path: Path) -> None:
+    """As /v1/models: the others are left out, and their share of a device is one `other models`."""
+    path = tmp_path / "keys.json"
+    keys = {"alice": {"key": "sk-alice", "models": ["bravo"]}, "ops": {"key": "sk-ops", "admin": True}}
+    path.write_text(json.dumps(keys))
+    options = ServerOptions(keys=load_keys(path))
+    sizes = {"alpha": 3000, "bravo": 2000, "charlie": 1000}
+    alice, ops = {"Authorization": "Bearer sk-alice"}, {"Authorization": "Bearer sk-ops"}
+    budget = Budget(every=10_000)
+    with serving(*sizes, limit=3, budget=budget, sizes=sizes, options=options) as (client, _, _):
+        for name in sizes:  # alpha is the least recently used, the next to evict
+            chat = {**HELLO, "model": name}
+            assert client.post("/v1/chat/completions", json=chat, headers=ops).status_code == 200
+        response = client.get("/v1/figures", headers=alice)
+        assert "alpha" not in response.text and "charlie" not in response.text
+        body = response.json()
+        Figures.model_validate(body)
+        assert [m["id"] for m in body["models"]] == ["bravo"]
+        assert (body["tenant"], body["admin"]) == ("alice", False)
+        [cpu] = body["devices"]
+        assert cpu["models"] == [
+            {"model": "other models", "bytes": 4000, "estimated": False},
+            {"model": "bravo", "bytes": 2000, "estimated": False},
+        ]
+        assert (cpu["used_bytes"], cpu["free_bytes"]) == (6000, 4000)  # all of it still counts
+        assert body["resident"] == ["other models", "bravo", "other models"]
+        assert (body["next_eviction"], body["default_model"]) == ("other models", "other models")
+        assert body["loaded_models"] == 3
+        every = client.get("/v1/figures", headers=ops).json()
+        assert [m["id"] for m in every["models"]] == list(sizes)
+        assert (every["tenant"], every["admin"], every["next_eviction"]) == ("ops", True, "alpha")
+        assert [share["model"] for share in every["devices"][0]["models"]] == ["alpha", "bravo", "charlie"]
+    with serving("a") as (client, _, _):  # no keys file: no tenant
+        assert (figures(client)["tenant"], figures(client)["admin"]) == (None, True)
 
 
 def test_versions_carry_which_one_the_api_id_names_and_promote_moves_it() -> None:

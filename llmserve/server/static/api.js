@@ -4,9 +4,10 @@
 const KEY = "llmserve.apiKey";
 
 export class ApiError extends Error {
-  constructor(status, message) {
+  constructor(status, message, code) {
     super(message);
     this.status = status;
+    this.code = code || null; // the OpenAI error shape's code: admin_required, model_not_allowed, ...
   }
 }
 
@@ -28,14 +29,16 @@ function headers(extra) {
 
 async function errorOf(response) {
   let message = `${response.status} ${response.statusText}`;
+  let code = null;
   try {
     const body = await response.json();
     const error = body.error;
     message = typeof error === "string" ? error : (error && error.message) || message;
+    code = (error && error.code) || null;
   } catch {
     // not JSON: keep the status line
   }
-  return new ApiError(response.status, message);
+  return new ApiError(response.status, message, code);
 }
 
 // fetch with the key; a non-2xx answer throws ApiError with the server's message.

@@ -8,6 +8,7 @@ import { setText } from "./format.js";
 import { renderMemory } from "./memory.js";
 import { applyEvent, renderModels, setNotifier } from "./models.js";
 import { Playground } from "./playground.js";
+import { UsagePanel } from "./usage.js";
 
 const $ = (id) => document.getElementById(id);
 const main = $("main");
@@ -42,15 +43,24 @@ const playground = new Playground($("chat-form"), $("transcript"), $("answer-sta
   askForKey("The API key was refused.");
 });
 setNotifier(notify);
+const usage = new UsagePanel($("usage"), $("usage-table"), $("usage-status"), $("usage-link"));
 
 function onFigures(figures) {
   renderModels(figures.models, $("model-list"));
   const loaded = figures.models.filter((m) => m.state === "loaded").length;
-  setText($("models-summary"), `${figures.models.length} model versions · ${loaded} loaded · default: ${figures.default_model}`);
+  // a key with a model scope may not see (nor use) the default model
+  const withDefault = figures.models.some((m) => m.id === figures.default_model);
+  const count = figures.models.length;
+  const summary = [`${count} model version${count === 1 ? "" : "s"}`, `${loaded} loaded`];
+  if (withDefault) summary.push(`default: ${figures.default_model}`);
+  if (typeof figures.tenant === "string") summary.push(`this key's tenant: ${figures.tenant}`);
+  setText($("models-summary"), summary.join(" · "));
+  $("admin-note").hidden = figures.admin !== false;
   renderMemory(figures, $("devices"), $("room"));
   renderCharts(figures, $("charts"));
-  playground.setModels(figures.models);
+  playground.setModels(figures.models, withDefault);
   log.setModels(figures.models.map((m) => m.id));
+  usage.onFigures(figures);
 }
 
 function onEvent(type, data) {

@@ -15,7 +15,7 @@ const SERIES = [
 
 const rows = new Map(); // unit id -> { root, name, charts: {key: {line, value, points}} }
 
-function chart(label) {
+function chart(key, label) {
   const svg = document.createElementNS(SVG, "svg");
   svg.setAttribute("viewBox", `0 0 ${WIDTH} ${HEIGHT}`);
   svg.setAttribute("width", WIDTH);
@@ -26,7 +26,7 @@ function chart(label) {
   line.setAttribute("class", "line");
   svg.append(line);
   const value = el("span", { className: "value" });
-  const root = el("figure", { className: "chart" }, svg, el("figcaption", {}, `${label} `, value));
+  const root = el("figure", { className: "chart", "data-series": key }, svg, el("figcaption", {}, `${label} `, value));
   return { root, line, value, label, points: [] };
 }
 
@@ -44,7 +44,7 @@ function row(model) {
   const charts = {};
   const root = el("div", { className: "chart-row", "data-unit-id": model.id }, name);
   for (const spec of SERIES) {
-    charts[spec.key] = chart(spec.label);
+    charts[spec.key] = chart(spec.key, spec.label);
     root.append(charts[spec.key].root);
   }
   return { root, name, charts };
@@ -71,6 +71,7 @@ export function renderCharts(figures, container) {
       draw(series);
       const shown = value === null ? "–" : number(value, spec.key === "ttft" ? 2 : 1);
       setText(series.value, shown);
+      series.root.dataset.value = value === null ? "" : String(value);
       series.root.setAttribute("aria-label", `${modelName(model)} ${spec.label}: ${shown}`);
     }
   }

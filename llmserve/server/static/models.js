@@ -1,6 +1,7 @@
 // The model cards: one per model version, updated in place (focus and hover survive each update).
 // Hooks for automation: data-model-id (ID, or ID@VERSION for a version that is not the default),
-// data-state, and buttons data-action="load|unload|reload|promote".
+// data-state, buttons data-action="load|unload|reload|promote", and data-field on each fact. An action the
+// server refuses (403: a key without admin rights) says so on the card itself, in a role=alert.
 
 import { postJSON } from "./api.js";
 import { REASONS, bytes, duration, el, modelName, setText } from "./format.js";
@@ -20,10 +21,22 @@ export function setNotifier(fn) {
   notify = fn;
 }
 
+// The server's refusal of an action (a 403), on the card: a new role=alert element, so that it is read out.
+function refuse(id, action, error) {
+  const card = cards.get(id);
+  if (!card) return;
+  const why = error.code === "admin_required" ? "this API key has no admin rights. " : "";
+  const note = el("p", { className: "refusal error", role: "alert", "data-code": error.code || "forbidden" });
+  note.textContent = `${ACTIONS[action].label} refused: ${why}${error.message}`;
+  card.refusal.replaceWith(note);
+  card.refusal = note;
+}
+
 async function run(action, model) {
   const id = model.id;
   pending.add(id);
   update(model);
+  cards.get(id).refusal.hidden = true; // the previous refusal, if any
   try {
     if (action === "load") await postJSON("/v1/models/reload", { model_id: id });
     else if (action === "unload") await postJSON("/v1/models/unload", { model_id: id });
@@ -34,10 +47,11 @@ async function run(action, model) {
       await postJSON("/v1/models/promote", { model_id: model.api_id, version: model.version });
     }
   } catch (error) {
-    notify(`${ACTIONS[action].label} ${modelName(model)}: ${error.message}`);
+    if (error.status === 403) refuse(id, action, error);
+    else notify(`${ACTIONS[action].label} ${modelName(model)}: ${error.message}`);
   } finally {
     pending.delete(id);
-    const card = cards.get(id);
+    const card = cards.get(id); // gone if the model went away meanwhile
     if (card) update(card.model);
   }
 }
@@ -46,8 +60,8 @@ function plural(count, word) {
   return `${count} ${word}${count === 1 ? "" : "s"}`;
 }
 
-function fact(label) {
-  const value = el("dd");
+function fact(name, label) {
+  const value = el("dd", { "data-field": name });
   return [el("dt", { text: label }), value];
 }
 
@@ -63,7 +77,7 @@ function create(model) {
     ["queue", "Queue"],
     ["served", "Served"],
   ]) {
-    const [dt, dd] = fact(label);
+    const [dt, dd] = fact(name, label);
     fields[name] = dd;
     facts.append(dt, dd);
   }
@@ -71,6 +85,7 @@ function create(model) {
   fields.version = el("span", { className: "version" });
   fields.state = el("span", { className: "state" });
   fields.why = el("p", { className: "why" });
+  const refusal = el("p", { className: "refusal error", hidden: true });
   fields.bar = el("progress", { max: "1", value: "0" });
   fields.stage = el("span");
   fields.progress = el("div", { className: "load-progress" }, fields.bar, fields.stage);
@@ -90,8 +105,9 @@ function create(model) {
     fields.why,
     facts,
     actions,
+    refusal,
   );
-  return { root, fields, buttons, model };
+  return { root, fields, buttons, model, refusal };
 }
 
 function expiry(model) {

@@ -31,9 +31,10 @@ export class Playground {
     form.querySelector('[data-action="clear"]').addEventListener("click", () => this.clear());
   }
 
-  // The models one can chat with (not embedding models), `default` first; the choice is kept.
-  setModels(models) {
-    const names = ["default", ...models.filter((m) => m.kind !== "Embedding").map(modelName)];
+  // The models one can chat with (not embedding models), `default` first (when the key may use it); the
+  // choice is kept.
+  setModels(models, withDefault = true) {
+    const names = [...(withDefault ? ["default"] : []), ...models.filter((m) => m.kind !== "Embedding").map(modelName)];
     const key = names.join("\n");
     if (key === this.optionsKey) return;
     this.optionsKey = key;
