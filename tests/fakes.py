@@ -92,6 +92,16 @@ class ScriptedEngine:
         raise AssertionError("never offloaded")
 
 
+class Parking(ScriptedEngine):
+    """An engine on a "GPU": `unload_mode: offload` parks it instead of closing it; wake brings it back."""
+
+    def offload(self) -> bool:
+        return True
+
+    def wake(self) -> None:
+        pass
+
+
 class ConfiguredEngine(ScriptedEngine):
     """A scripted engine whose model has a generation config (transformers' generation_config.json)."""
 

@@ -99,6 +99,7 @@ class ModelStatus:
     # unload, like memory_bytes), sorted by device
     footprint: tuple[tuple[str, int], ...] = ()
     tokens_generated: int = 0  # tokens this version has decoded since the server started
+    parked: bool = False  # unloaded with its weights parked in CPU memory (unload_mode: offload)
 
     @property
     def api_status(self) -> ApiStatus:

@@ -163,6 +163,7 @@ class ModelWorker:
             chat_template=getattr(self._engine, "chat_template", None),
             footprint=tuple(sorted((slot.footprint or {}).items())),
             tokens_generated=self._decoded.total,
+            parked=slot.parked is not None,
         )
 
     def _kv_usage(self) -> KVUsage | None:

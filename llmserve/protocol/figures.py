@@ -52,6 +52,7 @@ class ModelFigures(BaseModel):
     prompt_tokens: int
     completion_tokens: int  # of those requests
     decoded_tokens: int  # tokens decoded, counted as they come (running requests included)
+    parked: bool  # unloaded, its weights parked in CPU memory (unload_mode: offload): wakes without a load
     ttft_seconds_total: float  # sum of the times to first token of `ttft_count` requests
     ttft_count: int
     rates: Rates | None = None  # on the stream, from its second event on

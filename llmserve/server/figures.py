@@ -73,6 +73,7 @@ def model_figures(status: ModelStatus, registry: ModelRegistry, served: Served, 
         prompt_tokens=served.prompt_tokens,
         completion_tokens=served.completion_tokens,
         decoded_tokens=status.tokens_generated,
+        parked=status.parked,
         ttft_seconds_total=served.ttft_total,
         ttft_count=served.ttft_count,
     )

@@ -10,6 +10,7 @@ one browser for the module; the slow tier adds SmolLM2 streaming in the playgrou
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import threading
@@ -20,7 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
-from fakes import ScriptedEngine, Slowed
+from fakes import Parking, ScriptedEngine, Slowed
 from model_configs import config, model, plain, require_smollm2
 from paths import CONFIGS
 from playwright.sync_api import Browser, Page
@@ -329,6 +330,23 @@ def test_contrast_and_layout_at_1400x900_and_on_a_phone(site: Watched) -> None:
         for name in MODELS:
             box = card(page, name).bounding_box()
             assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= size["width"]
+
+
+def test_an_offloaded_model_shows_as_parked_until_a_request_wakes_it(browser: Browser) -> None:
+    parking = dataclasses.replace(config(float("inf"), "m"), unload_mode="offload")
+    app = create_app([parking], "m", factory=lambda c: Parking(["a"]), preload="none")
+    with live_server(app) as url, watched_page(browser, url) as watched:
+        page = watched.page
+        load(url, "m")
+        page.goto(f"{url}/ui/")
+        wait_state(page, "m", "loaded", timeout=5_000)
+        assert httpx.post(f"{url}/v1/models/unload", json={"model_id": "m"}, timeout=30).status_code == 200
+        wait_state(page, "m", "parked", timeout=5_000)
+        assert "parked in CPU memory" in card(page, "m").inner_text()
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+        assert httpx.post(f"{url}/v1/chat/completions", json=body, timeout=30).status_code == 200
+        wait_state(page, "m", "loaded", timeout=5_000)
+        watched.assert_clean()
 
 
 @pytest.mark.slow

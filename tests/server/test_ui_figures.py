@@ -5,6 +5,7 @@ event. Real app, scripted engines."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -15,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from app_calls import HELLO, ask
-from fakes import Factory, ScriptedEngine
+from fakes import Factory, Parking, ScriptedEngine
 from model_configs import config, model
 from scripted_app import serving
 from servers import live_server
@@ -73,6 +74,7 @@ def unloaded(unit: str, **changes: Any) -> dict[str, Any]:
         "prompt_tokens": 0,
         "completion_tokens": 0,
         "decoded_tokens": 0,
+        "parked": False,
         "ttft_count": 0,
         "rates": None,
     }
@@ -331,3 +333,18 @@ def test_rates_are_the_differences_over_the_interval() -> None:
     }
     idle = with_rates(first, snapshot(101.0, 10, 1, 0.5)).models[0].rates
     assert idle is not None and (idle.tokens_per_second, idle.ttft_seconds) == (0.0, None)
+
+
+def test_an_offloaded_model_is_parked_until_its_next_request_wakes_it() -> None:
+    factory = Factory(lambda c: Parking(["a"]))
+    parkable = dataclasses.replace(config(float("inf"), "m"), unload_mode="offload")
+    with TestClient(create_app([parkable], "m", factory=factory, preload="none")) as client:
+        assert ask(client, "m").status_code == 200
+        assert entry(figures(client), "m")["parked"] is False
+        assert client.post("/v1/models/unload", json={"model_id": "m"}).status_code == 200
+        assert {k: entry(figures(client), "m")[k] for k in ("state", "parked")} == {
+            "state": "unloaded",
+            "parked": True,
+        }
+        assert ask(client, "m").status_code == 200  # woken, not loaded again
+        assert entry(figures(client), "m")["parked"] is False and factory.loads == ["m"]

@@ -129,13 +129,15 @@ function update(model) {
   const { root, fields, buttons } = card;
   const name = modelName(model);
   root.dataset.modelId = name;
-  root.dataset.state = model.state;
+  // unloaded, its weights parked in CPU memory (unload_mode: offload): the next request wakes it
+  const state = model.parked && model.state === "unloaded" ? "parked" : model.state;
+  root.dataset.state = state;
   setText(fields.title, name);
   const tags = [];
   if (model.version !== null) tags.push(`version ${model.version}${model.default_version ? " (default)" : ""}`);
   if (model.default_model) tags.push("default model");
   setText(fields.version, tags.join(" · "));
-  setText(fields.state, model.state);
+  setText(fields.state, state);
   const loading = model.state === "loading";
   fields.progress.hidden = !loading;
   if (loading && model.progress) {
@@ -146,6 +148,7 @@ function update(model) {
   }
   let why = "";
   if (model.state === "failed") why = `Failed: ${model.error || REASONS[model.reason] || "unknown reason"}`;
+  else if (state === "parked") why = "parked in CPU memory: the next request wakes it without a load";
   else if (["unloaded", "unloading"].includes(model.state) && model.reason) why = REASONS[model.reason] || model.reason;
   setText(fields.why, why);
   fields.why.hidden = !why;
