@@ -34,9 +34,11 @@ def tiny_dir2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_model(tmp_path_factory.mktemp("models") / "tiny-chat-2", seed=1)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """One headless Chromium (Debian's, through Playwright) for every dashboard test of the session."""
+    """One headless Chromium (Debian's, through Playwright) per dashboard test module. Not per session:
+    Playwright's sync API runs an event loop in the main thread while it is open, and every later test
+    that calls asyncio.run() would fail with "cannot be called from a running event loop"."""
     from ui_browser import chromium
 
     with chromium() as launched:
