@@ -8,6 +8,7 @@ from starlette.routing import BaseRoute, Route
 
 from llmserve.protocol.base import parse_request
 from llmserve.protocol.openai_responses import ItemsQuery, ResponsesRequest
+from llmserve.server.access import access_of
 from llmserve.server.body import read_json
 from llmserve.server.openai import answer
 from llmserve.server.sse import named_sse_response
@@ -19,12 +20,18 @@ async def create_response(request: Request) -> Response:
     return await answer(request, responses_of(request), body, body.stream, named_sse_response)
 
 
+def owner_of(request: Request) -> str | None:
+    """Whose stored responses the request may see: its tenant's (None on a server without keys)."""
+    tenant = access_of(request).tenant
+    return None if tenant is None else tenant.name
+
+
 async def get_response(request: Request) -> Response:
-    return JSONResponse(responses_of(request).get(request.path_params["response_id"]))
+    return JSONResponse(responses_of(request).get(request.path_params["response_id"], owner_of(request)))
 
 
 async def delete_response(request: Request) -> Response:
-    return JSONResponse(responses_of(request).delete(request.path_params["response_id"]))
+    return JSONResponse(responses_of(request).delete(request.path_params["response_id"], owner_of(request)))
 
 
 async def list_input_items(request: Request) -> Response:
@@ -38,7 +45,7 @@ async def list_input_items(request: Request) -> Response:
     parsed = parse_request(ItemsQuery, query)
     service = responses_of(request)
     listing = service.input_items(
-        request.path_params["response_id"], parsed.limit, parsed.order, parsed.after
+        request.path_params["response_id"], owner_of(request), parsed.limit, parsed.order, parsed.after
     )
     return JSONResponse(listing)
 

@@ -33,6 +33,7 @@ class Prepared:
     input_items: list[dict[str, Any]]
     conversation: list[dict[str, Any]]
     echo: dict[str, Any]
+    owner: str | None  # the tenant asking (stored responses are its own)
 
 
 def _tools(body: ResponsesRequest) -> list[FunctionToolIn]:
@@ -60,14 +61,14 @@ def _tool_choice(choice: str | dict[str, Any] | None) -> str | dict[str, Any] | 
     return choice
 
 
-def prepare(body: ResponsesRequest, store: ResponseStore) -> Prepared:
+def prepare(body: ResponsesRequest, store: ResponseStore, owner: str | None) -> Prepared:
     body.check_supported()
     for name in ("truncation", "max_tool_calls"):
         if getattr(body, name) not in (None, "disabled"):
             log.warning("responses: %s=%r ignored", name, getattr(body, name))
     earlier: list[dict[str, Any]] = []
     if body.previous_response_id is not None:
-        earlier = store.get(body.previous_response_id, param="previous_response_id").continued()
+        earlier = store.get(body.previous_response_id, owner, param="previous_response_id").continued()
     items = stored_items(body.input_items())
     conversation = [*earlier, *items]
     messages = chat_messages(conversation)
@@ -121,7 +122,7 @@ def prepare(body: ResponsesRequest, store: ResponseStore) -> Prepared:
     }
     if body.user is not None:
         echo["user"] = body.user
-    return Prepared(chat, items, conversation, echo)
+    return Prepared(chat, items, conversation, echo, owner)
 
 
 def _usage(prompt_tokens: int, generated: int) -> dict[str, Any]:
@@ -152,20 +153,22 @@ class ResponsesService:
     ) -> AsyncGenerator[dict[str, Any], None]:
         """The stream events, once generation has started: load and prompt errors are raised here,
         before any event. A later failure ends the stream with `response.failed`."""
-        prepared = prepare(body, self.store)
+        prepared = prepare(body, self.store, None if stats.tenant is None else stats.tenant.name)
         run = await self.chat.run(prepared.chat, stats)
         return self._events(prepared, run, raise_errors)
 
-    def get(self, response_id: str) -> dict[str, Any]:
-        return copy.deepcopy(self.store.get(response_id).response)
+    def get(self, response_id: str, owner: str | None) -> dict[str, Any]:
+        return copy.deepcopy(self.store.get(response_id, owner).response)
 
-    def delete(self, response_id: str) -> dict[str, Any]:
-        self.store.delete(response_id)
+    def delete(self, response_id: str, owner: str | None) -> dict[str, Any]:
+        self.store.delete(response_id, owner)
         return {"id": response_id, "object": "response", "deleted": True}
 
-    def input_items(self, response_id: str, limit: int, order: str, after: str | None) -> dict[str, Any]:
+    def input_items(
+        self, response_id: str, owner: str | None, limit: int, order: str, after: str | None
+    ) -> dict[str, Any]:
         """OpenAI's list object of the response's own input items, newest first unless `order=asc`."""
-        items = list(self.store.get(response_id).input_items)
+        items = list(self.store.get(response_id, owner).input_items)
         if order == "desc":
             items.reverse()
         if after is not None:
@@ -259,7 +262,9 @@ class ResponsesService:
     def _keep(self, prepared: Prepared, response: dict[str, Any]) -> None:
         if response["store"]:
             self.store.put(
-                StoredResponse(copy.deepcopy(response), prepared.input_items, prepared.conversation)
+                StoredResponse(
+                    copy.deepcopy(response), prepared.input_items, prepared.conversation, prepared.owner
+                )
             )
 
 

@@ -1,5 +1,8 @@
 """The Responses API's stored responses: a bounded in-memory store (at most `size` responses, each
-for `ttl` seconds after it was stored; the oldest goes first). A restart forgets every one."""
+for `ttl` seconds after it was stored; the oldest goes first). A restart forgets every one.
+
+Each belongs to the tenant whose key created it (`owner`, None on a server without keys): another
+tenant's id is a 404, exactly as an unknown one, so a key can neither read nor learn of another's."""
 
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ class StoredResponse:
     response: dict[str, Any]
     input_items: list[dict[str, Any]]
     conversation: list[dict[str, Any]]
+    owner: str | None = None  # the tenant that created it; None: a server without keys
 
     def continued(self) -> list[dict[str, Any]]:
         return [*self.conversation, *self.response["output"]]
@@ -45,16 +49,16 @@ class ResponseStore:
         while len(self._entries) > self.size:
             self._entries.popitem(last=False)
 
-    def get(self, response_id: str, param: str | None = None) -> StoredResponse:
-        """The stored response; an unknown, deleted or expired id is a 404."""
+    def get(self, response_id: str, owner: str | None, param: str | None = None) -> StoredResponse:
+        """`owner`'s stored response; an unknown, deleted, expired or another tenant's id is a 404."""
         self._expire()
         entry = self._entries.get(response_id)
-        if entry is None:
+        if entry is None or entry[1].owner != owner:
             raise ResponseNotFound(response_id, param=param)
         return entry[1]
 
-    def delete(self, response_id: str) -> None:
-        self.get(response_id)
+    def delete(self, response_id: str, owner: str | None) -> None:
+        self.get(response_id, owner)
         del self._entries[response_id]
 
     def _expire(self) -> None:

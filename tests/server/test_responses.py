@@ -318,9 +318,9 @@ def test_store_is_bounded_by_size_and_time() -> None:
     store = ResponseStore(2, 10.0, clock=lambda: now[0])
     for name in ("a", "b", "c"):
         store.put(StoredResponse({"id": name, "output": []}, [], []))
-    assert len(store) == 2 and store.get("b").response["id"] == "b"
+    assert len(store) == 2 and store.get("b", None).response["id"] == "b"
     with pytest.raises(Exception, match="'a' not found"):
-        store.get("a")
+        store.get("a", None)
     now[0] = 10.0
     assert len(store) == 0
     ResponseStore(0, 10.0).put(StoredResponse({"id": "x", "output": []}, [], []))

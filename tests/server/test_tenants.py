@@ -252,3 +252,23 @@ def test_usage_per_key_and_per_tenant_metrics(client: TestClient, caplog: pytest
     }
     assert requests["alice"] == alice["since_start"]["requests"]  # the /v1/usage request counted itself
     assert {"llmserve_tenant_rate_limited", "llmserve_tenant_forbidden"} <= set(families)
+
+
+def test_a_stored_response_is_its_tenants_own(client: TestClient) -> None:
+    """Another key's response id is a 404 on every route that reads it, as an unknown id is: it can
+    neither read, continue, list nor delete it, nor learn that it exists."""
+    body = {"model": "tiny", "input": "hi", "max_output_tokens": 4}
+    created = client.post("/v1/responses", json=body, headers=auth("sk-alice"))
+    assert created.status_code == 200
+    rid = created.json()["id"]
+    assert client.get(f"/v1/responses/{rid}", headers=auth("sk-alice")).json()["id"] == rid
+    for method, path in (("GET", rid), ("GET", f"{rid}/input_items"), ("DELETE", rid)):
+        refused = client.request(method, f"/v1/responses/{path}", headers=auth("sk-ops"))
+        unknown = client.request(
+            method, f"/v1/responses/{path.replace(rid, 'resp_x')}", headers=auth("sk-ops")
+        )
+        assert refused.status_code == unknown.status_code == 404, (method, path)
+        assert refused.json() == json.loads(unknown.text.replace("resp_x", rid))
+    onward = client.post("/v1/responses", json={**body, "previous_response_id": rid}, headers=auth("sk-ops"))
+    assert (onward.status_code, onward.json()["error"]["param"]) == (404, "previous_response_id")
+    assert client.delete(f"/v1/responses/{rid}", headers=auth("sk-alice")).status_code == 200
