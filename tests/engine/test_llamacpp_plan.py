@@ -49,3 +49,20 @@ def test_threads_from_the_entry_or_the_cores(monkeypatch: pytest.MonkeyPatch, tm
     assert plan(entry(), 2048, PER_TOKEN, available=plenty).threads == 1
     monkeypatch.setattr(llamacpp_plan, "_cgroup_cpus", lambda: None)
     assert llamacpp_plan.cores_available() >= 1
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "20000"), ("5", "5")])
+def test_llama_cpp_threads_spin_briefly_unless_told(given: str | None, expected: str) -> None:
+    """libgomp reads GOMP_SPINCOUNT once, when llama_cpp loads it: llamacpp_lib sets a short spin first
+    (a long one makes a preempted thread stall its peers for a time slice), keeping a value given."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("llama_cpp")
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    if given is not None:
+        env["GOMP_SPINCOUNT"] = given
+    code = "import os, llmserve.engine.llamacpp_lib as m; print(os.environ['GOMP_SPINCOUNT'])"
+    found = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert found.stdout.strip() == expected
