@@ -220,11 +220,12 @@ def hf_directory(peers_python: str) -> Path:
 
 
 def split_config() -> Path:
-    """configs/default.json with `context_length` 512: each of its 64 sequences gets its own 512 KV
-    cells on llama.cpp (docs/engines.md), instead of sharing a pool of 16,384."""
+    """configs/default.json with `context_length` 256: each of its 64 sequences gets its own 256 KV
+    cells on llama.cpp (docs/engines.md), instead of sharing a pool of 16,384. (64 x 256 is exactly
+    the default 16,384 cells; 512 each would not fit, and the sequences would share the pool.)"""
     entries = json.loads(CONFIG.read_text())
     for entry in entries.values():
-        entry["context_length"] = 512
+        entry["context_length"] = 256
         entry["GGUF"]["tok_model_id"] = entry["GGUF"]["quantized_model_id"] = str(gguf_file().parent)
     target = CACHE / "default-split.json"
     target.write_text(json.dumps(entries))
