@@ -136,3 +136,15 @@ def wait_api(base: str, model_id: str, status: str, headers: dict[str, str] | No
 def figures_of(base: str, unit: str) -> dict[str, Any]:
     [model] = [m for m in httpx.get(f"{base}/v1/figures").json()["models"] if m["id"] == unit]
     return dict(model)
+
+
+def shown_bytes(n: int) -> str:
+    """A size as the page writes it (format.js `bytes`): binary units, 2 decimals below 10, else 1."""
+    units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    value, unit = float(n), 0
+    while abs(value) >= 1024 and unit < len(units) - 1:
+        value /= 1024
+        unit += 1
+    if unit == 0:
+        return f"{n} B"
+    return f"{value:.{2 if value < 10 else 1}f} {units[unit]}"

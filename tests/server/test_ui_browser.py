@@ -33,6 +33,7 @@ from ui_browser import (
     api_status,
     card,
     figures_of,
+    shown_bytes,
     wait_state,
     watched_page,
 )
@@ -133,7 +134,7 @@ def test_a_load_through_the_api_appears_without_a_reload(site: Watched) -> None:
     facts = card(page, "alpha")
     assert facts.locator('[data-field="kind"]').inner_text() == "Plain on transformers"
     [(device, size)] = figures_of(site.base, "alpha")["footprint"].items()
-    held = f"{device} {size / 2**20:.2f} MiB"  # measured per device (the figures right after the event)
+    held = f"{device} {shown_bytes(size)}"  # measured per device (the figures right after the event)
     facts.locator(f'[data-field="memory"]:text-is("{held}")').wait_for()
     assert facts.locator('[data-field="quantization"]').inner_text() == "none"
 
