@@ -77,6 +77,8 @@ class Admission:
             return "start"
         if running or (self.ledger is not None and self.ledger.others_reserve(self.unit_id, kv.device)):
             return "wait"  # room comes back as requests finish
+        if self.reserve([*running, prepared.end]):  # another model let go between the two checks
+            return "start"
         need = format_size(kv.cost([prepared.end]) * kv.bytes_per_token)
         raise Overloaded(
             f"not enough free memory on {kv.device} for the KV cache of this request ({need}); retry shortly",

@@ -18,7 +18,7 @@ from llmserve.config.entries import ModelConfig, PlainSpec
 from llmserve.engine.base import ChatMessage, Engine, GenerationParams
 from llmserve.engine.hf import HFEngine
 from llmserve.errors import InvalidRequest
-from llmserve.models.jobs import Event, Failed, Finished, Started
+from llmserve.models.jobs import Event, EventStream, Failed, Finished, Generate, Started
 from llmserve.models.kv_budget import KV_SHARE, KVBudget, KVLedger, derived_memory
 from llmserve.models.registry import ModelRegistry
 
@@ -248,3 +248,32 @@ def test_an_allocated_cache_is_admitted_against_its_cells_not_the_devices_free_m
     assert ledger.reserved() == 0 and ledger.pool("cpu") == 0
     kv = admission.kv
     assert kv is not None and kv.fits([400, 500], 100) and not kv.fits([400, 500], 101)
+
+
+def test_room_given_back_between_the_two_checks_starts_the_request_not_a_503() -> None:
+    """The race a CI run hit: the reservation fails while another model holds the device, that model's
+    request ends before the "does anything else hold room?" check, and the request got a 503 although
+    it now fits. It must try again when nothing else holds room, and start."""
+    from llmserve.models.admission import Admission
+    from llmserve.models.sequences import Prepared
+
+    class LetsGo(KVLedger):
+        """Another model holds the device until this model's first reservation has failed."""
+
+        def try_reserve(self, unit_id: str, device: str, total: int) -> bool:
+            taken = super().try_reserve(unit_id, device, total)
+            if not taken and unit_id == "two":
+                super().try_reserve("one", device, 0)  # "one" finished: its room comes back
+            return taken
+
+    ledger = LetsGo(lambda device: 1000 * 64, lambda device: None)
+    admission = Admission("two", ledger)
+    admission.loaded(KVBudget(1000, 64, False, "derived", "cpu"), lambda: 0)
+    assert ledger.try_reserve("one", "cpu", 600 * 64)
+
+    async def verdict() -> str:  # an event stream belongs to a running loop
+        job = Generate((ChatMessage("user", "hi"),), GenerationParams(max_tokens=500), EventStream())
+        return admission.verdict([], Prepared(job, [1] * 100, 500))
+
+    assert asyncio.run(verdict()) == "start"
+    assert ledger.reserved("cpu") == 600 * 64
