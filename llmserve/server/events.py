@@ -28,9 +28,9 @@ def visibility(registry: ModelRegistry, tenant: Tenant | None) -> Callable[[dict
 
     def visible(event: dict[str, Any]) -> bool:
         model = str(event.get("model", ""))
-        status = registry.unit(model)  # None: an API id (a promotion)
         if tenant is None or tenant.may_use(model, model):
             return True
+        status = registry.unit(model)  # None: an API id (a promotion)
         return status is not None and tenant.may_use(status.api_id, status.unit_id)
 
     return visible

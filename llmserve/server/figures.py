@@ -144,6 +144,7 @@ def figures(
     view = None if residency is None else residency.view()
     budget = None if view is None else view.budget
     default = registry.status(None).unit_id
+    shown = [s for s in statuses if access.may_use(s)]
     out = Figures(
         time=time.time(),
         default_model=default,
@@ -156,15 +157,11 @@ def figures(
         evictions=0 if view is None else view.evictions,
         swaps=0 if view is None else view.swaps,
         devices=devices(statuses, view, registry.kv.reserved, free),
-        models=[
-            model_figures(s, registry, metrics.served.get(s.unit_id, Served()), default)
-            for s in statuses
-            if access.may_use(s)
-        ],
+        models=[model_figures(s, registry, metrics.served.get(s.unit_id, Served()), default) for s in shown],
         admin=access.admin,
     )
     if access.tenant is not None:
-        _hide(out, {s.unit_id for s in statuses if access.may_use(s)})
+        _hide(out, {s.unit_id for s in shown})
     return out
 
 
