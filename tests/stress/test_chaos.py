@@ -1,4 +1,4 @@
-"""Chaos on loopback, bounded in time: 32 streaming clients for 30 s while models are unloaded and
+"""Chaos on loopback, bounded in time: 32 streaming clients for 15 s while models are unloaded and
 reloaded every 200 ms and other clients hang up at random. Zero 5xx, no request past its deadline,
 and the server's threads and memory come back to where they started."""
 
@@ -16,7 +16,7 @@ import psutil
 from model_configs import write_config
 from servers import llmserve_process
 
-DURATION = 30.0
+DURATION = 15.0
 CLIENTS = 32
 DEADLINE = 30.0  # no single request may take longer
 MODELS = ("tiny", "tiny2")
@@ -112,7 +112,7 @@ def test_chaos(tiny_dir: Path, tiny_dir2: Path, tmp_path: Path) -> None:
         # at least one every three seconds shows the churn ran all along.
         assert management["unload 200"] >= DURATION / 3, management
         assert set(outcomes) <= {"done", "hung up"}, outcomes
-        assert outcomes["done"] > 200 and outcomes["hung up"] > 20, outcomes
+        assert outcomes["done"] > 7 * DURATION and outcomes["hung up"] > DURATION / 1.5, outcomes
         threads_after, rss_after = settle(process, http)
         assert threads_after == threads_before
         assert rss_after - rss_before < 64 * 2**20, (rss_before, rss_after)
