@@ -20,7 +20,8 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from llmserve.engine.kvcache import returned_cache, with_cache
+from llmserve.engine.kvcache import ReservedLayer, returned_cache, with_cache
+from llmserve.engine.mixed import Plan
 
 
 def joinable(cache: Any) -> bool:
@@ -72,6 +73,8 @@ class Batch:
             for part in parts:  # layer by layer, so that the copy never holds two whole batches
                 part.layers[index].keys = part.layers[index].values = None
             layer.keys, layer.values = keys, values
+            if isinstance(layer, ReservedLayer):
+                layer.drop_room()
         masks = [m.new_zeros((m.shape[0], width - m.shape[1])) for m in (self._mask, mask)]
         self._mask = torch.cat(
             [torch.cat([masks[0], self._mask], dim=1), torch.cat([masks[1], mask.long()], dim=1)], dim=0
@@ -119,6 +122,16 @@ class Batch:
         self.lengths = [length + 1 for length in self.lengths]
         logits: torch.Tensor = out.logits[:, -1, :]
         return logits
+
+    def mixed(self, chunk_cache: Any) -> tuple[Plan, list[int]]:
+        """A mixed step's plan (`engine/mixed.py`): the rows' cache gets one more column for their last
+        tokens, and the chunk's keys go to `chunk_cache`. Also the rows' positions for those tokens."""
+        rows = len(self)
+        self._mask = torch.cat([self._mask, self._mask.new_ones((rows, 1))], dim=1)
+        row_mask = None if bool(self._mask[:, 0].all()) else self._mask.bool()[:, None, None, :]
+        positions = list(self.lengths)
+        self.lengths = [length + 1 for length in self.lengths]
+        return Plan(rows, self._cache, row_mask, chunk_cache), positions
 
     def clear(self) -> None:
         self.keep(set())

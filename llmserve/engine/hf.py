@@ -25,7 +25,14 @@ from llmserve.engine.choosing import Chooser, choose
 from llmserve.engine.devices import bytes_by_device, device_name, free_memory, resolve_device, resolve_dtype
 from llmserve.engine.grammar import Guides
 from llmserve.engine.hf_load import eos_ids, load_pretrained
-from llmserve.engine.kvcache import cache_length, kv_bytes_per_token, returned_cache, with_cache
+from llmserve.engine.kvcache import (
+    cache_length,
+    kv_bytes_per_token,
+    reserved_cache,
+    returned_cache,
+    with_cache,
+)
+from llmserve.engine.mixed import MixedCache, current, mixable
 from llmserve.engine.pacing import PrefillPacer
 from llmserve.engine.templates import chat_text
 from llmserve.engine.token_bytes import token_bytes_of
@@ -85,6 +92,9 @@ class HFEngine:
         self._pacer = PrefillPacer(prefill_chunk)
         self._kv_bytes_per_token = kv_bytes_per_token(text_config, model.dtype)
         self._peak = 0
+        # rows and prompt chunks in one pass (engine/mixed.py): a model whose layers are known to allow it
+        self.mixing = self._joinable and mixable(model) and bool(self._last_logits_only)
+        self.mixed_steps = 0
 
     @classmethod
     def load(cls, config: ModelConfig) -> HFEngine:
@@ -175,13 +185,16 @@ class HFEngine:
         fresh = [i for i in seq_ids if self._seqs[i].prompt is not None]
         tokens: dict[int, int] = {}
         with torch.inference_mode():
-            if len(self._batch):
+            spent = 0
+            if self.mixing and len(self._batch) and fresh and self._seqs[fresh[0]].extras is None:
+                spent = self._mixed(fresh.pop(0), tokens)
+            elif len(self._batch):
                 tokens.update(self._decode())
             for seq_id in seq_ids:  # sequences whose cache cannot join the batch hold their own
                 seq = self._seqs[seq_id]
                 if seq.cache is not None and seq.prompt is None:
                     tokens[seq_id] = self._step_alone(seq)
-            self._prefill(fresh, tokens)
+            self._prefill(fresh, tokens, spent)
         for seq_id, token in tokens.items():
             seq = self._seqs[seq_id]
             seq.last = token
@@ -233,7 +246,46 @@ class HFEngine:
         seq = self._seqs.get(seq_id)
         return None if seq is None else seq.chooser.take_logprobs()
 
-    def _prefill(self, seq_ids: list[int], tokens: dict[int, int]) -> None:
+    def _mixed(self, seq_id: int, tokens: dict[int, int]) -> int:
+        """One forward pass for the batch's rows and the next tokens of `seq_id`'s prompt (as many as the
+        pacer allows; `engine/mixed.py`); returns how many prompt tokens it read."""
+        started = time.perf_counter()
+        seq = self._seqs[seq_id]
+        assert seq.prompt is not None
+        start = seq.done
+        take = min(len(seq.prompt) - start, self._pacer.budget(True))
+        if seq.cache is None:
+            seq.cache = reserved_cache(self._model.config, len(seq.prompt))
+        plan, positions = self._batch.mixed(seq.cache)
+        row_ids = list(self._batch.seq_ids)
+        rows = [self._seqs[i] for i in row_ids]
+        ids = [row.last for row in rows] + seq.prompt[start : start + take]
+        positions += range(start, start + take)
+        keep = torch.tensor([*range(len(rows)), len(ids) - 1], device=self._device)
+        with current(plan):
+            out = self._model(
+                input_ids=torch.tensor([ids], dtype=torch.long, device=self._device),
+                position_ids=torch.tensor([positions], dtype=torch.long, device=self._device),
+                **with_cache(self._model, MixedCache(self._model.config, plan)),
+                use_cache=True,
+                logits_to_keep=keep,
+            )
+        logits = out.logits[0]
+        tokens.update(zip(row_ids, self._pick(logits[: len(rows)], rows), strict=True))
+        seq.done = start + take
+        self.mixed_steps += 1
+        if seq.done == len(seq.prompt):
+            tokens[seq_id] = self._pick(logits[-1:], [seq])[0]
+            seq.prompt = None
+            self._note_held()
+            cache, seq.cache = seq.cache, None
+            self._batch.join(
+                [seq_id], cache, torch.ones((1, seq.done), dtype=torch.long, device=self._device)
+            )
+        self._pacer.mixed(take, time.perf_counter() - started)
+        return take
+
+    def _prefill(self, seq_ids: list[int], tokens: dict[int, int], spent: int = 0) -> None:
         """Reads new prompts, as many tokens per step as the pacer allows (engine/pacing.py; at most
         `prefill_chunk`), in arrival order: prompts
         read whole run in padded groups of similar length, each group joining the batch in one copy; a
@@ -242,7 +294,7 @@ class HFEngine:
         decoding = len(self._batch) > 0 or any(
             seq.cache is not None and seq.prompt is None for seq in self._seqs.values()
         )
-        left = self._pacer.budget(decoding)
+        left = self._pacer.budget(decoding) - spent
         started = time.perf_counter()
         read = 0
         whole: list[int] = []
@@ -272,7 +324,10 @@ class HFEngine:
         ids = torch.tensor([seq.prompt[start : start + take]], dtype=torch.long, device=self._device)
         positions = torch.arange(start, start + take, dtype=torch.long, device=self._device).view(1, -1)
         mask = torch.ones((1, start + take), dtype=torch.long, device=self._device)
-        cache = seq.cache if seq.cache is not None else DynamicCache(config=self._model.config)
+        cache = seq.cache
+        if cache is None:  # room for the whole prompt at once: each chunk is written in place
+            config = self._model.config
+            cache = reserved_cache(config, len(seq.prompt)) if self._joinable else DynamicCache(config=config)
         out = self._model(
             input_ids=ids,
             attention_mask=mask,

@@ -10,6 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from llmserve.config.entries import GGUFSpec, ModelConfig
+from llmserve.engine.attention import use_grouped_sdpa
 from llmserve.engine.gguf import load_gguf
 from llmserve.engine.memory import metered_load
 from llmserve.engine.placement import model_device_map, own_weights, quantization_config, unmapped_reads
@@ -62,6 +63,7 @@ def _load_unlocked(config: ModelConfig, dtype: torch.dtype | str, device: torch.
             model = AutoModelForCausalLM.from_pretrained(spec.model_id, dtype=dtype, **revision, **options)
         if quantized:
             own_weights(model)
+    use_grouped_sdpa(model, device)
     if config.chat_template is not None:
         tokenizer.chat_template = config.chat_template.text
     return tokenizer, model

@@ -13,7 +13,7 @@ prompts are read as fast as that allows.
 from __future__ import annotations
 
 SHARE = 1.0  # of a decode step's time, what the prompt tokens of the same step may take
-MIN_CHUNK = 16
+MIN_CHUNK = 4
 _SMOOTHING = 0.3  # weight of the newest decode time
 
 
