@@ -27,9 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from smollm2_gguf import smollm2_entry  # noqa: E402
 
-from llmserve.engine import pacing  # noqa: E402
+from llmserve.engine import hf  # noqa: E402
 from llmserve.engine.base import ChatMessage, GenerationParams  # noqa: E402
-from llmserve.engine.hf import HFEngine  # noqa: E402
 
 STREAM = GenerationParams(temperature=0.0, ignore_eos=True)
 PROMPT = GenerationParams(max_tokens=8, temperature=0.0, ignore_eos=True)
@@ -40,7 +39,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def trial(engine: HFEngine, mixing: bool, prompt: list[int]) -> dict[str, Any]:
+def trial(engine: hf.HFEngine, mixing: bool, prompt: list[int]) -> dict[str, Any]:
     engine.mixing = mixing
     stream_prompt = engine.encode_chat([ChatMessage("user", "Tell me a long story about a cat.")])
     stream = engine.start(stream_prompt, STREAM)
@@ -83,16 +82,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--prompt-tokens", type=int, default=7000)
-    parser.add_argument("--min-chunk", type=int, default=pacing.MIN_CHUNK, help="the pacer's smallest chunk")
+    parser.add_argument("--min-chunk", type=int, default=hf.SMALLEST_CHUNK, help="the pacer's smallest chunk")
     parser.add_argument("--modes", default="separate,mixed")
     args = parser.parse_args()
-    pacing.MIN_CHUNK = args.min_chunk
+    hf.SMALLEST_CHUNK = args.min_chunk
     generator = torch.Generator().manual_seed(0)
     prompt = torch.randint(200, 5000, (args.prompt_tokens,), generator=generator).tolist()
     results = []
     with torch.inference_mode():
         for mode in args.modes.split(","):
-            engine = HFEngine.load(smollm2_entry(engine="transformers", dtype=args.dtype))  # a fresh pacer
+            engine = hf.HFEngine.load(smollm2_entry(engine="transformers", dtype=args.dtype))  # a fresh pacer
             results.append(trial(engine, mode == "mixed", prompt))
             engine.close()
     streams = [r["tokens"]["stream"] for r in results]

@@ -40,6 +40,9 @@ from llmserve.engine.token_bytes import token_bytes_of
 log = logging.getLogger(__name__)
 
 PREFILL_CHUNK = 512  # prompt tokens read per step, across the new sequences (config: prefill_chunk)
+# The smallest chunk read beside decoding streams: late in a 7,000-token prompt even 16 tokens cost ~2.5x
+# an idle decode step on the CPU in float32 (attention over the long context), 4 tokens about one.
+SMALLEST_CHUNK = 4
 
 
 @dataclass
@@ -89,7 +92,7 @@ class HFEngine:
         self._ids = itertools.count()
         self._guides = Guides.of_transformers(tokenizer)
         self._token_bytes = token_bytes_of(tokenizer, self.decode)
-        self._pacer = PrefillPacer(prefill_chunk)
+        self._pacer = PrefillPacer(prefill_chunk, min_chunk=SMALLEST_CHUNK)
         self._kv_bytes_per_token = kv_bytes_per_token(text_config, model.dtype)
         self._peak = 0
         # rows and prompt chunks in one pass (engine/mixed.py): a model whose layers are known to allow it

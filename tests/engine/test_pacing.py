@@ -33,3 +33,12 @@ def test_the_chunk_is_steered_to_a_decode_steps_time() -> None:
         pacer.decoded(0.001)
         pacer.prefilled(pacer.budget(decoding=True), 1.0, decoding=True)
     assert pacer.budget(decoding=True) == MIN_CHUNK
+
+
+def test_an_engine_sets_its_own_floor() -> None:
+    pacer = PrefillPacer(512, min_chunk=4)  # the transformers engine's: late in long prompts 16 is too many
+    assert pacer.budget(decoding=True) == 4
+    pacer.decoded(0.05)
+    for _ in range(20):  # a chunk slower than a decode step at any size: the floor, not the default's
+        pacer.prefilled(pacer.budget(decoding=True), 0.2, decoding=True)
+    assert pacer.budget(decoding=True) == 4 < MIN_CHUNK
