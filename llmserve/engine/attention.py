@@ -18,11 +18,11 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from llmserve.engine.mixed import attend, current_plan
+from llmserve.engine.mixed import ATTENTION, attend, current_plan
 
 log = logging.getLogger(__name__)
 
-NAME = "llmserve_sdpa"
+NAME = ATTENTION
 
 
 def grouped_sdpa(

@@ -95,7 +95,8 @@ class HFEngine:
         self._pacer = PrefillPacer(prefill_chunk, min_chunk=SMALLEST_CHUNK)
         self._kv_bytes_per_token = kv_bytes_per_token(text_config, model.dtype)
         self._peak = 0
-        # rows and prompt chunks in one pass (engine/mixed.py): a model whose layers are known to allow it
+        # rows and prompt chunks in one pass (engine/mixed.py): a model whose layers are known to allow it,
+        # running llmserve's attention function (the one that reads the plan: on the CPU)
         self.mixing = self._joinable and mixable(model) and bool(self._last_logits_only)
         self.mixed_steps = 0
 

@@ -10,7 +10,8 @@ chunk), and `attend` (called by `attention.grouped_sdpa` while a plan is current
 rows' queries against the batch's cache and the chunk's queries, causally, against the prompt's cache.
 
 Only decoder layers that call the attention interface with `module.layer_idx` and update their cache once
-per layer can be mixed: the model types in `MIXABLE` (tests compare the tokens with unmixed steps).
+per layer can be mixed: the model types in `MIXABLE` (tests compare each sequence's tokens with its tokens
+alone), and only with llmserve's attention function.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch
 from transformers import DynamicCache
 
 MIXABLE = frozenset({"llama", "mistral", "qwen2", "qwen3"})
+ATTENTION = "llmserve_sdpa"  # the attention function that serves a plan (`attention.grouped_sdpa`)
 
 _local = threading.local()
 
@@ -42,7 +44,10 @@ class Plan:
 
 
 def mixable(model: Any) -> bool:
-    return getattr(model.config, "model_type", None) in MIXABLE
+    """Whether `model` can run mixed steps: a model type in `MIXABLE` whose attention is llmserve's
+    (`attention.NAME`, set on the CPU; elsewhere a layer would attend to the new tokens only)."""
+    config = model.config
+    return getattr(config, "model_type", None) in MIXABLE and config._attn_implementation == ATTENTION
 
 
 class MixedCache(DynamicCache):

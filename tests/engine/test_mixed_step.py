@@ -97,3 +97,22 @@ def test_grouped_attention_computes_what_transformers_sdpa_computes(directory: P
         got = grouped(input_ids=input_ids, attention_mask=mask, position_ids=positions).logits
     torch.testing.assert_close(got[0], want[0])
     torch.testing.assert_close(got[1, 5:], want[1, 5:])
+
+
+def test_a_model_on_another_attention_function_reads_chunks_alone(directory: Path) -> None:
+    # mixed steps need llmserve's attention function, which serves the plan (set on the CPU only)
+    from transformers import AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32, attn_implementation="eager")
+    engine = HFEngine(model, AutoTokenizer.from_pretrained(directory), torch.device("cpu"), prefill_chunk=16)
+    assert not engine.mixing
+    wanted = alone(engine, ids(engine, LONG), 4)
+    first = engine.start(ids(engine, "hello"), GREEDY)
+    engine.step([first])
+    long = engine.start(ids(engine, LONG), GREEDY)
+    got: list[int] = []
+    while len(got) < 4:
+        token = engine.step([first, long])[1]
+        if token is not None:
+            got.append(token)
+    assert got == wanted and engine.mixed_steps == 0
