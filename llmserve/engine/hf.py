@@ -36,6 +36,7 @@ from llmserve.engine.mixed import MixedCache, current, mixable
 from llmserve.engine.pacing import PrefillPacer
 from llmserve.engine.templates import chat_text
 from llmserve.engine.token_bytes import token_bytes_of
+from llmserve.errors import InvalidRequest
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +170,8 @@ class HFEngine:
         return str(self._tokenizer.decode(list(token_ids), skip_special_tokens=True))
 
     def start(self, prompt_ids: Sequence[int], params: GenerationParams) -> int:
+        if not prompt_ids:
+            raise InvalidRequest("the prompt is empty")
         vocab = int(self._model.get_output_embeddings().weight.shape[0])
         chooser = Chooser.begin(params, prompt_ids, vocab, self._guides, self._device)
         extras = prompt_ids.inputs if isinstance(prompt_ids, PromptIds) else None

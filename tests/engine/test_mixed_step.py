@@ -16,6 +16,7 @@ from llmserve.config.entries import ModelConfig, PlainSpec
 from llmserve.engine.attention import NAME
 from llmserve.engine.base import ChatMessage, GenerationParams
 from llmserve.engine.hf import HFEngine
+from llmserve.errors import InvalidRequest
 
 GREEDY = GenerationParams(temperature=0, ignore_eos=True)
 LONG = "the capital of France is Paris and the capital of Italy is Rome " * 6
@@ -116,3 +117,9 @@ def test_a_model_on_another_attention_function_reads_chunks_alone(directory: Pat
         if token is not None:
             got.append(token)
     assert got == wanted and engine.mixed_steps == 0
+
+
+def test_an_empty_prompt_is_refused(engine: HFEngine) -> None:
+    # a mixed step would otherwise answer it with the logits of another sequence's row
+    with pytest.raises(InvalidRequest, match="the prompt is empty"):
+        engine.start([], GREEDY)
