@@ -105,9 +105,8 @@ class Batch:
     def forward(self, model: Any, last_tokens: Sequence[int]) -> torch.Tensor:
         """One decode step: feeds each row its last token; returns the next-token logits, `[rows, vocab]`."""
         rows = len(self)
-        self._mask = torch.cat([self._mask, self._mask.new_ones((rows, 1))], dim=1)
         input_ids = torch.tensor(last_tokens, dtype=torch.long, device=self._device).view(rows, 1)
-        positions = torch.tensor(self.lengths, dtype=torch.long, device=self._device).view(rows, 1)
+        positions = torch.tensor(self._next_column(), dtype=torch.long, device=self._device).view(rows, 1)
         if bool(self._mask[:, 0].all()):  # no row is padded (always so for one row): the model's fast path
             out = model(input_ids=input_ids, **with_cache(model, self._cache), use_cache=True)
         else:
@@ -119,19 +118,22 @@ class Batch:
                 use_cache=True,
             )
         self._cache = returned_cache(model, out)
-        self.lengths = [length + 1 for length in self.lengths]
         logits: torch.Tensor = out.logits[:, -1, :]
         return logits
 
     def mixed(self, chunk_cache: Any) -> tuple[Plan, list[int]]:
         """A mixed step's plan (`engine/mixed.py`): the rows' cache gets one more column for their last
         tokens, and the chunk's keys go to `chunk_cache`. Also the rows' positions for those tokens."""
-        rows = len(self)
-        self._mask = torch.cat([self._mask, self._mask.new_ones((rows, 1))], dim=1)
+        positions = self._next_column()
         row_mask = None if bool(self._mask[:, 0].all()) else self._mask.bool()[:, None, None, :]
+        return Plan(len(self), self._cache, row_mask, chunk_cache), positions
+
+    def _next_column(self) -> list[int]:
+        """Adds the column every row's next token goes to; returns the rows' positions for it."""
+        self._mask = torch.cat([self._mask, self._mask.new_ones((len(self), 1))], dim=1)
         positions = list(self.lengths)
         self.lengths = [length + 1 for length in self.lengths]
-        return Plan(rows, self._cache, row_mask, chunk_cache), positions
+        return positions
 
     def clear(self) -> None:
         self.keep(set())

@@ -282,13 +282,7 @@ class HFEngine:
         seq.done = start + take
         self.mixed_steps += 1
         if seq.done == len(seq.prompt):
-            tokens[seq_id] = self._pick(logits[-1:], [seq])[0]
-            seq.prompt = None
-            self._note_held()
-            cache, seq.cache = seq.cache, None
-            self._batch.join(
-                [seq_id], cache, torch.ones((1, seq.done), dtype=torch.long, device=self._device)
-            )
+            self._prompt_read(seq_id, logits[-1:], tokens)
         self._pacer.mixed(take, time.perf_counter() - started)
         return take
 
@@ -346,11 +340,18 @@ class HFEngine:
         seq.done = start + take
         if seq.done < len(seq.prompt):
             return
-        tokens[seq_id] = self._pick(out.logits[:, -1, :], [seq])[0]
+        self._prompt_read(seq_id, out.logits[:, -1, :], tokens)
+
+    def _prompt_read(self, seq_id: int, logits: torch.Tensor, tokens: dict[int, int]) -> None:
+        """The last chunk of `seq_id`'s prompt is in its own cache: its first token from `logits` (`[1,
+        vocab]`), and its cache joins the batch (if the model's cache can be batched)."""
+        seq = self._seqs[seq_id]
+        tokens[seq_id] = self._pick(logits, [seq])[0]
         seq.prompt = None
         if self._joinable:
             self._note_held()
             cache, seq.cache = seq.cache, None
+            mask = torch.ones((1, seq.done), dtype=torch.long, device=self._device)
             self._batch.join([seq_id], cache, mask)
 
     def _prefill_whole(self, seq_ids: list[int], tokens: dict[int, int]) -> None:

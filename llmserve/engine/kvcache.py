@@ -55,8 +55,8 @@ def kv_bytes_per_token(text_config: Any, dtype: torch.dtype) -> int:
 def cache_length(cache: Any) -> int:
     """Token slots of a one-sequence cache (rows x length of its first layer, or its reserved room)."""
     layers = getattr(cache, "layers", None)
-    if layers and isinstance(layers[0], ReservedLayer):
-        return layers[0].slots
+    if layers and isinstance(layers[0], ReservedLayer) and layers[0].room_slots is not None:
+        return layers[0].room_slots
     if not layers or getattr(layers[0], "keys", None) is None:
         return 0
     keys = layers[0].keys
@@ -108,13 +108,9 @@ class ReservedLayer(DynamicLayer):  # type: ignore[no-untyped-call]
         self._room = None
 
     @property
-    def slots(self) -> int:
-        """Token slots this layer's keys take (rows x length, the reserved room while it has one)."""
-        if self._room is not None:
-            return int(self._room[0].shape[0] * self._room[0].shape[-2])
-        if not self.is_initialized or self.keys is None or self.keys.numel() == 0:
-            return 0
-        return int(self.keys.shape[0] * self.keys.shape[-2])
+    def room_slots(self) -> int | None:
+        """Token slots of the reserved room (rows x capacity), None when it has none."""
+        return None if self._room is None else int(self._room[0].shape[0] * self._room[0].shape[-2])
 
 
 def reserved_cache(model_config: Any, capacity: int) -> DynamicCache:
