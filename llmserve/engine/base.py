@@ -206,6 +206,11 @@ class KVPoolSource(Protocol):
         """Token slots of the cache, shared by the sequences."""
         ...
 
+    def kv_room(self, end: int) -> bool:
+        """Whether one more sequence that may come to hold `end` tokens has room beside the running
+        ones (a cache divided among contexts holds less than its free cells in all)."""
+        ...
+
 
 @runtime_checkable
 class GenerationConfigSource(Protocol):

@@ -1,13 +1,15 @@
 """The llama.cpp engine for GGUF files (`"engine": "llama.cpp"`): llama.cpp's kernels on the file as it
 is (memory-mapped, quantized), under llmserve's worker and with llmserve's own sampling.
 
-Continuous batching as llama.cpp's server does it: one context whose KV cache (llama.cpp's unified
-cache) is shared by up to `max_batch_size` sequences, each in its own sequence slot; every step is one
-`llama_decode` of one batch: a row for each decoding sequence, then the next chunk of each new prompt
-(chunked prefill, paced by `engine/pacing.py` so that reading prompts never stalls the streams for long).
-A finished or cancelled sequence's cells are freed at once. The cache is allocated whole when the model
-loads (`kv_cells`): the worker admits requests by the tokens they may hold against it
-(models/kv_budget.py), so a decode can never run out of cells.
+Continuous batching as llama.cpp's server does it: the KV cache is allocated whole when the model loads
+(`kv_cells`), in one context or divided among a few ("lanes", engine/llamacpp_plan.py; a lane's context
+is built when a sequence first goes there), each shared by the sequences placed in it, each sequence in
+its own sequence slot. Every step is one `llama_decode` per
+lane: a row for each decoding sequence, then the next chunk of each new prompt (chunked prefill, paced
+by `engine/pacing.py` so that reading prompts never stalls the streams for long). A finished or
+cancelled sequence's cells are freed at once. The worker admits a request only when a lane has room
+for every token it may come to hold (`kv_room`: prompt + `max_tokens`, reserved in that lane), so a
+decode can never run out of cells.
 
 Logits come back from llama.cpp per row and go through `engine/choosing.py` (the transformers engine's
 sampling, grammars and log probabilities). Prompts are rendered by the model's chat template as
@@ -19,16 +21,18 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from llmserve.config.entries import GGUFSpec, ModelConfig
 from llmserve.engine.base import ChatMessage, GenerationParams, TokenLogprob
 from llmserve.engine.choosing import Chooser, choose
 from llmserve.engine.grammar import Guides
-from llmserve.engine.llamacpp_lib import Context, Model, Row
+from llmserve.engine.llamacpp_lib import Context, LlamaFileError, Model, Row
 from llmserve.engine.llamacpp_plan import Plan, plan
 from llmserve.engine.pacing import PrefillPacer
 from llmserve.engine.progress import report
@@ -36,13 +40,26 @@ from llmserve.engine.templates import chat_text, render
 from llmserve.errors import InternalError, InvalidRequest
 
 log = logging.getLogger(__name__)
+LANE_FILL = 16  # sequences a lane takes before the next lane is used (few rows batch best in one pass)
+
+
+@dataclass
+class _Lane:
+    """A context and the sequences placed in it."""
+
+    free_slots: list[int]
+    context: Context | None = None  # built when a sequence first goes there
+    reserved: int = 0  # the cells its sequences may come to hold (prompt + max_tokens each)
+    sequences: int = 0
 
 
 @dataclass
 class _Sequence:
     chooser: Chooser
-    slot: int  # its llama.cpp sequence id
+    lane: int
+    slot: int  # its llama.cpp sequence id in its lane's context
     prompt: list[int]
+    end: int  # the most cells it may hold: prompt + max_tokens
     done: int = 0  # prompt tokens in the cache so far
     last: int = -1  # the token the next step feeds
     position: int = 0  # where `last` goes
@@ -58,14 +75,18 @@ class _Sequence:
 
 
 class LlamaCppEngine:
-    """A GGUF file on llama.cpp, one context shared by its sequences."""
+    """A GGUF file on llama.cpp, its KV cache in one context or a few lanes."""
 
-    def __init__(self, model: Model, context: Context, layout: Plan, chat_template: str) -> None:
+    def __init__(
+        self, model: Model, first: Context, layout: Plan, chat_template: str, build: Callable[[], Context]
+    ) -> None:
         self._model = model
-        self._context = context
+        self._lanes = [_Lane(list(range(layout.slots - 1, -1, -1))) for _ in range(layout.lanes)]
+        self._lanes[0].context = first
+        self._build = build
+        self._cells = first.cells  # of each lane
         self._plan = layout
         self._template = chat_template
-        self._free_slots = list(range(layout.slots - 1, -1, -1))
         self._seqs: dict[int, _Sequence] = {}
         self._next_id = 0
         self._enders: frozenset[int] | None = None  # end-of-generation tokens, found on first need
@@ -92,41 +113,51 @@ class LlamaCppEngine:
             device = "cpu" if gpu_layers == 0 else "cuda:0"
             layout = plan(config, model.context_length, model.kv_bytes_per_token, device=device)
             report("kv_cache")
-            context = Context(
-                model,
-                cells=layout.cells,
-                slots=layout.slots,
-                shared=layout.shared,
-                batch=layout.batch,
-                threads=layout.threads,
-            )
+
+            def build() -> Context:
+                return Context(
+                    model,
+                    cells=layout.lane_cells,
+                    slots=layout.slots,
+                    shared=layout.shared,
+                    batch=layout.batch,
+                    threads=layout.threads,
+                )
+
+            first = build()
         except BaseException:
             model.close()
             raise
         template = config.chat_template.text if config.chat_template is not None else None
         if template is None:
             template = model.meta("tokenizer.chat_template") or ""
+        split = f"{first.cells_per_sequence} per sequence"
         log.info(
             "loaded %s on llama.cpp: %d KV cells (%s) x %s bytes per token, %d sequences, %d threads",
             config.api_id,
-            context.cells,
-            "shared" if layout.shared else f"{context.cells_per_sequence} per sequence",
+            first.cells * layout.lanes,
+            f"shared, {layout.lanes} lane(s)" if layout.shared else split,
             layout.kv_bytes_per_token,
             layout.slots,
             layout.threads,
         )
-        return cls(model, context, layout, template)
+        return cls(model, first, layout, template, build)
 
     # --- what the worker reads -------------------------------------------------------------------
 
     @property
     def context_length(self) -> int:
-        return min(self._plan.sequence_cells, self._context.cells_per_sequence)
+        first = self._lanes[0].context
+        return (
+            self._plan.sequence_cells
+            if first is None
+            else min(self._plan.sequence_cells, first.cells_per_sequence)
+        )
 
     @property
     def memory_bytes(self) -> int:
         """The weights as stored, plus the KV cache allocated whole at load."""
-        return self._model.size_bytes + self._context.cells * self._plan.kv_bytes_per_token
+        return self._model.size_bytes + self.kv_cells * self._plan.kv_bytes_per_token
 
     @property
     def memory_by_device(self) -> dict[str, int]:
@@ -150,8 +181,24 @@ class LlamaCppEngine:
 
     @property
     def kv_cells(self) -> int:
-        """Token slots of the cache allocated at load: the most the sequences can hold together."""
-        return self._context.cells
+        """Token slots of the cache, every lane's (allocated at load, or when a lane is first used): the
+        most the sequences can hold together."""
+        return self._cells * len(self._lanes)
+
+    def kv_room(self, end: int) -> bool:
+        """Whether a sequence that may come to hold `end` tokens has a lane with room beside the others."""
+        return self._lane_for(end) is not None
+
+    def _lane_for(self, end: int) -> int | None:
+        """The lane a new sequence goes to: the first with room that has fewer than `LANE_FILL`
+        sequences, else the one with room and the fewest (attention reads rows x a lane's cells)."""
+        roomy = [
+            i for i, lane in enumerate(self._lanes) if lane.free_slots and lane.reserved + end <= self._cells
+        ]
+        for i in roomy:
+            if self._lanes[i].sequences < LANE_FILL:
+                return i
+        return min(roomy, key=lambda i: (self._lanes[i].sequences, i), default=None)
 
     @property
     def kv_tokens_held(self) -> int:
@@ -195,57 +242,71 @@ class LlamaCppEngine:
     def start(self, prompt_ids: Sequence[int], params: GenerationParams) -> int:
         if not prompt_ids:
             raise InvalidRequest("the prompt is empty")
+        room = self.context_length - len(prompt_ids)
+        end = len(prompt_ids) + min(params.max_tokens or room, room)  # as the worker reserved it
         chooser = Chooser.begin(params, prompt_ids, self._model.n_vocab, self._guides)
-        if not self._free_slots:
-            raise InternalError(f"all {self._plan.slots} llama.cpp sequence slots are in use")
+        index = self._lane_for(end)
+        if index is None:
+            raise InternalError(f"no llama.cpp lane has room for a sequence of {end} tokens")
+        lane = self._lanes[index]
+        if lane.context is None:
+            try:
+                lane.context = self._build()
+            except LlamaFileError as exc:
+                raise InternalError(f"building a llama.cpp lane failed: {exc}") from None
+        lane.reserved += end
+        lane.sequences += 1
         seq_id, self._next_id = self._next_id, self._next_id + 1
-        self._seqs[seq_id] = _Sequence(chooser, self._free_slots.pop(), list(prompt_ids))
+        self._seqs[seq_id] = _Sequence(chooser, index, lane.free_slots.pop(), list(prompt_ids), end)
         return seq_id
 
     def step(self, seq_ids: Sequence[int]) -> list[int | None]:
-        """One `llama_decode` for all: a row per decoding sequence, then prompt chunks of the new ones
-        in order (at most the pacer's budget), logits only where a token is chosen."""
+        """One `llama_decode` per lane: a row per decoding sequence, then prompt chunks of the new ones
+        in order (at most the pacer's budget in all), logits only where a token is chosen."""
         if len(seq_ids) != len(self._seqs) or set(seq_ids) != set(self._seqs):
             raise ValueError("step() takes every started and unreleased sequence, each once")
-        rows: list[Row] = []
-        choosing: list[int] = []  # the sequences whose logits come back, in row order
+        rows: list[list[Row]] = [[] for _ in self._lanes]
+        choosing: list[list[int]] = [[] for _ in self._lanes]  # whose logits come back, in row order
         for seq_id in seq_ids:
             seq = self._seqs[seq_id]
             if not seq.prefilling:
-                rows.append(Row(seq.last, seq.position, seq.slot, True))
-                choosing.append(seq_id)
-        decoding = bool(rows)
-        left = min(self._pacer.budget(decoding), self._context.batch_capacity - len(rows))
+                rows[seq.lane].append(Row(seq.last, seq.position, seq.slot, True))
+                choosing[seq.lane].append(seq_id)
+        decoding = any(rows)
+        left = self._pacer.budget(decoding)
         read = 0
         for seq_id in seq_ids:
             seq = self._seqs[seq_id]
-            if not seq.prefilling or left <= 0:
+            room = min(left, self._plan.batch - len(rows[seq.lane]))
+            if not seq.prefilling or room <= 0:
                 continue
-            take = min(len(seq.prompt) - seq.done, left)
+            take = min(len(seq.prompt) - seq.done, room)
             end = seq.done + take
             last = len(seq.prompt) - 1
-            rows += [Row(seq.prompt[p], p, seq.slot, p == last) for p in range(seq.done, end)]
+            rows[seq.lane] += [Row(seq.prompt[p], p, seq.slot, p == last) for p in range(seq.done, end)]
             seq.done = end
             if not seq.prefilling:
                 seq.position = len(seq.prompt)
-                choosing.append(seq_id)
+                choosing[seq.lane].append(seq_id)
             left -= take
             read += take
         started = time.perf_counter()
-        logits = self._context.decode(rows)
+        logits = [_built(lane).decode(r) for lane, r in zip(self._lanes, rows, strict=True) if r]
         self._paced(read, time.perf_counter() - started, decoding)
         self._peak = max(self._peak, self.kv_tokens_held)
+        chosen = [seq_id for ids in choosing for seq_id in ids]
         tokens: dict[int, int] = {}
-        if choosing:
-            seqs = [self._seqs[i] for i in choosing]
+        if chosen:
+            every = logits[0] if len(logits) == 1 else np.concatenate(logits)
+            seqs = [self._seqs[i] for i in chosen]
             choosers = [s.chooser for s in seqs]
             if all(c.plain_greedy for c in choosers):  # the common case, without torch
-                picked = [int(t) for t in logits.argmax(axis=1)]
+                picked = [int(t) for t in every.argmax(axis=1)]
             else:
                 import torch  # the first request that samples imports it
 
-                picked = choose(torch.from_numpy(logits), choosers, self._end_tokens())
-            for seq_id, seq, token in zip(choosing, seqs, picked, strict=True):
+                picked = choose(torch.from_numpy(every), choosers, self._end_tokens())
+            for seq_id, seq, token in zip(chosen, seqs, picked, strict=True):
                 if seq.last >= 0:  # it fed its last token this step
                     seq.position += 1
                 seq.last = token
@@ -272,8 +333,11 @@ class LlamaCppEngine:
     def release(self, seq_id: int) -> None:
         seq = self._seqs.pop(seq_id, None)
         if seq is not None:
-            self._context.forget(seq.slot)
-            self._free_slots.append(seq.slot)
+            lane = self._lanes[seq.lane]
+            _built(lane).forget(seq.slot)
+            lane.free_slots.append(seq.slot)
+            lane.reserved -= seq.end
+            lane.sequences -= 1
 
     # --- memory ----------------------------------------------------------------------------------
 
@@ -285,8 +349,16 @@ class LlamaCppEngine:
 
     def close(self) -> None:
         self._seqs.clear()
-        self._context.close()
+        for lane in self._lanes:
+            if lane.context is not None:
+                lane.context.close()
+                lane.context = None
         self._model.close()
+
+
+def _built(lane: _Lane) -> Context:
+    assert lane.context is not None, "a lane with sequences has its context"
+    return lane.context
 
 
 def _gpu_layers(config: ModelConfig) -> int:

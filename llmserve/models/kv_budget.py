@@ -31,6 +31,7 @@ class KVBudget:
     source: str  # "kv_cache_memory" (set) or "derived"
     device: str = "cpu"  # where the cache lives
     allocated: bool = False  # allocated whole at load (llama.cpp): no reservation on the device's memory
+    room: Callable[[int], bool] | None = None  # the engine's own answer to `fits` (it places sequences)
 
     @property
     def bytes(self) -> int:
@@ -44,6 +45,9 @@ class KVBudget:
         return len(ends) * max(ends) if self.padded else sum(ends)
 
     def fits(self, running: Iterable[int], end: int) -> bool:
+        """Whether a request reaching `end` fits beside requests reaching `running`."""
+        if self.room is not None:
+            return self.room(end)
         return self.cost([*running, end]) <= self.tokens
 
 

@@ -165,7 +165,8 @@ class Slot:
         memory, source = self.config.kv_cache_memory, "kv_cache_memory"
         if isinstance(engine, KVPoolSource):  # its cache is allocated: its cells are the budget
             source = source if memory is not None else "derived"
-            budget = KVBudget(engine.kv_cells, per_token, False, source, engine.kv_device, allocated=True)
+            device, room = engine.kv_device, engine.kv_room
+            budget = KVBudget(engine.kv_cells, per_token, False, source, device, allocated=True, room=room)
             log.info("%s: KV cache of %d tokens allocated (%s)", self.config.api_id, budget.tokens, source)
             return budget
         if memory is None:

@@ -166,3 +166,36 @@ def test_close_returns_the_memory() -> None:
     gc.collect()
     trim_process_memory()
     assert process.memory_info().rss - before < 40 << 20
+
+
+def test_lanes_hold_what_they_reserve_and_decode_as_one_context() -> None:
+    """A shared cache of 1,024 cells for sequences of up to 256 tokens is four contexts ("lanes") of 256:
+    a sequence goes where its reservation (prompt + max_tokens) fits, `kv_room` says whether one more
+    would, and rows in different lanes decode exactly as each alone."""
+    from llmserve.engine.llamacpp import LlamaCppEngine
+
+    per_token = 30 * 3 * 2 * 64 * 2  # SmolLM2: layers x KV heads x (K, V) x head size x f16
+    entry = smollm2_entry(max_batch_size=8, context_length=256, kv_cache_memory=1024 * per_token)
+    loaded = LlamaCppEngine.load(entry)
+    try:
+        assert (loaded.kv_cells, loaded.context_length) == (1024, 256)
+        prompts = [prompt(loaded, f"Tell me about the number {n}.") for n in (3, 17, 256, 9001)]
+        solo = [run(loaded, [p], 12)[0] for p in prompts]
+        assert loaded.kv_room(256)
+        long = [GenerationParams(temperature=0.0, max_tokens=200 - len(p)) for p in prompts]  # 200 cells
+        ids = [loaded.start(p, params) for p, params in zip(prompts, long, strict=True)]
+        assert not loaded.kv_room(57)  # each lane has 56 cells left: one sequence per lane
+        assert loaded.kv_room(56)
+        out: list[list[int]] = [[] for _ in prompts]
+        while any(len(o) < 12 for o in out):
+            for row, token in enumerate(loaded.step(ids)):
+                if token is not None and len(out[row]) < 12:
+                    out[row].append(token)
+        assert out == solo
+        loaded.release(ids[0])
+        assert loaded.kv_room(256)
+        for seq_id in ids[1:]:
+            loaded.release(seq_id)
+        assert loaded.kv_tokens_held == 0
+    finally:
+        loaded.close()

@@ -1,5 +1,6 @@
 """How the llama.cpp context is sized: each sequence its own cells when they all fit the KV memory,
-else one shared pool; the KV memory set, or derived from the free memory; threads from the cores."""
+else shared pools (lanes, each holding a whole context); the KV memory set, or derived from the free
+memory; threads from the cores."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 
 from llmserve.config.entries import GGUFSpec, ModelConfig
 from llmserve.engine import llamacpp_plan
-from llmserve.engine.llamacpp_plan import DEFAULT_CELLS, plan
+from llmserve.engine.llamacpp_plan import DEFAULT_CELLS, MAX_LANES, plan
 
 PER_TOKEN = 1024  # bytes of keys and values per token
 SPEC = GGUFSpec(tok_model_id="t", quantized_model_id="q", quantized_filename="f.gguf")
@@ -29,16 +30,25 @@ def test_every_sequence_gets_its_own_cells_when_they_fit() -> None:
     assert layout.batch == 512 + 8  # a row per sequence beside a prompt chunk
 
 
-def test_else_the_sequences_share_a_pool() -> None:
+def test_else_the_sequences_share_pools_each_holding_a_whole_context() -> None:
     layout = plan(entry(max_batch_size=64), 8192, PER_TOKEN, available=plenty)
     assert (layout.cells, layout.shared, layout.sequence_cells) == (DEFAULT_CELLS, True, 8192)
+    assert (layout.lanes, layout.lane_cells) == (2, 8192)
+    short = plan(entry(max_batch_size=64, context_length=1000), 8192, PER_TOKEN, available=plenty)
+    assert (short.lanes, short.lane_cells, short.sequence_cells) == (MAX_LANES, DEFAULT_CELLS // 4, 1000)
+    few = plan(entry(max_batch_size=2, kv_cache_memory=8 << 20), 8192, PER_TOKEN, available=plenty)
+    assert (few.lanes, few.cells, few.sequence_cells) == (1, 8192, 8192)  # one lane holds one context
 
 
 def test_kv_cache_memory_sets_the_pool_and_free_memory_bounds_a_derived_one() -> None:
     layout = plan(entry(max_batch_size=64, kv_cache_memory=40 << 20), 8192, PER_TOKEN, available=plenty)
-    assert (layout.cells, layout.shared) == (40 * 1024, True)
+    assert (layout.cells, layout.shared, layout.lanes) == (40 * 1024, True, MAX_LANES)
     tight = plan(entry(max_batch_size=64), 8192, PER_TOKEN, available=lambda device: 8 << 20)
-    assert (tight.cells, tight.sequence_cells) == (4096, 4096)  # half the free memory: one shorter sequence
+    assert (tight.cells, tight.sequence_cells, tight.lanes) == (
+        4096,
+        4096,
+        1,
+    )  # half the free memory: one shorter sequence
     unknown = plan(entry(max_batch_size=2), 8192, PER_TOKEN, available=lambda device: None)
     assert (unknown.cells, unknown.shared) == (2 * 8192, False)
 
