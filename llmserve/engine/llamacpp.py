@@ -7,7 +7,10 @@ is built when a sequence first goes there), each shared by the sequences placed 
 its own sequence slot. Every step is one `llama_decode` per
 lane: a row for each decoding sequence, then the next chunk of each new prompt (chunked prefill, paced
 by `engine/pacing.py` so that reading prompts never stalls the streams for long). A finished or
-cancelled sequence's cells are freed at once. The worker admits a request only when a lane has room
+cancelled sequence's cells are freed at once. A new prompt that begins like one already in its lane (the
+chat template's system prompt, a shared instruction or document: at least `MIN_SHARED` tokens) takes
+those cells from it instead of reading them again (the cells then belong to both); it waits for them if
+they are not written yet. The worker admits a request only when a lane has room
 for every token it may come to hold (`kv_room`: prompt + `max_tokens`, reserved in that lane), so a
 decode can never run out of cells.
 
@@ -40,6 +43,7 @@ from llmserve.engine.templates import chat_text, render
 from llmserve.errors import InternalError, InvalidRequest
 
 log = logging.getLogger(__name__)
+MIN_SHARED = 16  # prompt tokens in common with a sequence of the lane, the fewest worth sharing
 LANE_FILL = 16  # sequences a lane takes before the next lane is used (few rows batch best in one pass)
 
 
@@ -60,6 +64,8 @@ class _Sequence:
     slot: int  # its llama.cpp sequence id in its lane's context
     prompt: list[int]
     end: int  # the most cells it may hold: prompt + max_tokens
+    donor: int | None = None  # a sequence of the same lane whose first `shared` cells it takes, once written
+    shared: int = 0
     done: int = 0  # prompt tokens in the cache so far
     last: int = -1  # the token the next step feeds
     position: int = 0  # where `last` goes
@@ -93,6 +99,7 @@ class LlamaCppEngine:
         self._guides = Guides(model.lltokenizer)
         self._pacer = PrefillPacer(layout.prefill_chunk)
         self._peak = 0
+        self.prompt_tokens_shared = 0  # prompt tokens taken from another sequence's cells, not read
         special = {"bos_token": model.bos, "eos_token": model.eos}
         self._special = {name: model.token_text(t) for name, t in special.items() if t >= 0}
 
@@ -257,14 +264,41 @@ class LlamaCppEngine:
         lane.reserved += end
         lane.sequences += 1
         seq_id, self._next_id = self._next_id, self._next_id + 1
-        self._seqs[seq_id] = _Sequence(chooser, index, lane.free_slots.pop(), list(prompt_ids), end)
+        seq = _Sequence(chooser, index, lane.free_slots.pop(), list(prompt_ids), end)
+        if self._plan.shared:  # (a split cache would copy the cells between its streams)
+            seq.donor, seq.shared = self._donor(index, seq.prompt)
+        self._seqs[seq_id] = seq
         return seq_id
+
+    def _donor(self, lane: int, prompt: list[int]) -> tuple[int | None, int]:
+        """The sequence of `lane` whose prompt begins like `prompt` for the most tokens (at least
+        `MIN_SHARED`, and short of `prompt`'s last, whose logits the new sequence needs), and how many."""
+        best: tuple[int | None, int] = (None, 0)
+        for seq_id, seq in self._seqs.items():
+            if seq.lane == lane and seq.prompt[:MIN_SHARED] == prompt[:MIN_SHARED]:
+                common = _common_prefix(seq.prompt, prompt, len(prompt) - 1)
+                if common >= max(MIN_SHARED, best[1] + 1):
+                    best = (seq_id, common)
+        return best
+
+    def _take_shared(self, seq: _Sequence) -> None:
+        """Gives `seq` its donor's cells once the donor has written them; forgets a donor that is gone."""
+        donor = self._seqs.get(seq.donor) if seq.donor is not None else None
+        if donor is None:
+            seq.donor, seq.shared = None, 0
+        elif donor.done >= seq.shared:
+            _built(self._lanes[seq.lane]).share(donor.slot, seq.slot, seq.shared)
+            seq.done, seq.donor = seq.shared, None
+            self.prompt_tokens_shared += seq.shared
 
     def step(self, seq_ids: Sequence[int]) -> list[int | None]:
         """One `llama_decode` per lane: a row per decoding sequence, then prompt chunks of the new ones
         in order (at most the pacer's budget in all), logits only where a token is chosen."""
         if len(seq_ids) != len(self._seqs) or set(seq_ids) != set(self._seqs):
             raise ValueError("step() takes every started and unreleased sequence, each once")
+        for seq_id in seq_ids:
+            if self._seqs[seq_id].donor is not None:
+                self._take_shared(self._seqs[seq_id])
         rows: list[list[Row]] = [[] for _ in self._lanes]
         choosing: list[list[int]] = [[] for _ in self._lanes]  # whose logits come back, in row order
         for seq_id in seq_ids:
@@ -278,7 +312,7 @@ class LlamaCppEngine:
         for seq_id in seq_ids:
             seq = self._seqs[seq_id]
             room = min(left, self._plan.batch - len(rows[seq.lane]))
-            if not seq.prefilling or room <= 0:
+            if not seq.prefilling or room <= 0 or seq.donor is not None:  # (waits for its donor's cells)
                 continue
             take = min(len(seq.prompt) - seq.done, room)
             end = seq.done + take
@@ -354,6 +388,15 @@ class LlamaCppEngine:
                 lane.context.close()
                 lane.context = None
         self._model.close()
+
+
+def _common_prefix(a: list[int], b: list[int], limit: int) -> int:
+    """How many tokens `a` and `b` have in common from their start, at most `limit`."""
+    n = min(len(a), len(b), limit)
+    if n <= 0:
+        return 0
+    differ = np.flatnonzero(np.asarray(a[:n]) != np.asarray(b[:n]))
+    return int(differ[0]) if differ.size else n
 
 
 def _built(lane: _Lane) -> Context:

@@ -257,6 +257,12 @@ class Context:
         first = llama_cpp.llama_get_logits(self._context)
         return np.ctypeslib.as_array(first, shape=(wanted, self._vocab)).copy()
 
+    def share(self, source: int, target: int, tokens: int) -> None:
+        """Gives the sequence in `target` the first `tokens` cells of the one in `source` (in a shared
+        cache the cells then belong to both: nothing is copied, and each keeps them until it is
+        forgotten)."""
+        llama_cpp.llama_memory_seq_cp(self._memory, source, target, 0, tokens)
+
     def forget(self, slot: int) -> None:
         """Frees every cell of the sequence in `slot`."""
         llama_cpp.llama_memory_seq_rm(self._memory, slot, -1, -1)

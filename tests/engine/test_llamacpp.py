@@ -199,3 +199,59 @@ def test_lanes_hold_what_they_reserve_and_decode_as_one_context() -> None:
         assert loaded.kv_tokens_held == 0
     finally:
         loaded.close()
+
+
+@pytest.fixture(scope="module")
+def pooled() -> Iterator[object]:
+    """A cache shared by the sequences (1,024 cells for up to 8 of 512 tokens; two lanes of 512)."""
+    from llmserve.engine.llamacpp import LlamaCppEngine
+
+    per_token = 30 * 3 * 2 * 64 * 2
+    loaded = LlamaCppEngine.load(
+        smollm2_entry(max_batch_size=8, context_length=512, kv_cache_memory=1024 * per_token)
+    )
+    yield loaded
+    loaded.close()
+
+
+def test_a_common_prefix_is_taken_from_the_lane_not_read_again(pooled: object) -> None:
+    """Chats with the same system prompt: the second and third take the first's cells for the tokens in
+    common (waiting for them to be written), and answer exactly as each alone."""
+    from llmserve.engine.llamacpp import LlamaCppEngine
+
+    assert isinstance(pooled, LlamaCppEngine)
+    system = ChatMessage("system", "You are a terse assistant who answers every question in one line.")
+    prompts = [
+        pooled.encode_chat([system, ChatMessage("user", text)])
+        for text in ("Name three fruits.", "Name three colours.", "Name three rivers.")
+    ]
+    common = next(i for i, (a, b) in enumerate(zip(prompts[0], prompts[1], strict=False)) if a != b)
+    assert common >= 16
+    short = GenerationParams(temperature=0.0, max_tokens=20)  # all three fit one lane
+    solo = [run(pooled, [p], 12, short)[0] for p in prompts]
+    assert pooled.prompt_tokens_shared == 0  # each alone: nothing to share with
+    assert run(pooled, prompts, 12, short) == solo
+    assert pooled.prompt_tokens_shared == 2 * common
+    assert pooled.kv_tokens_held == 0
+
+
+def test_a_sequence_whose_donor_leaves_first_reads_its_whole_prompt(pooled: object) -> None:
+    from llmserve.engine.llamacpp import LlamaCppEngine
+
+    assert isinstance(pooled, LlamaCppEngine)
+    system = ChatMessage("system", "You are a terse assistant who answers every question in one line.")
+    first, second = (pooled.encode_chat([system, ChatMessage("user", t)]) for t in ("Hi!", "Name a tree."))
+    alone = run(pooled, [second], 10)[0]
+    shared = pooled.prompt_tokens_shared
+    short = GenerationParams(temperature=0.0, max_tokens=20)  # both in one lane
+    a = pooled.start(first, short)
+    b = pooled.start(second, short)  # would take a's cells, once written
+    pooled.release(a)  # gone before it wrote them
+    got: list[int] = []
+    while len(got) < 10:
+        token = pooled.step([b])[0]
+        if token is not None:
+            got.append(token)
+    pooled.release(b)
+    assert got == alone
+    assert pooled.prompt_tokens_shared == shared
