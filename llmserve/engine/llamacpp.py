@@ -1,18 +1,16 @@
 """The llama.cpp engine for GGUF files (`"engine": "llama.cpp"`): llama.cpp's kernels on the file as it
 is (memory-mapped, quantized), under llmserve's worker and with llmserve's own sampling.
 
-Continuous batching as llama.cpp's server does it: the KV cache is allocated whole when the model loads
-(`kv_cells`), in one context or divided among a few ("lanes", engine/llamacpp_plan.py; a lane's context
-is built when a sequence first goes there), each shared by the sequences placed in it, each sequence in
-its own sequence slot. Every step is one `llama_decode` per
-lane: a row for each decoding sequence, then the next chunk of each new prompt (chunked prefill, paced
-by `engine/pacing.py` so that reading prompts never stalls the streams for long). A finished or
-cancelled sequence's cells are freed at once. A new prompt that begins like one already in its lane (the
-chat template's system prompt, a shared instruction or document: at least `MIN_SHARED` tokens) takes
-those cells from it instead of reading them again (the cells then belong to both); it waits for them if
-they are not written yet. The worker admits a request only when a lane has room
-for every token it may come to hold (`kv_room`: prompt + `max_tokens`, reserved in that lane), so a
-decode can never run out of cells.
+Continuous batching as llama.cpp's server does it: the KV cache is sized when the model loads
+(`kv_cells`), one context or a few ("lanes", engine/llamacpp_lanes.py), each shared by the sequences
+placed in it, each sequence in its own sequence slot. Every step is one `llama_decode` per lane: a row
+for each decoding sequence, then the next chunk of each new prompt (chunked prefill, paced by
+`engine/pacing.py` so that reading prompts never stalls the streams for long). A finished or cancelled
+sequence's reservation is returned at once; in a shared cache its cells are kept until their room is
+needed, and a new prompt that begins like a running or kept sequence of its lane (a system prompt, the
+earlier turns of a conversation) takes those cells instead of reading them again. The worker admits a
+request only when a lane has room for every token it may come to hold (`kv_room`: prompt +
+`max_tokens`, reserved in that lane), so a decode can never run out of cells.
 
 Logits come back from llama.cpp per row and go through `engine/choosing.py` (the transformers engine's
 sampling, grammars and log probabilities). Prompts are rendered by the model's chat template as
@@ -25,7 +23,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +33,8 @@ from llmserve.config.entries import GGUFSpec, ModelConfig
 from llmserve.engine.base import ChatMessage, GenerationParams, TokenLogprob
 from llmserve.engine.choosing import Chooser, choose
 from llmserve.engine.grammar import Guides
-from llmserve.engine.llamacpp_lib import Context, LlamaFileError, Model, Row
+from llmserve.engine.llamacpp_lanes import Lanes, Live
+from llmserve.engine.llamacpp_lib import Context, Model, Row
 from llmserve.engine.llamacpp_plan import Plan, plan
 from llmserve.engine.pacing import PrefillPacer
 from llmserve.engine.progress import report
@@ -43,18 +42,6 @@ from llmserve.engine.templates import chat_text, render
 from llmserve.errors import InternalError, InvalidRequest
 
 log = logging.getLogger(__name__)
-MIN_SHARED = 16  # prompt tokens in common with a sequence of the lane, the fewest worth sharing
-LANE_FILL = 16  # sequences a lane takes before the next lane is used (few rows batch best in one pass)
-
-
-@dataclass
-class _Lane:
-    """A context and the sequences placed in it."""
-
-    free_slots: list[int]
-    context: Context | None = None  # built when a sequence first goes there
-    reserved: int = 0  # the cells its sequences may come to hold (prompt + max_tokens each)
-    sequences: int = 0
 
 
 @dataclass
@@ -66,6 +53,7 @@ class _Sequence:
     end: int  # the most cells it may hold: prompt + max_tokens
     donor: int | None = None  # a sequence of the same lane whose first `shared` cells it takes, once written
     shared: int = 0
+    generated: list[int] = field(default_factory=list)
     done: int = 0  # prompt tokens in the cache so far
     last: int = -1  # the token the next step feeds
     position: int = 0  # where `last` goes
@@ -79,6 +67,11 @@ class _Sequence:
         """KV cells it holds now."""
         return self.done if self.prefilling else self.position
 
+    @property
+    def held(self) -> list[int]:
+        """The tokens its cells hold, in order."""
+        return (self.prompt + self.generated)[: self.cells]
+
 
 class LlamaCppEngine:
     """A GGUF file on llama.cpp, its KV cache in one context or a few lanes."""
@@ -87,10 +80,7 @@ class LlamaCppEngine:
         self, model: Model, first: Context, layout: Plan, chat_template: str, build: Callable[[], Context]
     ) -> None:
         self._model = model
-        self._lanes = [_Lane(list(range(layout.slots - 1, -1, -1))) for _ in range(layout.lanes)]
-        self._lanes[0].context = first
-        self._build = build
-        self._cells = first.cells  # of each lane
+        self._lanes = Lanes(layout.lanes, layout.slots, first, build, sharing=layout.shared)
         self._plan = layout
         self._template = chat_template
         self._seqs: dict[int, _Sequence] = {}
@@ -154,12 +144,7 @@ class LlamaCppEngine:
 
     @property
     def context_length(self) -> int:
-        first = self._lanes[0].context
-        return (
-            self._plan.sequence_cells
-            if first is None
-            else min(self._plan.sequence_cells, first.cells_per_sequence)
-        )
+        return min(self._plan.sequence_cells, self._lanes.context(0).cells_per_sequence)
 
     @property
     def memory_bytes(self) -> int:
@@ -190,22 +175,19 @@ class LlamaCppEngine:
     def kv_cells(self) -> int:
         """Token slots of the cache, every lane's (allocated at load, or when a lane is first used): the
         most the sequences can hold together."""
-        return self._cells * len(self._lanes)
+        return self._lanes.cells * len(self._lanes.lanes)
 
     def kv_room(self, end: int) -> bool:
         """Whether a sequence that may come to hold `end` tokens has a lane with room beside the others."""
-        return self._lane_for(end) is not None
+        return self._lanes.room(end)
 
-    def _lane_for(self, end: int) -> int | None:
-        """The lane a new sequence goes to: the first with room that has fewer than `LANE_FILL`
-        sequences, else the one with room and the fewest (attention reads rows x a lane's cells)."""
-        roomy = [
-            i for i, lane in enumerate(self._lanes) if lane.free_slots and lane.reserved + end <= self._cells
-        ]
-        for i in roomy:
-            if self._lanes[i].sequences < LANE_FILL:
-                return i
-        return min(roomy, key=lambda i: (self._lanes[i].sequences, i), default=None)
+    @property
+    def kept_tokens(self) -> int:
+        """Cells of finished sequences kept for prompts that begin alike."""
+        return self._lanes.kept_tokens
+
+    def drop_kept(self) -> None:
+        self._lanes.drop_kept()
 
     @property
     def kv_tokens_held(self) -> int:
@@ -252,34 +234,15 @@ class LlamaCppEngine:
         room = self.context_length - len(prompt_ids)
         end = len(prompt_ids) + min(params.max_tokens or room, room)  # as the worker reserved it
         chooser = Chooser.begin(params, prompt_ids, self._model.n_vocab, self._guides)
-        index = self._lane_for(end)
-        if index is None:
-            raise InternalError(f"no llama.cpp lane has room for a sequence of {end} tokens")
-        lane = self._lanes[index]
-        if lane.context is None:
-            try:
-                lane.context = self._build()
-            except LlamaFileError as exc:
-                raise InternalError(f"building a llama.cpp lane failed: {exc}") from None
-        lane.reserved += end
-        lane.sequences += 1
+        prompt = list(prompt_ids)
+        live = [Live(i, seq.lane, seq.prompt) for i, seq in self._seqs.items()]
+        placed = self._lanes.place(end, prompt, live)
+        seq = _Sequence(chooser, placed.lane, placed.slot, prompt, end, placed.donor, placed.shared)
+        seq.done = placed.taken
+        self.prompt_tokens_shared += placed.taken
         seq_id, self._next_id = self._next_id, self._next_id + 1
-        seq = _Sequence(chooser, index, lane.free_slots.pop(), list(prompt_ids), end)
-        if self._plan.shared:  # (a split cache would copy the cells between its streams)
-            seq.donor, seq.shared = self._donor(index, seq.prompt)
         self._seqs[seq_id] = seq
         return seq_id
-
-    def _donor(self, lane: int, prompt: list[int]) -> tuple[int | None, int]:
-        """The sequence of `lane` whose prompt begins like `prompt` for the most tokens (at least
-        `MIN_SHARED`, and short of `prompt`'s last, whose logits the new sequence needs), and how many."""
-        best: tuple[int | None, int] = (None, 0)
-        for seq_id, seq in self._seqs.items():
-            if seq.lane == lane and seq.prompt[:MIN_SHARED] == prompt[:MIN_SHARED]:
-                common = _common_prefix(seq.prompt, prompt, len(prompt) - 1)
-                if common >= max(MIN_SHARED, best[1] + 1):
-                    best = (seq_id, common)
-        return best
 
     def _take_shared(self, seq: _Sequence) -> None:
         """Gives `seq` its donor's cells once the donor has written them; forgets a donor that is gone."""
@@ -287,7 +250,7 @@ class LlamaCppEngine:
         if donor is None:
             seq.donor, seq.shared = None, 0
         elif donor.done >= seq.shared:
-            _built(self._lanes[seq.lane]).share(donor.slot, seq.slot, seq.shared)
+            self._lanes.context(seq.lane).share(donor.slot, seq.slot, seq.shared)
             seq.done, seq.donor = seq.shared, None
             self.prompt_tokens_shared += seq.shared
 
@@ -299,8 +262,8 @@ class LlamaCppEngine:
         for seq_id in seq_ids:
             if self._seqs[seq_id].donor is not None:
                 self._take_shared(self._seqs[seq_id])
-        rows: list[list[Row]] = [[] for _ in self._lanes]
-        choosing: list[list[int]] = [[] for _ in self._lanes]  # whose logits come back, in row order
+        rows: list[list[Row]] = [[] for _ in self._lanes.lanes]
+        choosing: list[list[int]] = [[] for _ in self._lanes.lanes]  # whose logits come back, in row order
         for seq_id in seq_ids:
             seq = self._seqs[seq_id]
             if not seq.prefilling:
@@ -325,7 +288,7 @@ class LlamaCppEngine:
             left -= take
             read += take
         started = time.perf_counter()
-        logits = [_built(lane).decode(r) for lane, r in zip(self._lanes, rows, strict=True) if r]
+        logits = [self._lanes.context(i).decode(r) for i, r in enumerate(rows) if r]
         self._paced(read, time.perf_counter() - started, decoding)
         self._peak = max(self._peak, self.kv_tokens_held)
         chosen = [seq_id for ids in choosing for seq_id in ids]
@@ -344,6 +307,7 @@ class LlamaCppEngine:
                 if seq.last >= 0:  # it fed its last token this step
                     seq.position += 1
                 seq.last = token
+                seq.generated.append(token)
                 seq.chooser.took(token)
                 tokens[seq_id] = token
         return [tokens.get(i) for i in seq_ids]
@@ -367,11 +331,7 @@ class LlamaCppEngine:
     def release(self, seq_id: int) -> None:
         seq = self._seqs.pop(seq_id, None)
         if seq is not None:
-            lane = self._lanes[seq.lane]
-            _built(lane).forget(seq.slot)
-            lane.free_slots.append(seq.slot)
-            lane.reserved -= seq.end
-            lane.sequences -= 1
+            self._lanes.release(seq.lane, seq.slot, seq.end, seq.held)
 
     # --- memory ----------------------------------------------------------------------------------
 
@@ -383,25 +343,8 @@ class LlamaCppEngine:
 
     def close(self) -> None:
         self._seqs.clear()
-        for lane in self._lanes:
-            if lane.context is not None:
-                lane.context.close()
-                lane.context = None
+        self._lanes.close()
         self._model.close()
-
-
-def _common_prefix(a: list[int], b: list[int], limit: int) -> int:
-    """How many tokens `a` and `b` have in common from their start, at most `limit`."""
-    n = min(len(a), len(b), limit)
-    if n <= 0:
-        return 0
-    differ = np.flatnonzero(np.asarray(a[:n]) != np.asarray(b[:n]))
-    return int(differ[0]) if differ.size else n
-
-
-def _built(lane: _Lane) -> Context:
-    assert lane.context is not None, "a lane with sequences has its context"
-    return lane.context
 
 
 def _gpu_layers(config: ModelConfig) -> int:

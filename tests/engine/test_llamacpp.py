@@ -214,38 +214,85 @@ def pooled() -> Iterator[object]:
     loaded.close()
 
 
-def test_a_common_prefix_is_taken_from_the_lane_not_read_again(pooled: object) -> None:
-    """Chats with the same system prompt: the second and third take the first's cells for the tokens in
-    common (waiting for them to be written), and answer exactly as each alone."""
+SYSTEM = ChatMessage("system", "You are a terse assistant who answers every question in one line.")
+SHORT = GenerationParams(temperature=0.0, max_tokens=20)  # several fit one lane
+
+
+def alone(engine: object, prompt_ids: list[int], tokens: int) -> list[int]:
+    """The tokens `prompt_ids` gets with nothing to share: every kept sequence dropped first and after."""
+    from llmserve.engine.llamacpp import LlamaCppEngine
+
+    assert isinstance(engine, LlamaCppEngine)
+    engine.drop_kept()
+    out = run(engine, [prompt_ids], tokens, SHORT)[0]
+    engine.drop_kept()
+    return out
+
+
+def test_a_common_prefix_is_taken_from_a_running_sequence_once_written(pooled: object) -> None:
+    """Chats with the same system prompt arriving together: the second and third take the first's cells
+    for the tokens in common (waiting for them to be written), and answer exactly as each alone."""
     from llmserve.engine.llamacpp import LlamaCppEngine
 
     assert isinstance(pooled, LlamaCppEngine)
-    system = ChatMessage("system", "You are a terse assistant who answers every question in one line.")
     prompts = [
-        pooled.encode_chat([system, ChatMessage("user", text)])
+        pooled.encode_chat([SYSTEM, ChatMessage("user", text)])
         for text in ("Name three fruits.", "Name three colours.", "Name three rivers.")
     ]
     common = next(i for i, (a, b) in enumerate(zip(prompts[0], prompts[1], strict=False)) if a != b)
     assert common >= 16
-    short = GenerationParams(temperature=0.0, max_tokens=20)  # all three fit one lane
-    solo = [run(pooled, [p], 12, short)[0] for p in prompts]
-    assert pooled.prompt_tokens_shared == 0  # each alone: nothing to share with
-    assert run(pooled, prompts, 12, short) == solo
-    assert pooled.prompt_tokens_shared == 2 * common
+    solo = [alone(pooled, p, 12) for p in prompts]
+    shared = pooled.prompt_tokens_shared
+    assert run(pooled, prompts, 12, SHORT) == solo
+    assert pooled.prompt_tokens_shared - shared == 2 * common
     assert pooled.kv_tokens_held == 0
+    assert pooled.kept_tokens > 0  # their cells stay for the next prompt that begins alike
+
+
+def test_the_next_turn_of_a_conversation_takes_the_kept_cells_of_the_last(pooled: object) -> None:
+    from llmserve.engine.llamacpp import LlamaCppEngine
+
+    assert isinstance(pooled, LlamaCppEngine)
+    first = [SYSTEM, ChatMessage("user", "Name three fruits.")]
+    turn1 = pooled.encode_chat(first)
+    answer = pooled.decode(alone(pooled, turn1, 12))
+    turn2 = pooled.encode_chat([*first, ChatMessage("assistant", answer), ChatMessage("user", "And a tree?")])
+    expected = alone(pooled, turn2, 12)
+    run(pooled, [turn1], 12, SHORT)  # the first turn again: its cells are kept
+    shared = pooled.prompt_tokens_shared
+    assert run(pooled, [turn2], 12, SHORT) == [expected]
+    assert pooled.prompt_tokens_shared - shared >= len(turn1)  # the whole first turn, and more
+
+
+def test_kept_cells_give_way_to_requests(pooled: object) -> None:
+    """Kept sequences hold cells and slots only while nothing needs them: ten requests in a row through
+    a lane of 8 slots, then one reserving a whole lane of 512 cells, all start at once."""
+    from llmserve.engine.llamacpp import LlamaCppEngine
+
+    assert isinstance(pooled, LlamaCppEngine)
+    for n in range(10):
+        run(pooled, [pooled.encode_chat([SYSTEM, ChatMessage("user", f"Count to {n}.")])], 2, SHORT)
+    assert pooled.kept_tokens > 0
+    whole = GenerationParams(temperature=0.0)  # max_tokens unset: the whole context, 512 cells
+    assert pooled.kv_room(512)
+    prompt_ids = pooled.encode_chat([SYSTEM, ChatMessage("user", "Count to 3.")])
+    seq_id = pooled.start(prompt_ids, whole)
+    assert pooled.kept_tokens == 0  # all of the lane is reserved now (it took its prompt's start first)
+    assert pooled.prompt_tokens_shared > 0
+    got = [t for _ in range(4) for t in pooled.step([seq_id]) if t is not None]
+    pooled.release(seq_id)
+    assert got == alone(pooled, prompt_ids, 4)
 
 
 def test_a_sequence_whose_donor_leaves_first_reads_its_whole_prompt(pooled: object) -> None:
     from llmserve.engine.llamacpp import LlamaCppEngine
 
     assert isinstance(pooled, LlamaCppEngine)
-    system = ChatMessage("system", "You are a terse assistant who answers every question in one line.")
-    first, second = (pooled.encode_chat([system, ChatMessage("user", t)]) for t in ("Hi!", "Name a tree."))
-    alone = run(pooled, [second], 10)[0]
+    first, second = (pooled.encode_chat([SYSTEM, ChatMessage("user", t)]) for t in ("Hi!", "Name a tree."))
+    expected = alone(pooled, second, 10)
     shared = pooled.prompt_tokens_shared
-    short = GenerationParams(temperature=0.0, max_tokens=20)  # both in one lane
-    a = pooled.start(first, short)
-    b = pooled.start(second, short)  # would take a's cells, once written
+    a = pooled.start(first, SHORT)
+    b = pooled.start(second, SHORT)  # would take a's cells, once written
     pooled.release(a)  # gone before it wrote them
     got: list[int] = []
     while len(got) < 10:
@@ -253,5 +300,5 @@ def test_a_sequence_whose_donor_leaves_first_reads_its_whole_prompt(pooled: obje
         if token is not None:
             got.append(token)
     pooled.release(b)
-    assert got == alone
+    assert got == expected
     assert pooled.prompt_tokens_shared == shared
