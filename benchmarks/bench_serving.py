@@ -11,11 +11,12 @@
   in --peers-python.
 
 At each concurrency (1, 4, 16, 64 by default) and completion length (64, 128), C clients each stream
-one chat completion (distinct prompts, greedy) at the same moment. Reported per point: aggregate
-completion tokens/s (all tokens / wall time), TTFT p50/p95, inter-token latency p50/p95 (gaps between
-content chunks), errors, and the server's peak RSS (process tree, sampled every 0.1 s). A point whose
-estimated duration exceeds --budget seconds (from the system's rate at the previous point) is skipped
-and recorded as such. Writes JSON (--out) and a plot (--plot).
+one chat completion (distinct prompts, greedy) at the same moment. Every run's prompts are new (no
+prompt cache has seen them); they share the chat template's system prompt, as chats do. Reported per
+point: aggregate completion tokens/s (all tokens / wall time), TTFT p50/p95, inter-token latency
+p50/p95 (gaps between content chunks), errors, and the server's peak RSS (process tree, sampled every
+0.1 s). A point whose estimated duration exceeds --budget seconds (from the system's rate at the
+previous point) is skipped and recorded as such. Writes JSON (--out) and a plot (--plot).
 
     python benchmarks/bench_serving.py [--systems raw,llmserve,...] [--peers-python /venv/bin/python]
 
@@ -63,6 +64,9 @@ OWN = (
     "llmserve-llamacpp-split",
     "llama-cpp-alone",
 )  # run --repeat times (median)
+
+
+_FRESH = itertools.count(1)  # each run's prompts are new: no prompt cache has seen them
 
 
 def prompt(i: int) -> list[dict[str, str]]:
@@ -151,6 +155,7 @@ def llama_alone_points(concurrency: list[int], lengths: list[int], repeat: int) 
         for c in concurrency:
             runs = []
             for _ in range(repeat):
+                fresh = 1000 * next(_FRESH)
                 start = time.perf_counter()
                 ttfts: list[float] = []
                 itl: list[float] = []
@@ -159,7 +164,7 @@ def llama_alone_points(concurrency: list[int], lengths: list[int], repeat: int) 
                     began = time.perf_counter()
                     stamps: list[float] = []
                     for chunk in llm.create_chat_completion(
-                        prompt(i),
+                        prompt(fresh + i),
                         max_tokens=tokens,
                         temperature=0.0,
                         top_k=1,
@@ -361,7 +366,8 @@ async def stream(http: httpx.AsyncClient, model: str, i: int, tokens: int) -> di
 async def load_point(base: str, model: str, c: int, tokens: int) -> dict[str, Any]:
     limits = httpx.Limits(max_connections=c + 4, max_keepalive_connections=c + 4)
     async with httpx.AsyncClient(base_url=base, timeout=1800, limits=limits) as http:
-        results = await asyncio.gather(*(stream(http, model, i, tokens) for i in range(c)))
+        fresh = 1000 * next(_FRESH)
+        results = await asyncio.gather(*(stream(http, model, fresh + i, tokens) for i in range(c)))
     good = [r for r in results if "error" not in r]
     wall = max(r["end"] for r in results) - min(r["start"] for r in results)
     done = sum(r["tokens"] for r in good)

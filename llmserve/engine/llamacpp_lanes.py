@@ -11,7 +11,10 @@ instead of reading them again, from
 - a running sequence of the lane, once it has written them (the new one waits for them), or
 - a finished sequence whose cells the lane kept (`Kept`): a released sequence's cells stay, holding its
   slot, until its room is needed; then the least recently used go first. They never hold back a request:
-  a lane has room for a request when its reservations leave room, whatever it keeps.
+  a lane has room for a request when its reservations leave room, whatever it keeps. Kept cells are not
+  free either: every row's attention reads every used cell of its lane (masked, but read), so the lane
+  keeps at most `KEPT_ROW_CELLS` / (its running sequences) of them: one running sequence may find a
+  long conversation kept, sixteen pay at most a few milliseconds a step for what is kept beside them.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from llmserve.errors import InternalError
 
 MIN_SHARED = 16  # prompt tokens in common, the fewest worth sharing
 LANE_FILL = 16  # sequences a lane takes before the next lane is used (few rows batch best in one pass)
+KEPT_ROW_CELLS = 16384  # kept cells x running sequences, the most a lane's kept sequences may cost a step
 
 
 @dataclass
@@ -152,8 +156,12 @@ class Lanes:
 
     def _trim(self, lane: Lane) -> None:
         """Drops kept sequences, least recently used first, until the reservations and the kept cells
-        fit the lane (kept cells shared with a running sequence are counted twice: it errs on room)."""
-        while lane.kept and lane.reserved + lane.kept_cells > self.cells:
+        fit the lane, and the kept cells times the running sequences fit `KEPT_ROW_CELLS` (kept cells
+        shared with a running sequence are counted as kept too: it errs on room)."""
+        while lane.kept and (
+            lane.reserved + lane.kept_cells > self.cells
+            or lane.kept_cells * max(1, lane.sequences) > KEPT_ROW_CELLS
+        ):
             self._drop(lane, min(lane.kept, key=lambda k: k.used))
 
     def _drop(self, lane: Lane, kept: Kept) -> None:
