@@ -25,6 +25,15 @@ case "${1:-}" in
     *) echo "usage: scripts/install.sh serve|ray|test" >&2; exit 2 ;;
 esac
 python="${PYTHON:-python3}"
+# llama-cpp-python builds llama.cpp for this CPU (-march=native); on an Intel CPU with AMX that brings
+# llama.cpp's AMX kernels, which crash some of those machines (llama.cpp issue 20824, docs/engines.md).
+# Build without them, keeping every other instruction set and any CMAKE_ARGS of the caller (CUDA):
+case "$extras" in *llamacpp*)
+    if [ "$(uname -m)" = x86_64 ]; then
+        no_amx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"  # each: -march=native enables them one by one
+        export CMAKE_ARGS="${CMAKE_ARGS:-} -DCMAKE_C_FLAGS='$no_amx' -DCMAKE_CXX_FLAGS='$no_amx'"
+    fi ;;
+esac
 torch="${LLMSERVE_TORCH-torch==2.13.0}"
 target="."
 if [ -n "$extras" ]; then target=".[$extras]"; fi

@@ -12,6 +12,12 @@ to `SPIN_COUNT` (a few tens of microseconds, still enough to catch a peer that i
 It is read when libgomp loads, so it is set here, before `llama_cpp` is imported.
 
 llama.cpp's own log lines go to llmserve's debug log (`llmserve.engine.llamacpp`), not the terminal.
+
+A llama.cpp built with AMX (`-march=native` on an Intel Sapphire Rapids or later) repacks the weights
+into its AMX buffers, whose matrix product crashes the process on some of those machines (a segmentation
+fault in `ggml_backend_amx_mul_mat`, llama.cpp issue 20824, seen here on SmolLM2). scripts/install.sh
+builds without AMX; a build that has it loads models without llama.cpp's extra weight buffers (the AMX
+and the repacked ones, `use_extra_bufts`), slower for some types but alive, and says so once.
 """
 
 from __future__ import annotations
@@ -55,6 +61,19 @@ def _initialise() -> None:
             _initialised = True
 
 
+def _has_amx() -> bool:
+    info = llama_cpp.llama_print_system_info().decode("utf-8", errors="replace")
+    return "AMX_INT8 = 1" in info
+
+
+_AMX = _has_amx()
+if _AMX:
+    log.warning(
+        "this llama.cpp was built with AMX, whose kernels crash on some CPUs (llama.cpp issue 20824): "
+        "models load without its AMX and repacked weight buffers; scripts/install.sh builds without AMX"
+    )
+
+
 class LlamaFileError(RuntimeError):
     """llama.cpp could not load the file or build its context."""
 
@@ -67,6 +86,7 @@ class Model:
         params = llama_cpp.llama_model_default_params()
         params.n_gpu_layers = gpu_layers
         params.load_mode = llama_cpp.LLAMA_LOAD_MODE_MMAP
+        params.use_extra_bufts = not _AMX
         model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
         if not model:
             raise LlamaFileError(f"llama.cpp could not load {path}")

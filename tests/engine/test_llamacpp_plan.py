@@ -76,3 +76,12 @@ def test_llama_cpp_threads_spin_briefly_unless_told(given: str | None, expected:
     code = "import os, llmserve.engine.llamacpp_lib as m; print(os.environ['GOMP_SPINCOUNT'])"
     found = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert found.stdout.strip() == expected
+
+
+def test_llama_cpp_is_built_without_amx() -> None:
+    """scripts/install.sh builds llama.cpp without its AMX kernels, which crash some Intel CPUs that
+    have AMX (llama.cpp issue 20824): a build with them has the engine load without extra buffers."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    info = llama_cpp.llama_print_system_info().decode()
+    assert "AVX" in info or "NEON" in info or "CUDA" in info, info  # the line it is read from
+    assert "AMX_INT8 = 1" not in info
