@@ -284,6 +284,34 @@ def test_kept_cells_give_way_to_requests(pooled: object) -> None:
     assert got == alone(pooled, prompt_ids, 4)
 
 
+def test_a_busy_lane_keeps_nothing(pooled: object) -> None:
+    """Kept cells slow every row of their lane (attention reads up to the last used cell): a lane keeps
+    finished sequences only while at most `KEEP_BESIDE` (2) others run there; a third drops them."""
+    from llmserve.engine.llamacpp import LlamaCppEngine
+    from llmserve.engine.llamacpp_lanes import KEEP_BESIDE
+
+    assert isinstance(pooled, LlamaCppEngine)
+    assert KEEP_BESIDE == 2
+    pooled.drop_kept()
+    prompts = [pooled.encode_chat([SYSTEM, ChatMessage("user", f"Name {n} birds.")]) for n in range(2, 7)]
+    run(pooled, [prompts[0]], 2, SHORT)
+    assert pooled.kept_tokens > 0  # alone in its lane: kept
+    ids = [pooled.start(p, SHORT) for p in prompts[1:3]]
+    assert pooled.kept_tokens > 0  # two running beside it
+    ids += [pooled.start(p, SHORT) for p in prompts[3:5]]
+    assert pooled.kept_tokens == 0  # three and four: dropped
+    for _ in range(3):
+        pooled.step(ids)
+    pooled.release(ids.pop())  # leaves with three others running: not kept
+    assert pooled.kept_tokens == 0
+    pooled.release(ids.pop())  # leaves with two others running: kept
+    assert pooled.kept_tokens > 0
+    for seq_id in ids:
+        pooled.release(seq_id)
+    pooled.drop_kept()
+    assert pooled.kv_tokens_held == 0
+
+
 def test_a_sequence_whose_donor_leaves_first_reads_its_whole_prompt(pooled: object) -> None:
     from llmserve.engine.llamacpp import LlamaCppEngine
 
