@@ -77,7 +77,7 @@ def plot(report: dict[str, Any], target: Path) -> None:
             axes[row][col].grid(True, alpha=0.3)
         axes[1][col].set_yscale("log")
     axes[0][0].legend()
-    fig.suptitle(f"{report['model']}, {report['cpus']} CPU cores, {report['date']}")
+    fig.suptitle(f"{report['model']}\n{report['cpus']} CPU cores, {report['date']}", fontsize=10)
     fig.tight_layout()
     target.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(target, dpi=80)
