@@ -201,6 +201,51 @@ def test_lanes_hold_what_they_reserve_and_decode_as_one_context() -> None:
         loaded.close()
 
 
+def test_prompts_alike_fill_the_lanes_evenly() -> None:
+    """Sharing a prefix does not pile sequences into one lane: 40 chats with one system prompt fill the
+    first lane to `LANE_FILL` (16), then the second, then both in turn (20 and 20: a step's attention
+    reads rows x their lane's cells), and each takes the common prefix from a sequence of its lane."""
+    from llmserve.engine.llamacpp import LlamaCppEngine
+    from llmserve.engine.llamacpp_lanes import LANE_FILL
+
+    per_token = 30 * 3 * 2 * 64 * 2
+    entry = smollm2_entry(max_batch_size=40, context_length=1024, kv_cache_memory=2048 * per_token)
+    loaded = LlamaCppEngine.load(entry)
+    try:
+        assert isinstance(loaded, LlamaCppEngine)
+        lanes = loaded._lanes.lanes
+        assert len(lanes) == 2 and LANE_FILL == 16
+        few = GenerationParams(temperature=0.0, max_tokens=4)
+        prompts = [loaded.encode_chat([SYSTEM, ChatMessage("user", f"Count to {n}.")]) for n in range(40)]
+        ids = []
+        for n, prompt_ids in enumerate(prompts):
+            ids.append(loaded.start(prompt_ids, few))
+            counts = [lane.sequences for lane in lanes]
+            if n < 16:
+                assert counts == [n + 1, 0]
+            elif n < 32:
+                assert counts == [16, n - 15]
+            else:
+                assert abs(counts[0] - counts[1]) <= 1
+        assert [lane.sequences for lane in lanes] == [20, 20]
+        seqs = [loaded._seqs[seq_id] for seq_id in ids]
+        donors = [seq.donor for seq in seqs]
+        assert donors.count(None) == 2  # the first of each lane
+        common = common_length(prompts[0], prompts[1])
+        for seq in seqs:
+            if seq.donor is not None:
+                assert loaded._seqs[seq.donor].lane == seq.lane
+                assert seq.shared >= common  # "Count to 1" and "Count to 12" share one more
+        for seq_id in ids:
+            loaded.release(seq_id)
+    finally:
+        loaded.close()
+
+
+def common_length(a: list[int], b: list[int]) -> int:
+    return next(i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y)
+
+
 @pytest.fixture(scope="module")
 def pooled() -> Iterator[object]:
     """A cache shared by the sequences (1,024 cells for up to 8 of 512 tokens; two lanes of 512)."""
