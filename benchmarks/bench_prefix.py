@@ -27,6 +27,10 @@ from typing import Any
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_serving import sse_chunk  # noqa: E402
+
 WORDS = ["the", "river", "carries", "light", "stones", "past", "old", "mills", "while", "bakers", "count"]
 
 
@@ -53,9 +57,9 @@ def ask(http: httpx.Client, messages: list[dict[str, str]], tokens: int) -> tupl
     with http.stream("POST", "/v1/chat/completions", json=body) as response:
         response.raise_for_status()
         for line in response.iter_lines():
-            if not line.startswith("data: ") or line.strip() == "data: [DONE]":
+            chunk = sse_chunk(line)
+            if chunk is None:
                 continue
-            chunk = json.loads(line[6:])
             if chunk.get("usage"):
                 prompt_tokens = chunk["usage"]["prompt_tokens"]
             if chunk.get("choices") and chunk["choices"][0].get("delta", {}).get("content"):

@@ -73,6 +73,14 @@ def prompt(i: int) -> list[dict[str, str]]:
     return [{"role": "user", "content": f"Write a long story about dragon number {i} who bakes bread."}]
 
 
+def sse_chunk(line: str) -> dict[str, Any] | None:
+    """The JSON object of one line of a streamed completion, None for the rest (blank, `[DONE]`)."""
+    if not line.startswith("data: ") or line.strip() == "data: [DONE]":
+        return None
+    chunk: dict[str, Any] = json.loads(line[6:])
+    return chunk
+
+
 def gguf_file() -> Path:
     from llmserve.config.entries import GGUFSpec, load_config
 
@@ -343,9 +351,9 @@ async def stream(http: httpx.AsyncClient, model: str, i: int, tokens: int) -> di
             if response.status_code != 200:
                 return {"error": f"HTTP {response.status_code}", "start": start, "end": time.perf_counter()}
             async for line in response.aiter_lines():
-                if not line.startswith("data: ") or line.strip() == "data: [DONE]":
+                chunk = sse_chunk(line)
+                if chunk is None:
                     continue
-                chunk = json.loads(line[6:])
                 if chunk.get("usage"):
                     usage = chunk["usage"]["completion_tokens"]
                 if chunk.get("choices") and chunk["choices"][0].get("delta", {}).get("content"):
